@@ -1,0 +1,219 @@
+"""Opening accounts, changing their status and bounds, and reading them."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import rules
+from .errors import AccountExists, AccountNotFound, InvalidAccount
+from .ids import ACCOUNT_PREFIX, new_account_public_id
+from .models import Account, Balance
+from .timeutil import as_utc, utcnow
+from .values import DEFAULT_NORMAL_SIDE, AccountStatus, AccountType, AccountView, Side
+
+CODE_RE = re.compile(r"^[A-Za-z0-9_.:@/\-]{1,200}$")
+MAX_SHARDS = 64
+
+
+def open_account(
+    session: Session,
+    code: str,
+    name: str,
+    type: AccountType | str,
+    currency: str,
+    *,
+    owner_party_id: str | None = None,
+    normal_side: Side | str | None = None,
+    min_balance_minor: int | None = None,
+    max_balance_minor: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    balance_shards: int = 1,
+) -> AccountView:
+    """Open an account; opening it again with the same attributes returns it."""
+    try:
+        account_type = AccountType(type)
+        side = Side(normal_side) if normal_side is not None else DEFAULT_NORMAL_SIDE[account_type]
+    except ValueError as error:
+        raise InvalidAccount(str(error), field="type" if "AccountType" in str(error) else "normal_side") from None
+    if not isinstance(code, str) or not CODE_RE.match(code):
+        raise InvalidAccount(
+            "code must be 1-200 characters of letters, digits and _ . : @ / -", field="code"
+        )
+    if not rules.CURRENCY_RE.match(currency or ""):
+        raise InvalidAccount("currency must be an ISO 4217 code like 'CNY'", field="currency")
+    _check_bounds_values(min_balance_minor, max_balance_minor)
+    if not isinstance(balance_shards, int) or not 1 <= balance_shards <= MAX_SHARDS:
+        raise InvalidAccount(f"balance_shards must be 1 to {MAX_SHARDS}", field="balance_shards")
+
+    wanted = {
+        "name": name, "type": account_type.value, "normal_side": side.value, "currency": currency,
+        "owner_party_id": owner_party_id, "min_balance_minor": min_balance_minor,
+        "max_balance_minor": max_balance_minor, "balance_shards": balance_shards,
+    }
+    existing = session.scalar(select(Account).where(Account.code == code))
+    if existing is not None:
+        differs = [k for k, v in wanted.items() if getattr(existing, k) != v]
+        if differs:
+            raise AccountExists(
+                f"account {code} exists with other {', '.join(differs)}", account=code, fields=differs
+            )
+        return get_account(session, code)
+    account = Account(
+        public_id=new_account_public_id(), code=code, status=AccountStatus.OPEN.value,
+        meta=metadata or {}, created_at=utcnow(), **wanted,
+    )
+    session.add(account)
+    session.flush()
+    session.add_all(Balance(account_id=account.id, shard=n, posted_debits_minor=0,
+                            posted_credits_minor=0, pending_debits_minor=0,
+                            pending_credits_minor=0, version=0) for n in range(balance_shards))
+    session.flush()
+    return get_account(session, code)
+
+
+def _check_bounds_values(min_balance: int | None, max_balance: int | None) -> None:
+    for field, value in (("min_balance_minor", min_balance), ("max_balance_minor", max_balance)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidAccount(f"{field} must be an integer or null", field=field)
+    if min_balance is not None and max_balance is not None and min_balance > max_balance:
+        raise InvalidAccount("min_balance_minor exceeds max_balance_minor", field="min_balance_minor")
+
+
+def set_account_status(session: Session, code: str, status: AccountStatus | str) -> AccountView:
+    """Freeze, unfreeze or close an account. Closing needs a zero balance and
+    nothing pending. The shards are locked so no entry is half-way through."""
+    new_status = AccountStatus(status)
+    locked = _lock_all(session, code)
+    account = session.scalar(select(Account).where(Account.id == locked.id))
+    if new_status is AccountStatus.CLOSED:
+        totals = locked.totals()
+        if (totals.posted_debits != totals.posted_credits or totals.pending_debits
+                or totals.pending_credits):
+            raise InvalidAccount(
+                f"account {code} cannot close with a balance or pending entries", field="status"
+            )
+    if account.status == AccountStatus.CLOSED.value and new_status is not AccountStatus.CLOSED:
+        raise InvalidAccount(f"account {code} is closed for good", field="status")
+    account.status = new_status.value
+    session.flush()
+    return get_account(session, code)
+
+
+def set_account_bounds(
+    session: Session, code: str, *, min_balance_minor: int | None, max_balance_minor: int | None
+) -> AccountView:
+    """Change an account's bounds (a credit limit, say). A hot account keeps
+    which bounds it has, since its locking depends on it; only their values
+    change. A balance already outside a new bound stays; only postings that
+    move further out are refused."""
+    _check_bounds_values(min_balance_minor, max_balance_minor)
+    locked = _lock_all(session, code)
+    account = session.scalar(select(Account).where(Account.id == locked.id))
+    if account.balance_shards > 1 and (
+        (account.min_balance_minor is None) != (min_balance_minor is None)
+        or (account.max_balance_minor is None) != (max_balance_minor is None)
+    ):
+        raise InvalidAccount(
+            "a sharded account cannot gain or lose a bound, only change its value",
+            field="min_balance_minor",
+        )
+    account.min_balance_minor = min_balance_minor
+    account.max_balance_minor = max_balance_minor
+    session.flush()
+    return get_account(session, code)
+
+
+def _lock_all(session: Session, code: str):
+    # Asking for both sides on a bounded account locks every shard; for an
+    # unbounded sharded account lock the shards by id instead.
+    account = session.scalar(select(Account).where(Account.code == code))
+    if account is None:
+        raise AccountNotFound(f"no account {code!r}", account=code)
+    from .locking import lock_shards
+
+    return lock_shards(session, {(account.id, n) for n in range(account.balance_shards)})[code]
+
+
+_ACCOUNT_WITH_TOTALS = (
+    select(
+        Account,
+        func.coalesce(func.sum(Balance.posted_debits_minor), 0).label("pd"),
+        func.coalesce(func.sum(Balance.posted_credits_minor), 0).label("pc"),
+        func.coalesce(func.sum(Balance.pending_debits_minor), 0).label("qd"),
+        func.coalesce(func.sum(Balance.pending_credits_minor), 0).label("qc"),
+        func.coalesce(func.sum(Balance.version), 0).label("ver"),
+    )
+    .join(Balance, Balance.account_id == Account.id)
+    .group_by(Account.id)
+)
+
+
+def _view(row) -> AccountView:
+    account: Account = row[0]
+    # SUM() of a bigint is a numeric on PostgreSQL: bring it back to int.
+    totals = rules.Totals(int(row.pd), int(row.pc), int(row.qd), int(row.qc))
+    side = Side(account.normal_side)
+    return AccountView(
+        id=account.public_id,
+        code=account.code,
+        name=account.name,
+        type=AccountType(account.type),
+        normal_side=side,
+        currency=account.currency,
+        owner_party_id=account.owner_party_id,
+        status=AccountStatus(account.status),
+        min_balance_minor=account.min_balance_minor,
+        max_balance_minor=account.max_balance_minor,
+        balance_shards=account.balance_shards,
+        metadata=dict(account.meta or {}),
+        posted_minor=rules.posted_balance(side, totals.posted_debits, totals.posted_credits),
+        pending_debits_minor=totals.pending_debits,
+        pending_credits_minor=totals.pending_credits,
+        pending_minor=rules.pending_balance(side, totals),
+        available_minor=rules.available_balance(side, totals),
+        version=int(row.ver),
+        created_at=as_utc(account.created_at),
+    )
+
+
+def get_account(session: Session, code_or_public_id: str) -> AccountView:
+    column = Account.public_id if code_or_public_id.startswith(ACCOUNT_PREFIX) else Account.code
+    row = session.execute(_ACCOUNT_WITH_TOTALS.where(column == code_or_public_id)).first()
+    if row is None:
+        raise AccountNotFound(f"no account {code_or_public_id!r}", account=code_or_public_id)
+    return _view(row)
+
+
+def get_accounts(session: Session, codes: list[str]) -> dict[str, AccountView]:
+    """Many accounts in one query, by code; missing codes are left out."""
+    rows = session.execute(_ACCOUNT_WITH_TOTALS.where(Account.code.in_(codes)))
+    return {view.code: view for view in map(_view, rows)}
+
+
+def list_accounts(
+    session: Session,
+    *,
+    owner_party_id: str | None = None,
+    currency: str | None = None,
+    code_prefix: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> tuple[list[AccountView], str | None]:
+    """Accounts in code order; ``after`` is the cursor (the last code seen)."""
+    query = _ACCOUNT_WITH_TOTALS
+    if owner_party_id is not None:
+        query = query.where(Account.owner_party_id == owner_party_id)
+    if currency is not None:
+        query = query.where(Account.currency == currency)
+    if code_prefix:
+        escaped = code_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Account.code.like(escaped + "%", escape="\\"))
+    if after:
+        query = query.where(Account.code > after)
+    rows = session.execute(query.order_by(Account.code).limit(limit + 1)).all()
+    views = [_view(r) for r in rows[:limit]]
+    next_cursor = views[-1].code if len(rows) > limit else None
+    return views, next_cursor

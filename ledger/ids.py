@@ -1,0 +1,45 @@
+"""Identifiers: time-ordered UUIDs generated in the process, and the public,
+prefixed form the API shows (``je_…``, ``acct_…``).
+
+Entry ids are made here rather than by a database sequence so a batch of
+entries and their postings can be written without a round trip to learn ids;
+the time prefix keeps the primary-key index append-mostly.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+ENTRY_PREFIX = "je_"
+ACCOUNT_PREFIX = "acct_"
+
+
+def new_uuid7() -> uuid.UUID:
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then randomness."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def entry_public_id(entry_id: uuid.UUID) -> str:
+    return ENTRY_PREFIX + entry_id.hex
+
+
+def parse_entry_id(public_id: str) -> uuid.UUID | None:
+    """The UUID behind ``je_…`` (or a bare hex/UUID string); None if malformed."""
+    raw = public_id[len(ENTRY_PREFIX):] if public_id.startswith(ENTRY_PREFIX) else public_id
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, AttributeError):
+        return None
+
+
+def new_account_public_id() -> str:
+    """Opaque: the API never shows the account table's sequence number."""
+    return ACCOUNT_PREFIX + new_uuid7().hex

@@ -1,0 +1,1 @@
+"""Alembic environment and versions; Alembic owns the schema."""
