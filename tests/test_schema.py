@@ -1,0 +1,36 @@
+"""The schema: Alembic's migrations and the ORM models describe the same
+database (warehouse's ``alembic check``), and the import rules hold."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from ledger.models import Base
+import service.models  # noqa: F401  (its tables belong to the same metadata)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_migrated_database_matches_the_models(engine):
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+
+
+def test_every_constraint_has_a_predictable_name():
+    for table in Base.metadata.tables.values():
+        for constraint in table.constraints:
+            assert constraint.name, f"unnamed constraint on {table.name}"
+
+
+def test_the_import_rules_of_the_architecture_hold():
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint), "--config", str(ROOT / "setup.cfg")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken" in result.stdout
