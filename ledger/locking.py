@@ -1,29 +1,50 @@
 """Locking the balance rows an entry touches, in one fixed order.
 
-Every write path goes through :func:`lock_balances`: one statement selects
-the shard rows of the named accounts ``ORDER BY account_id, shard FOR UPDATE``
-(PostgreSQL locks rows in that order, so two transactions can never wait on
-each other in a cycle). On SQLite the whole transaction already holds the
-write lock (``BEGIN IMMEDIATE`` in ``service.db``), and ``FOR UPDATE`` is left
-out by the dialect.
+Every write path goes through :func:`lock_balances` or :func:`lock_shards`:
+one statement selects the shard rows ``ORDER BY account_id, shard FOR
+UPDATE``; PostgreSQL locks rows in that order, so two transactions never wait
+on each other in a cycle. On SQLite the whole transaction already holds the
+write lock (``BEGIN IMMEDIATE`` in ``service.db``) and the dialect leaves
+``FOR UPDATE`` out.
 
-Which shards: an account with one shard has one row. A sharded (hot)
-account gets one shard picked by the calling process and thread when every
-posting moves it away from its bounds, and all its shards when a posting
-moves it toward a bound, because only the total can be checked against it.
+Which shards: an account with one shard has one row. A sharded (hot) account
+gets one shard, picked by the calling process and thread, when every posting
+moves it away from its bounds; and all its shards when a posting moves it
+toward a bound, because only the total can be checked against that bound.
+
+To choose shards before locking, the ledger keeps per engine the *shape* of
+each account it has seen: id, normal side, currency, shard count and which
+bounds it has. None of these change once an account is open (a sharded
+account cannot gain or lose a bound), so the cache never goes stale in
+normal operation; and the lock statement reads the same attributes back, so a
+shape that no longer matches (an account opened in a transaction that rolled
+back) is dropped and looked up again rather than trusted.
 """
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, or_, select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
+from . import rules
 from .models import Account, Balance
 from .rules import Totals
 from .values import Side
+
+
+@dataclass(frozen=True)
+class AccountShape:
+    id: int
+    code: str
+    normal_side: str
+    currency: str
+    shard_count: int
+    has_min: bool
+    has_max: bool
 
 
 @dataclass
@@ -75,101 +96,49 @@ def worker_slot() -> int:
     return hash((os.getpid(), threading.get_ident())) & 0x7FFFFFFF
 
 
-def _bounded_toward(side: Side):
-    """SQL: a posting on ``side`` moves the account toward one of its bounds."""
-    grows = Account.normal_side == side.value
-    return or_(
-        and_(grows, Account.max_balance_minor.is_not(None)),
-        and_(~grows, Account.min_balance_minor.is_not(None)),
-    )
+_shapes: "weakref.WeakKeyDictionary[object, dict[str, AccountShape]]" = weakref.WeakKeyDictionary()
+_shapes_lock = threading.Lock()
 
 
-_LOCK_BY_CODE = (
-    select(
-        Balance.account_id,
-        Balance.shard,
-        Balance.posted_debits_minor,
-        Balance.posted_credits_minor,
-        Balance.pending_debits_minor,
-        Balance.pending_credits_minor,
-        Balance.version,
-        Account.code,
-        Account.normal_side,
-        Account.currency,
-        Account.status,
-        Account.min_balance_minor,
-        Account.max_balance_minor,
-        Account.balance_shards,
-    )
-    .join(Account, Account.id == Balance.account_id)
-    .where(
-        Account.code.in_(bindparam("codes", expanding=True)),
-        or_(
-            Account.balance_shards == 1,
-            Balance.shard == bindparam("slot") % Account.balance_shards,
-            and_(
-                Account.code.in_(bindparam("debit_codes", expanding=True)),
-                _bounded_toward(Side.DEBIT),
-            ),
-            and_(
-                Account.code.in_(bindparam("credit_codes", expanding=True)),
-                _bounded_toward(Side.CREDIT),
-            ),
-        ),
-    )
-    .order_by(Balance.account_id, Balance.shard)
-    .with_for_update(of=Balance)
-)
+def _cache_for(session: Session) -> dict[str, AccountShape]:
+    bind = session.get_bind()
+    engine = getattr(bind, "engine", bind)
+    with _shapes_lock:
+        cache = _shapes.get(engine)
+        if cache is None:
+            cache = _shapes[engine] = {}
+        return cache
 
-def _collect(rows) -> dict[str, LockedAccount]:
-    accounts: dict[str, LockedAccount] = {}
-    for row in rows:
-        account = accounts.get(row.code)
-        if account is None:
-            account = accounts[row.code] = LockedAccount(
-                id=row.account_id,
-                code=row.code,
-                normal_side=Side(row.normal_side),
-                currency=row.currency,
-                status=row.status,
-                min_balance=row.min_balance_minor,
-                max_balance=row.max_balance_minor,
-                shard_count=row.balance_shards,
+
+_SHAPES = select(
+    Account.id, Account.code, Account.normal_side, Account.currency, Account.balance_shards,
+    Account.min_balance_minor, Account.max_balance_minor,
+).where(Account.code.in_(bindparam("codes", expanding=True)))
+
+
+def _shapes_of(session: Session, codes: set[str], refresh: bool = False) -> dict[str, AccountShape]:
+    cache = _cache_for(session)
+    missing = codes if refresh else {c for c in codes if c not in cache}
+    if missing:
+        for row in session.execute(_SHAPES, {"codes": sorted(missing)}):
+            cache[row.code] = AccountShape(
+                row.id, row.code, row.normal_side, row.currency, row.balance_shards,
+                row.min_balance_minor is not None, row.max_balance_minor is not None,
             )
-        account.shards[row.shard] = ShardState(
-            row.account_id,
-            row.shard,
-            row.posted_debits_minor,
-            row.posted_credits_minor,
-            row.pending_debits_minor,
-            row.pending_credits_minor,
-            row.version,
-        )
-    return accounts
+        for code in missing:
+            if code in cache and refresh and cache[code].code != code:
+                del cache[code]
+    return {c: cache[c] for c in codes if c in cache}
 
 
-def lock_balances(
-    session: Session, debit_codes: set[str], credit_codes: set[str]
-) -> dict[str, LockedAccount]:
-    """Lock the shard rows that postings on these accounts need, by account code.
-    Codes that name no account are simply absent from the result."""
-    codes = sorted(debit_codes | credit_codes)
-    if not codes:
-        return {}
-    rows = session.execute(
-        _LOCK_BY_CODE,
-        {
-            "codes": codes,
-            "slot": worker_slot(),
-            "debit_codes": sorted(debit_codes) or [""],
-            "credit_codes": sorted(credit_codes) or [""],
-        },
+_LOCK = (
+    select(
+        Balance.account_id, Balance.shard,
+        Balance.posted_debits_minor, Balance.posted_credits_minor,
+        Balance.pending_debits_minor, Balance.pending_credits_minor, Balance.version,
+        Account.code, Account.normal_side, Account.currency, Account.status,
+        Account.min_balance_minor, Account.max_balance_minor, Account.balance_shards,
     )
-    return _collect(rows)
-
-
-_LOCK_SHARDS = (
-    select(*_LOCK_BY_CODE.selected_columns)
     .join(Account, Account.id == Balance.account_id)
     .where(tuple_(Balance.account_id, Balance.shard).in_(bindparam("keys", expanding=True)))
     .order_by(Balance.account_id, Balance.shard)
@@ -177,9 +146,76 @@ _LOCK_SHARDS = (
 )
 
 
+def _run_lock(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedAccount]:
+    accounts: dict[str, LockedAccount] = {}
+    for row in session.execute(_LOCK, {"keys": sorted(keys)}):
+        account = accounts.get(row.code)
+        if account is None:
+            account = accounts[row.code] = LockedAccount(
+                id=row.account_id, code=row.code, normal_side=Side(row.normal_side),
+                currency=row.currency, status=row.status, min_balance=row.min_balance_minor,
+                max_balance=row.max_balance_minor, shard_count=row.balance_shards,
+            )
+        account.shards[row.shard] = ShardState(
+            row.account_id, row.shard, row.posted_debits_minor, row.posted_credits_minor,
+            row.pending_debits_minor, row.pending_credits_minor, row.version,
+        )
+    return accounts
+
+
+def _keys_for(shapes: dict[str, AccountShape], debit_codes: set[str], credit_codes: set[str]):
+    slot = worker_slot()
+    keys: set[tuple[int, int]] = set()
+    for code, shape in shapes.items():
+        if shape.shard_count == 1:
+            keys.add((shape.id, 0))
+            continue
+        toward = any(
+            rules.moves_toward_bound(
+                shape.normal_side, 0 if shape.has_min else None, 0 if shape.has_max else None, side
+            )
+            for side, codes in ((Side.DEBIT, debit_codes), (Side.CREDIT, credit_codes))
+            if code in codes
+        )
+        if toward:
+            keys.update((shape.id, n) for n in range(shape.shard_count))
+        else:
+            keys.add((shape.id, slot % shape.shard_count))
+    return keys
+
+
+def _matches(shapes: dict[str, AccountShape], locked: dict[str, LockedAccount]) -> bool:
+    for code, shape in shapes.items():
+        account = locked.get(code)
+        if account is None or (account.id, account.normal_side.value, account.currency,
+                               account.shard_count) != (shape.id, shape.normal_side,
+                                                        shape.currency, shape.shard_count):
+            return False
+    return True
+
+
+def lock_balances(
+    session: Session, debit_codes: set[str], credit_codes: set[str]
+) -> dict[str, LockedAccount]:
+    """Lock the shard rows that postings on these accounts need, by account code.
+    Codes that name no account are absent from the result."""
+    codes = debit_codes | credit_codes
+    if not codes:
+        return {}
+    shapes = _shapes_of(session, codes)
+    locked = _run_lock(session, _keys_for(shapes, debit_codes, credit_codes))
+    if not _matches(shapes, locked):
+        # A cached shape was wrong (see the module docstring): look again.
+        shapes = _shapes_of(session, codes, refresh=True)
+        for code in codes - shapes.keys():
+            _cache_for(session).pop(code, None)
+        locked = _run_lock(session, _keys_for(shapes, debit_codes, credit_codes))
+    return locked
+
+
 def lock_shards(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedAccount]:
     """Lock exact (account id, shard) rows: used to resolve a pending entry,
-    whose reservations sit on known shards."""
+    whose reservations sit on known shards, and to change an account."""
     if not keys:
         return {}
-    return _collect(session.execute(_LOCK_SHARDS, {"keys": sorted(keys)}))
+    return _run_lock(session, keys)

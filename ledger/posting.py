@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
-from sqlalchemy import insert, select, text, update, bindparam
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import rules
@@ -43,7 +43,8 @@ from .errors import (
 )
 from .ids import entry_public_id, new_uuid7, parse_entry_id
 from .locking import LockedAccount, ShardState, lock_balances, lock_shards
-from .models import Balance, JournalEntry, Posting
+from .writer import write_journal
+from .models import JournalEntry, Posting
 from .timeutil import as_utc, utcnow
 from .values import (
     EntryKind,
@@ -394,65 +395,8 @@ def _check_usable(account: LockedAccount) -> None:
 # writing
 
 
-_BALANCE = Balance.__table__
-_UPDATE_BALANCE = (
-    update(_BALANCE)
-    .where(_BALANCE.c.account_id == bindparam("b_account_id"), _BALANCE.c.shard == bindparam("b_shard"))
-    .values(
-        posted_debits_minor=bindparam("b_pd"),
-        posted_credits_minor=bindparam("b_pc"),
-        pending_debits_minor=bindparam("b_qd"),
-        pending_credits_minor=bindparam("b_qc"),
-        version=bindparam("b_version"),
-    )
-)
-
-
 def _flush(session: Session, write: _Write) -> None:
-    if write.shards:
-        states = sorted(write.shards.values(), key=lambda s: (s.account_id, s.shard))
-        if session.get_bind().dialect.name == "postgresql":
-            _update_balances_pg(session, states)
-        else:
-            session.execute(
-                _UPDATE_BALANCE,
-                [
-                    {
-                        "b_account_id": s.account_id, "b_shard": s.shard,
-                        "b_pd": s.posted_debits, "b_pc": s.posted_credits,
-                        "b_qd": s.pending_debits, "b_qc": s.pending_credits,
-                        "b_version": s.version,
-                    }
-                    for s in states
-                ],
-            )
-    if write.entries:
-        session.execute(insert(JournalEntry.__table__), write.entries)
-    if write.postings:
-        session.execute(insert(Posting.__table__), write.postings)
-
-
-def _update_balances_pg(session: Session, states: list[ShardState]) -> None:
-    """One round trip for all changed shards (an executemany would be one per row)."""
-    params: dict[str, int] = {}
-    rows = []
-    for i, s in enumerate(states):
-        rows.append(f"(:a{i}, :s{i}, :pd{i}, :pc{i}, :qd{i}, :qc{i}, :v{i})")
-        params.update({
-            f"a{i}": s.account_id, f"s{i}": s.shard, f"pd{i}": s.posted_debits,
-            f"pc{i}": s.posted_credits, f"qd{i}": s.pending_debits,
-            f"qc{i}": s.pending_credits, f"v{i}": s.version,
-        })
-    session.execute(
-        text(
-            "UPDATE ledger_balance AS b SET posted_debits_minor = v.pd, "
-            "posted_credits_minor = v.pc, pending_debits_minor = v.qd, "
-            "pending_credits_minor = v.qc, version = v.ver "
-            "FROM (VALUES " + ", ".join(rows) + ") AS v(account_id, shard, pd, pc, qd, qc, ver) "
-            "WHERE b.account_id = v.account_id::bigint AND b.shard = v.shard::smallint"
-        ),
-        params,
-    )
+    write_journal(session, list(write.shards.values()), write.entries, write.postings)
 
 
 # --------------------------------------------------------------------------
