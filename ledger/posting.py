@@ -275,25 +275,22 @@ def _apply(
             )
         touched[account.code] = account
 
-    # Tentative changes per shard; the bounds are checked on account totals.
-    before = {code: acc.totals() for code, acc in touched.items()}
-    changes: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # The entry's net change per account (posted Dr, Cr, pending Dr, Cr); the
+    # bounds are checked on account totals, which only exist when every shard
+    # is locked -- and every shard is locked whenever a posting could break one.
+    deltas: dict[str, list[int]] = {}
+    offset = 2 if pending else 0
     for line in plan.lines:
-        shard = accounts[line.account].write_shard()
-        delta = changes[(shard.account_id, shard.shard)]
-        column = (2 if pending else 0) + (0 if line.side is Side.DEBIT else 1)
-        delta[column] += line.amount_minor
-    for code, account in touched.items():
-        after = before[code]
-        for shard_no, state in account.shards.items():
-            delta = changes.get((account.id, shard_no))
-            if delta:
-                after = after + rules.Totals(*delta)
+        delta = deltas.setdefault(line.account, [0, 0, 0, 0])
+        delta[offset + (line.side is Side.CREDIT)] += line.amount_minor
+    for code, delta in deltas.items():
+        account = touched[code]
+        if account.min_balance is None and account.max_balance is None:
+            continue
         if account.all_shards_locked:
-            rules.check_bounds(
-                code, account.normal_side, account.min_balance, account.max_balance,
-                before[code], after,
-            )
+            before = account.totals()
+            rules.check_bounds(code, account.normal_side, account.min_balance,
+                               account.max_balance, before, before + rules.Totals(*delta))
     # Checks passed: apply and record the postings.
     postings = []
     for line_no, line in enumerate(plan.lines):

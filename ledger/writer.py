@@ -11,6 +11,7 @@ same process, where a round trip costs nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Sequence
 
 from sqlalchemy import bindparam, insert, update
@@ -57,6 +58,17 @@ SELECT * FROM unnest(%(p_entry_id)s::uuid[], %(p_line)s::smallint[], %(p_account
 """
 
 
+WriteListener = Callable[[Session, list[str], int], None]
+_write_listeners: list[WriteListener] = []
+
+
+def add_write_listener(listener: WriteListener) -> None:
+    """Call ``listener(session, entry_kinds, posting_count)`` after each write.
+    The ledger imports no metrics library; the service counts through this."""
+    if listener not in _write_listeners:
+        _write_listeners.append(listener)
+
+
 def write_journal(
     session: Session, shards: Sequence[ShardState], entries: list[dict], postings: list[dict]
 ) -> None:
@@ -66,6 +78,8 @@ def write_journal(
         _write_pg(session, shards, entries, postings)
     else:
         _write_portable(session, shards, entries, postings)
+    for listener in _write_listeners:
+        listener(session, [entry["kind"] for entry in entries], len(postings))
 
 
 def _array(values) -> str:

@@ -4,32 +4,29 @@ A private CollectorRegistry (not the global default) means the app factory can
 run many times in one process (tests) without "duplicated timeseries" errors,
 and only what we define here is exported.
 
-Ledger counts are taken from the *session*, not from the ledger: the ledger
-must not import prometheus, and wrapping each ledger call would miss writes
-made by use cases we have not written yet. A session event sees every entry
-and posting whoever writes it:
+Ledger counts come from the ledger's write listener
+(``ledger.add_write_listener``): the ledger calls it after every batch it
+writes, whichever path wrote it, with the session, the new entries' kinds
+and the number of postings. The ledger itself imports no metrics library.
 
-- ``after_flush`` remembers the JournalEntry / Posting objects just inserted
-  (``session.new`` still lists them at that point);
-- ``after_commit`` of the outermost transaction counts those that are still
-  persistent. Objects inserted inside a savepoint that was rolled back have
-  been expunged by then, so they are not counted; a rolled-back outer
-  transaction drops the list. Only committed rows are counted, exactly once.
-
-This relies on the ledger inserting through ORM objects (``session.add``); if
-it ever switches to bulk Core inserts, the counts must move to a
-``do_orm_execute`` hook.
+Each write is recorded as "n rows of this kind, written in this
+(sub)transaction" in ``session.info``. A savepoint that rolls back drops what
+was written inside it; the commit of the outermost transaction turns what is
+left into counter increments; the end of an outermost transaction that did
+not commit drops everything. So only committed rows are counted, and each once.
 """
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+import ledger
 from ledger.models import JournalEntry, Posting
 
 registry = CollectorRegistry()
@@ -52,7 +49,7 @@ errors_total = Counter(
     "errors", "Error responses, by stable problem code.", ["code"], registry=registry
 )
 
-_NEW_ROWS_KEY = "channel_ledger.metrics.new_rows"
+_PENDING_KEY = "channel_ledger.metrics.pending_counts"
 UNMATCHED_ENDPOINT = "<unmatched>"
 
 
@@ -65,33 +62,54 @@ def instrument_session_factory(session_factory: sessionmaker[Session]) -> None:
     if getattr(session_factory, "_channel_ledger_metrics", False):
         return
     session_factory._channel_ledger_metrics = True
-    event.listen(session_factory, "after_flush", _remember_new_rows)
-    event.listen(session_factory, "after_commit", _count_committed_rows)
-    event.listen(session_factory, "after_soft_rollback", _forget_new_rows)
+    ledger.add_write_listener(_record_write)
+    event.listen(session_factory, "after_soft_rollback", _drop_rolled_back)
+    event.listen(session_factory, "after_commit", _count_committed)
+    event.listen(session_factory, "after_transaction_end", _drop_uncommitted)
 
 
-def _remember_new_rows(session: Session, _flush_context) -> None:
-    new_rows = [obj for obj in session.new if isinstance(obj, (JournalEntry, Posting))]
-    if new_rows:
-        session.info.setdefault(_NEW_ROWS_KEY, []).extend(new_rows)
+def _record(session: Session, table_name: str, kind: str | None, rows: int) -> None:
+    # Tag with the innermost transaction, so a savepoint rollback can drop it.
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING_KEY, []).append((transaction, table_name, kind, rows))
 
 
-def _count_committed_rows(session: Session) -> None:
+def _record_write(session: Session, entry_kinds: list[str], posting_count: int) -> None:
+    if posting_count:
+        _record(session, Posting.__tablename__, None, posting_count)
+    for kind, count in Tally(entry_kinds).items():
+        _record(session, JournalEntry.__tablename__, kind, count)
+
+
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    pending = session.info.get(_PENDING_KEY)
+    if pending:
+        session.info[_PENDING_KEY] = [
+            record for record in pending if not _within(record[0], previous_transaction)
+        ]
+
+
+def _within(transaction, ancestor) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _count_committed(session: Session) -> None:
     if session.in_nested_transaction():  # a savepoint was released; wait for the real commit
         return
-    for obj in session.info.pop(_NEW_ROWS_KEY, ()):
-        if not inspect(obj).persistent:  # inserted in a savepoint that rolled back
-            continue
-        if isinstance(obj, Posting):
-            ledger_postings_total.inc()
+    for _transaction, table_name, kind, rows in session.info.pop(_PENDING_KEY, ()):
+        if table_name == Posting.__tablename__:
+            ledger_postings_total.inc(rows)
         else:
-            kind = getattr(obj, "kind", None)
-            ledger_entries_total.labels(kind=str(getattr(kind, "value", kind))).inc()
+            ledger_entries_total.labels(kind=kind).inc(rows)
 
 
-def _forget_new_rows(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is None:
-        session.info.pop(_NEW_ROWS_KEY, None)
+def _drop_uncommitted(session: Session, transaction) -> None:
+    if transaction.parent is None:  # outermost ended without after_commit taking the list
+        session.info.pop(_PENDING_KEY, None)
 
 
 def init_http_metrics(app: Flask) -> None:

@@ -1,0 +1,268 @@
+"""The scheduler process: periodic ledger jobs, run by one scheduler at a time.
+
+Any number of scheduler processes may be started (for availability); a lease
+row in ``scheduler_lock`` decides which one acts. The holder renews the lease
+every TTL/3; if it dies, its lease runs out and another process takes over
+within about TTL + TTL/3. Jobs run only while their process holds the lease.
+
+The lease is taken with one conditional statement, so it behaves the same on
+PostgreSQL and SQLite:
+
+    UPDATE scheduler_lock SET holder = me, expires_at = now + ttl
+     WHERE name = :name AND (holder = me OR expires_at < now)
+
+and, when no row exists yet, an INSERT inside a savepoint (losing that race is
+a primary-key violation, i.e. "someone else holds it"). On PostgreSQL two
+racing UPDATEs serialise on the row lock and the second re-checks the WHERE
+against the new row, so it matches nothing; on SQLite the transaction holds
+the write lock from BEGIN (``service.db``). Times come from the caller's clock
+(injected in tests); scheduler hosts need clocks that agree to well under TTL.
+
+A job that outlives a lost lease is not interrupted: every job is one or more
+short transactions through the ledger, which locks what it writes and is
+idempotent, so a brief overlap of two schedulers is harmless; the lease keeps
+it from being the normal case.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+import ledger
+from service.logs import bound_request_id
+from service.models import SchedulerLock
+
+LOCK_NAME = "ledger-jobs"
+VOID_BATCH_SIZE = 1000
+
+log = logging.getLogger("service.scheduler")
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_holder() -> str:
+    """Unique per process, readable by an operator looking at the lock row."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+# --- the lease ------------------------------------------------------------------
+
+
+def try_acquire_lease(session: Session, name: str, holder: str, ttl_seconds: int, now: datetime) -> bool:
+    """Take or renew the lease; True if ``holder`` holds it until now + ttl.
+
+    Flushes, never commits: call inside ``with session.begin():``.
+    """
+    expires_at = now + timedelta(seconds=ttl_seconds)
+    taken = session.execute(
+        update(SchedulerLock)
+        .where(SchedulerLock.name == name,
+               or_(SchedulerLock.holder == holder, SchedulerLock.expires_at < now))
+        .values(
+            # A renewal keeps its acquired_at; a takeover starts a new one.
+            acquired_at=_acquired_at_on_update(holder, now),
+            holder=holder,
+            expires_at=expires_at,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken == 1:
+        return True
+    if session.scalar(select(SchedulerLock.name).where(SchedulerLock.name == name)) is not None:
+        return False  # the row exists and someone else's lease is still running
+    try:
+        with session.begin_nested():
+            session.execute(insert(SchedulerLock).values(
+                name=name, holder=holder, acquired_at=now, expires_at=expires_at))
+    except IntegrityError:
+        return False  # another scheduler inserted the row first
+    return True
+
+
+def _acquired_at_on_update(holder: str, now: datetime):
+    return case((SchedulerLock.holder == holder, SchedulerLock.acquired_at), else_=now)
+
+
+def release_lease(session: Session, name: str, holder: str, now: datetime) -> bool:
+    """Give the lease up at once (clean shutdown) so another scheduler need not wait out the TTL."""
+    released = session.execute(
+        update(SchedulerLock)
+        .where(SchedulerLock.name == name, SchedulerLock.holder == holder)
+        .values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return released == 1
+
+
+def lease_holder(session: Session, name: str, now: datetime) -> str | None:
+    """Who holds the lease at ``now``, or None."""
+    row = session.execute(
+        select(SchedulerLock.holder, SchedulerLock.expires_at).where(SchedulerLock.name == name)
+    ).first()
+    if row is None or _as_utc(row.expires_at) <= now:
+        return None
+    return row.holder
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+@dataclass
+class Lease:
+    """One process's view of the lease: renews it, and says whether jobs may run."""
+
+    session_factory: sessionmaker[Session]
+    ttl_seconds: int
+    name: str = LOCK_NAME
+    holder: str = field(default_factory=default_holder)
+    clock: Clock = utcnow
+    held_until: datetime | None = None
+
+    def renew(self) -> bool:
+        """Acquire or renew; a database error counts as "not held" (and is logged)."""
+        now = self.clock()
+        try:
+            with self.session_factory() as session, session.begin():
+                held = try_acquire_lease(session, self.name, self.holder, self.ttl_seconds, now)
+        except SQLAlchemyError:
+            log.exception("scheduler lease: could not reach the database")
+            held = False
+        was_held = self.holds()
+        self.held_until = now + timedelta(seconds=self.ttl_seconds) if held else None
+        if held and not was_held:
+            log.info("scheduler lease %r acquired by %s", self.name, self.holder)
+        elif was_held and not held:
+            log.warning("scheduler lease %r lost by %s", self.name, self.holder)
+        return held
+
+    def holds(self) -> bool:
+        return self.held_until is not None and self.clock() < self.held_until
+
+    def release(self) -> None:
+        if self.held_until is None:
+            return
+        try:
+            with self.session_factory() as session, session.begin():
+                release_lease(session, self.name, self.holder, self.clock())
+        except SQLAlchemyError:
+            log.exception("scheduler lease: could not release; it will expire by itself")
+        self.held_until = None
+
+
+# --- jobs -------------------------------------------------------------------------
+
+
+def void_expired_pending(session_factory: sessionmaker[Session], now: datetime | None = None) -> int:
+    """Void every expired pending entry, in batches of short transactions."""
+    total = 0
+    while True:
+        with session_factory() as session, session.begin():
+            voided = ledger.void_expired_pending(session, now=now, limit=VOID_BATCH_SIZE)
+        total += voided
+        if voided < VOID_BATCH_SIZE:
+            break
+    log.info("voided %d expired pending entries", total, extra={"voided": total})
+    return total
+
+
+def check_ledger(session_factory: sessionmaker[Session]) -> list[ledger.Finding]:
+    """Run the ledger's invariant checks; every finding is logged at ERROR."""
+    with session_factory() as session, session.begin():
+        findings = ledger.check_ledger(session)
+        entries, postings = ledger.ledger_counts(session)
+    for finding in findings:
+        log.error("ledger check %s failed for %s: %s", finding.check, finding.subject, finding.message,
+                  extra={"check": finding.check, "subject": finding.subject})
+    if not findings:
+        log.info("ledger OK: %d entries, %d postings checked", entries, postings)
+    return findings
+
+
+def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
+    """Run ``job`` only if this process holds (and could just renew) the lease.
+
+    Renewing right before the job, not trusting the cached expiry, means a
+    process that lost the lease while busy finds out before acting.
+    """
+    with bound_request_id(f"job-{job_name}-{uuid.uuid4().hex[:12]}"):
+        if not lease.renew():
+            log.debug("skipping %s: another scheduler holds the lease", job_name)
+            return False
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - a failed run must not stop the scheduler
+            log.exception("job %s failed", job_name)
+        return True
+
+
+# --- the process ------------------------------------------------------------------
+
+
+def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lease):
+    """A BlockingScheduler with the lease keeper and the two ledger jobs."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler(
+        timezone=settings.tz,
+        # One run at a time per job; after a pause, run once rather than catch up.
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+    )
+    scheduler.add_job(
+        lambda: _renew_quietly(lease), "interval", id="renew_lease",
+        seconds=max(1, settings.scheduler_lock_ttl_seconds // 3), next_run_time=utcnow(),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="void_expired_pending",
+        seconds=settings.pending_expiry_interval_seconds,
+        args=(lease, "void_expired_pending", lambda: void_expired_pending(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="check_ledger",
+        seconds=settings.check_interval_seconds,
+        args=(lease, "check_ledger", lambda: check_ledger(session_factory)),
+    )
+    return scheduler
+
+
+def _renew_quietly(lease: Lease) -> None:
+    with bound_request_id(f"job-renew_lease-{uuid.uuid4().hex[:12]}"):
+        lease.renew()
+
+
+def run(settings, session_factory: sessionmaker[Session]) -> None:
+    """Run until SIGINT or SIGTERM; release the lease on the way out."""
+    lease = Lease(session_factory, ttl_seconds=settings.scheduler_lock_ttl_seconds)
+    scheduler = build_scheduler(settings, session_factory, lease)
+
+    def _stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    # APScheduler logs every run at INFO; our jobs log what they did instead.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    log.info("scheduler %s starting (lease %r, ttl %ds)", lease.holder, lease.name,
+             settings.scheduler_lock_ttl_seconds)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        lease.release()
+        log.info("scheduler %s stopped", lease.holder)
