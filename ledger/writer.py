@@ -74,7 +74,7 @@ def write_journal(
 ) -> None:
     """Persist the shards' new balances and the new entries and postings."""
     shards = sorted(shards, key=lambda s: (s.account_id, s.shard))
-    if session.get_bind().dialect.name == "postgresql":
+    if session.connection().dialect.name == "postgresql":
         _write_pg(session, shards, entries, postings)
     else:
         _write_portable(session, shards, entries, postings)
@@ -135,8 +135,9 @@ _UPDATE_BALANCE = (
 
 
 def _write_portable(session: Session, shards, entries, postings) -> None:
+    connection = session.connection()
     if shards:
-        session.execute(
+        connection.execute(
             _UPDATE_BALANCE,
             [
                 {
@@ -149,6 +150,6 @@ def _write_portable(session: Session, shards, entries, postings) -> None:
             ],
         )
     if entries:
-        session.execute(insert(JournalEntry.__table__), entries)
+        connection.execute(insert(JournalEntry.__table__), entries)
     if postings:
-        session.execute(insert(Posting.__table__), postings)
+        connection.execute(insert(Posting.__table__), postings)
