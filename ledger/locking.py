@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
-from . import rules
+from . import prepared, rules
 from .models import Account, Balance
 from .rules import Totals
 from .values import Side
@@ -157,7 +157,7 @@ SELECT b.account_id, b.shard, b.posted_debits_minor, b.posted_credits_minor,
        a.code, a.normal_side, a.currency, a.status,
        a.min_balance_minor, a.max_balance_minor, a.balance_shards
   FROM ledger_balance AS b JOIN ledger_account AS a ON a.id = b.account_id
- WHERE (b.account_id, b.shard) IN (SELECT * FROM unnest(%(ids)s::bigint[], %(shards)s::smallint[]))
+ WHERE (b.account_id, b.shard) IN (SELECT * FROM unnest($1, $2))
  ORDER BY b.account_id, b.shard
    FOR UPDATE OF b
 """
@@ -167,10 +167,10 @@ def _run_lock(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedA
     connection = session.connection()
     ordered = sorted(keys)
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(_LOCK_PG, {
-            "ids": "{" + ",".join(str(k[0]) for k in ordered) + "}",
-            "shards": "{" + ",".join(str(k[1]) for k in ordered) + "}",
-        })
+        rows = prepared.execute(connection, "cl_lock_balances", ("bigint[]", "smallint[]"), _LOCK_PG, (
+            "{" + ",".join(str(k[0]) for k in ordered) + "}",
+            "{" + ",".join(str(k[1]) for k in ordered) + "}",
+        ))
     else:
         rows = connection.execute(_LOCK, {"keys": ordered})
     accounts: dict[str, LockedAccount] = {}

@@ -137,23 +137,30 @@ class JournalEntry(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    code: Mapped[str] = mapped_column(String(64), index=True)
+    code: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     effective_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     posted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
-    pending_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("ledger_entry.id"), unique=True
-    )
-    reverses_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("ledger_entry.id"), unique=True
-    )
+    pending_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("ledger_entry.id"))
+    reverses_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("ledger_entry.id"))
 
 
-# Open pending entries are found by expiry (the expiry job); partial index on PG.
+# Most entries have no idempotency key and resolve or reverse nothing: partial
+# unique indexes keep those entries out of three indexes (each costs every insert).
+for _column in ("idempotency_key", "pending_id", "reverses_id"):
+    Index(
+        f"uq_ledger_entry_{_column}",
+        JournalEntry.__table__.c[_column],
+        unique=True,
+        postgresql_where=JournalEntry.__table__.c[_column].is_not(None),
+        sqlite_where=JournalEntry.__table__.c[_column].is_not(None),
+    )
+
+# Open pending entries are found by expiry (the expiry job).
 Index(
     "ix_ledger_entry_open_pending",
     JournalEntry.expires_at,

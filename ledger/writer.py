@@ -17,6 +17,7 @@ from typing import Sequence
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
+from . import prepared
 from .locking import ShardState
 from .models import Balance, JournalEntry, Posting
 
@@ -34,28 +35,27 @@ WITH balances AS (
     UPDATE ledger_balance AS b
        SET posted_debits_minor = v.pd, posted_credits_minor = v.pc,
            pending_debits_minor = v.qd, pending_credits_minor = v.qc, version = v.ver
-      FROM unnest(%(b_account)s::bigint[], %(b_shard)s::smallint[], %(b_pd)s::bigint[],
-                  %(b_pc)s::bigint[], %(b_qd)s::bigint[], %(b_qc)s::bigint[],
-                  %(b_ver)s::bigint[]) AS v(account_id, shard, pd, pc, qd, qc, ver)
+      FROM unnest($1, $2, $3, $4, $5, $6, $7) AS v(account_id, shard, pd, pc, qd, qc, ver)
      WHERE b.account_id = v.account_id AND b.shard = v.shard
 ), entries AS (
     INSERT INTO ledger_entry (id, kind, code, description, effective_at, posted_at, expires_at,
                               metadata, idempotency_key, request_hash, pending_id, reverses_id)
-    SELECT * FROM unnest(%(e_id)s::uuid[], %(e_kind)s::varchar[], %(e_code)s::varchar[],
-                         %(e_description)s::text[], %(e_effective_at)s::timestamptz[],
-                         %(e_posted_at)s::timestamptz[], %(e_expires_at)s::timestamptz[],
-                         %(e_metadata)s::json[], %(e_idempotency_key)s::varchar[],
-                         %(e_request_hash)s::varchar[], %(e_pending_id)s::uuid[],
-                         %(e_reverses_id)s::uuid[])
+    SELECT * FROM unnest($8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 )
 INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency,
                             pending, balance_after_minor, version, posted_at)
-SELECT * FROM unnest(%(p_entry_id)s::uuid[], %(p_line)s::smallint[], %(p_account_id)s::bigint[],
-                     %(p_shard)s::smallint[], %(p_side)s::varchar[], %(p_amount_minor)s::bigint[],
-                     %(p_currency)s::varchar[], %(p_pending)s::boolean[],
-                     %(p_balance_after_minor)s::bigint[], %(p_version)s::bigint[],
-                     %(p_posted_at)s::timestamptz[])
+SELECT * FROM unnest($20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
 """
+_PG_WRITE_TYPES = (
+    # balances: account_id, shard, posted Dr, Cr, pending Dr, Cr, version
+    "bigint[]", "smallint[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]",
+    # entries, in ENTRY_COLUMNS order
+    "uuid[]", "varchar[]", "varchar[]", "text[]", "timestamptz[]", "timestamptz[]",
+    "timestamptz[]", "json[]", "varchar[]", "varchar[]", "uuid[]", "uuid[]",
+    # postings, in POSTING_COLUMNS order
+    "uuid[]", "smallint[]", "bigint[]", "smallint[]", "varchar[]", "bigint[]", "varchar[]",
+    "boolean[]", "bigint[]", "bigint[]", "timestamptz[]",
+)
 
 
 WriteListener = Callable[[Session, list[str], int], None]
@@ -82,42 +82,56 @@ def write_journal(
         listener(session, [entry["kind"] for entry in entries], len(postings))
 
 
-def _array(values) -> str:
-    """A PostgreSQL array literal (``{1,2,NULL}``), so each column travels as
-    one text constant: the planner then sees one value, not thousands (an
-    ``ARRAY[...]`` of 10,000 constants costs more to plan than to insert)."""
-    items = []
-    for value in values:
-        if value is None:
-            items.append("NULL")
-        elif isinstance(value, bool):
-            items.append("t" if value else "f")
-        elif isinstance(value, int):
-            items.append(str(value))
-        else:
-            text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-            items.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return "{" + ",".join(items) + "}"
+# PostgreSQL array literals (``{1,2,NULL}``): each column travels as one text
+# constant, so the server parses one value, not thousands of placeholders.
+
+
+def _ints(values) -> str:
+    return "{" + ",".join(["NULL" if v is None else str(int(v)) for v in values]) + "}"
+
+
+def _texts(values) -> str:
+    return "{" + ",".join(
+        ["NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+         for v in values]) + "}"
+
+
+def _times(values) -> str:
+    return "{" + ",".join(["NULL" if v is None else '"' + v.isoformat() + '"' for v in values]) + "}"
+
+
+def _bools(values) -> str:
+    return "{" + ",".join(["t" if v else "f" for v in values]) + "}"
+
+
+_ENTRY_ENCODERS = {
+    "id": _texts, "kind": _texts, "code": _texts, "description": _texts,
+    "effective_at": _times, "posted_at": _times, "expires_at": _times,
+    "metadata": lambda values: _texts([json.dumps(v, separators=(",", ":")) for v in values]),
+    "idempotency_key": _texts, "request_hash": _texts, "pending_id": _texts, "reverses_id": _texts,
+}
+_POSTING_ENCODERS = {
+    "entry_id": _texts, "line": _ints, "account_id": _ints, "shard": _ints, "side": _texts,
+    "amount_minor": _ints, "currency": _texts, "pending": _bools, "balance_after_minor": _ints,
+    "version": _ints, "posted_at": _times,
+}
 
 
 def _write_pg(session: Session, shards, entries, postings) -> None:
-    params = {
-        "b_account": _array([s.account_id for s in shards]),
-        "b_shard": _array([s.shard for s in shards]),
-        "b_pd": _array([s.posted_debits for s in shards]),
-        "b_pc": _array([s.posted_credits for s in shards]),
-        "b_qd": _array([s.pending_debits for s in shards]),
-        "b_qc": _array([s.pending_credits for s in shards]),
-        "b_ver": _array([s.version for s in shards]),
-    }
+    args = [
+        _ints([s.account_id for s in shards]),
+        _ints([s.shard for s in shards]),
+        _ints([s.posted_debits for s in shards]),
+        _ints([s.posted_credits for s in shards]),
+        _ints([s.pending_debits for s in shards]),
+        _ints([s.pending_credits for s in shards]),
+        _ints([s.version for s in shards]),
+    ]
     for column in ENTRY_COLUMNS:
-        values = [e[column] for e in entries]
-        if column == "metadata":
-            values = [json.dumps(v, separators=(",", ":")) for v in values]
-        params[f"e_{column}"] = _array(values)
+        args.append(_ENTRY_ENCODERS[column]([e[column] for e in entries]))
     for column in POSTING_COLUMNS:
-        params[f"p_{column}"] = _array([p[column] for p in postings])
-    session.connection().exec_driver_sql(_PG_WRITE, params)
+        args.append(_POSTING_ENCODERS[column]([p[column] for p in postings]))
+    prepared.execute(session.connection(), "cl_write_journal", _PG_WRITE_TYPES, _PG_WRITE, tuple(args))
 
 
 _BALANCE = Balance.__table__

@@ -126,13 +126,13 @@ def upgrade() -> None:
     sa.CheckConstraint("kind IN ('standard','pending','post_pending','void_pending','reversal')", name=op.f('ck_ledger_entry_kind')),
     sa.ForeignKeyConstraint(['pending_id'], ['ledger_entry.id'], name=op.f('fk_ledger_entry_pending_id_ledger_entry')),
     sa.ForeignKeyConstraint(['reverses_id'], ['ledger_entry.id'], name=op.f('fk_ledger_entry_reverses_id_ledger_entry')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entry')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_ledger_entry_idempotency_key')),
-    sa.UniqueConstraint('pending_id', name=op.f('uq_ledger_entry_pending_id')),
-    sa.UniqueConstraint('reverses_id', name=op.f('uq_ledger_entry_reverses_id'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entry'))
     )
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_ledger_entry_code'), ['code'], unique=False)
+        for column in ('idempotency_key', 'pending_id', 'reverses_id'):
+            batch_op.create_index(f'uq_ledger_entry_{column}', [column], unique=True,
+                                  postgresql_where=sa.text(f'{column} IS NOT NULL'),
+                                  sqlite_where=sa.text(f'{column} IS NOT NULL'))
         batch_op.create_index('ix_ledger_entry_open_pending', ['expires_at'], unique=False, postgresql_where=sa.text("kind = 'pending'"), sqlite_where=sa.text("kind = 'pending'"))
 
     op.create_table('scheduler_lock',
@@ -206,7 +206,8 @@ def downgrade() -> None:
     op.drop_table('scheduler_lock')
     with op.batch_alter_table('ledger_entry', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_entry_open_pending', postgresql_where=sa.text("kind = 'pending'"), sqlite_where=sa.text("kind = 'pending'"))
-        batch_op.drop_index(batch_op.f('ix_ledger_entry_code'))
+        for column in ('idempotency_key', 'pending_id', 'reverses_id'):
+            batch_op.drop_index(f'uq_ledger_entry_{column}')
 
     op.drop_table('ledger_entry')
     with op.batch_alter_table('ledger_account', schema=None) as batch_op:
