@@ -39,6 +39,7 @@ from .posting import (
     void_expired_pending,
     void_pending,
 )
+from .locking import preload_accounts
 from .writer import add_write_listener
 from .queries import balance_at, get_entry, list_entries, statement, trial_balance
 from .values import (

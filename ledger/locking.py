@@ -22,6 +22,7 @@ back) is dropped and looked up again rather than trusted.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -91,9 +92,14 @@ class LockedAccount:
         return self.shards[min(self.shards)]
 
 
+_turns = itertools.count()
+
+
 def worker_slot() -> int:
-    """Spreads concurrent writers over a hot account's shards; stable per thread."""
-    return hash((os.getpid(), threading.get_ident())) & 0x7FFFFFFF
+    """Which shard of a hot account the next write takes: each process starts at
+    its pid and moves one shard on per write, so concurrent writers (processes
+    or threads) spread over the shards instead of settling on the same one."""
+    return os.getpid() + next(_turns)
 
 
 _shapes: "weakref.WeakKeyDictionary[object, dict[str, AccountShape]]" = weakref.WeakKeyDictionary()
@@ -235,6 +241,12 @@ def lock_balances(
             _cache_for(session).pop(code, None)
         locked = _run_lock(session, _keys_for(shapes, debit_codes, credit_codes))
     return locked
+
+
+def preload_accounts(session: Session, codes: set[str]) -> int:
+    """Read the shapes of these accounts ahead of the first write (a worker
+    warming up); returns how many were found."""
+    return len(_shapes_of(session, set(codes)))
 
 
 def lock_shards(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedAccount]:
