@@ -360,10 +360,9 @@ def _record_entry(
             "reverses_id": plan.reverses_id,
         }
     )
-    status = {
-        EntryKind.PENDING: "pending",
-        EntryKind.VOID_PENDING: "voided",
-    }.get(plan.kind, "posted")
+    # An entry's status is what later entries did to it (queries._entry_views);
+    # a new one is "pending" if it only reserves, otherwise "posted".
+    status = "pending" if plan.kind is EntryKind.PENDING else "posted"
     return EntryView(
         id=entry_public_id(plan.entry_id),
         code=request.code,

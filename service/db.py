@@ -7,6 +7,9 @@ when the whole transaction holds the database's write lock from its start.
 """
 from __future__ import annotations
 
+import random
+import time
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,3 +45,33 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize access".
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a database error means "run the whole transaction again"."""
+    original = getattr(error, "orig", error)
+    return getattr(original, "pgcode", None) in RETRYABLE_SQLSTATES
+
+
+def run_in_transaction(session_factory: sessionmaker[Session], use_case, *, attempts: int = 5):
+    """Run ``use_case(session)`` in one transaction and commit it; run it again
+    from the start if the database chose it as a deadlock victim.
+
+    Each ledger call locks what it touches in one fixed order, so a single
+    call cannot deadlock; a use case that makes several calls in one
+    transaction can, against another doing the same in another order. The
+    database then aborts one of them, and this wrapper retries it, so no
+    deadlock error reaches a caller.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_factory() as session, session.begin():
+                return use_case(session)
+        except Exception as error:  # noqa: BLE001 - re-raised unless retryable
+            if attempt == attempts or not is_retryable(error):
+                raise
+            time.sleep(random.uniform(0, 0.01 * attempt))  # let the winner finish
