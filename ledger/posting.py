@@ -43,7 +43,8 @@ from .errors import (
 )
 from .ids import entry_public_id, new_uuid7, parse_entry_id
 from .locking import LockedAccount, ShardState, lock_balances, lock_shards
-from .writer import write_journal
+from . import prepared
+from .writer import texts_array as writer_text_array, write_journal
 from .models import JournalEntry, Posting
 from .timeutil import as_utc, utcnow
 from .values import (
@@ -102,12 +103,11 @@ def post_entries(
     """
     if len(requests) > MAX_BATCH:
         raise InvalidEntry(f"a batch takes at most {MAX_BATCH} entries", field="requests")
-    now = utcnow()
     results: list[EntryResult | None] = [None] * len(requests)
     plans = []
     for index, request in enumerate(requests):
         try:
-            lines = rules.validate_request(request, now)
+            lines = rules.validate_request(request)
         except LedgerError as error:
             if atomic:
                 raise
@@ -183,7 +183,7 @@ def void_pending(
 
 def void_expired_pending(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:
     """Void pending entries whose expiry has passed (the expiry job). Returns how many."""
-    now = now or utcnow()
+    now = as_utc(now) if now else utcnow()
     resolved = select(JournalEntry.pending_id).where(JournalEntry.pending_id.is_not(None))
     expired = session.scalars(
         select(JournalEntry.id)
@@ -218,9 +218,11 @@ def _execute(session: Session, plans: list[_Plan], results: list, atomic: bool) 
     for plan in plans:
         for line in plan.lines:
             (debit_codes if line.side is Side.DEBIT else credit_codes).add(line.account)
+    _lock_links(session, plans)
     accounts = lock_balances(session, debit_codes, credit_codes)
-    # Read after locking: a concurrent request with the same key and content
-    # locks the same rows, so it has committed (and is visible) by now.
+    # Read after locking: a concurrent request with the same key, or reversing
+    # the same entry, waited on the same lock, so it has committed (and is
+    # visible) by now.
     replays = _find_idempotent(session, plans)
     reversed_already = _find_reversed(session, plans)
     posted_at = utcnow()
@@ -261,6 +263,8 @@ def _apply(
     plan: _Plan, accounts: dict[str, LockedAccount], write: _Write, posted_at: datetime
 ) -> EntryView:
     """Apply one plan to the locked balances, or raise and leave them as they were."""
+    if plan.request.expires_at is not None and plan.request.expires_at <= posted_at:
+        raise InvalidEntry("expires_at must be in the future", field="expires_at")
     pending = plan.kind is EntryKind.PENDING
     touched: dict[str, LockedAccount] = {}
     for line in plan.lines:
@@ -352,7 +356,7 @@ def _record_entry(
             "description": request.description or "",
             "effective_at": effective_at,
             "posted_at": posted_at,
-            "expires_at": request.expires_at,
+            "expires_at": as_utc(request.expires_at) if request.expires_at else None,
             "metadata": request.metadata or {},
             "idempotency_key": request.idempotency_key,
             "request_hash": plan.request_hash,
@@ -397,6 +401,29 @@ def _flush(session: Session, write: _Write) -> None:
 
 # --------------------------------------------------------------------------
 # idempotency and links
+
+
+def _lock_links(session: Session, plans: list[_Plan]) -> None:
+    """Serialize requests that share an idempotency key or reverse the same entry.
+
+    Two such requests usually lock the same balance rows and so wait for each
+    other anyway; but on hot accounts each may lock a different shard. On
+    PostgreSQL a transaction-level advisory lock per key (taken in one order)
+    makes the second wait until the first has committed. SQLite runs one
+    writer at a time already.
+    """
+    names = sorted(
+        {f"idem:{p.request.idempotency_key}" for p in plans if p.request.idempotency_key}
+        | {f"rev:{p.reverses_id}" for p in plans if p.reverses_id is not None}
+    )
+    if not names or session.connection().dialect.name != "postgresql":
+        return
+    prepared.execute(
+        session.connection(), "cl_lock_links", ("text[]",),
+        "SELECT count(pg_advisory_xact_lock(h)) FROM "
+        "(SELECT DISTINCT hashtextextended(name, 0) AS h FROM unnest($1) AS name ORDER BY h) AS keys",
+        (writer_text_array(names),),
+    )
 
 
 def _find_idempotent(session: Session, plans: list[_Plan]) -> dict[str, tuple[uuid.UUID, str | None]]:
@@ -479,6 +506,9 @@ def _load_postings(session: Session, entry_ids: Iterable[uuid.UUID]) -> dict[uui
 def _partial_lines(reserved: list[_StoredPosting], requested: Sequence[PostingLine]) -> list[PostingLine]:
     """Check a partial post against what was reserved, line by line."""
     lines = rules.normalize_lines(requested)
+    if len(lines) < 2:
+        raise InvalidEntry("a partial post needs at least two postings; void to post nothing",
+                           field="postings")
     rules.check_balanced(lines)
     available: dict[tuple[str, str, str], int] = defaultdict(int)
     for p in reserved:

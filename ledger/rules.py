@@ -170,7 +170,10 @@ def check_balanced(lines: Iterable[PostingLine]) -> None:
         )
 
 
-def validate_request(request: EntryRequest, now: datetime) -> list[PostingLine]:
+def validate_request(request: EntryRequest) -> list[PostingLine]:
+    """Everything that can be said of a request on its own. (That an expiry
+    lies in the future is checked when the entry is written, after the
+    idempotency lookup, so a retry after the expiry still gets its first answer.)"""
     if not isinstance(request.code, str) or not request.code or len(request.code) > 64:
         raise InvalidEntry("code must be 1 to 64 characters saying why", field="code")
     if request.idempotency_key is not None and (
@@ -188,8 +191,6 @@ def validate_request(request: EntryRequest, now: datetime) -> list[PostingLine]:
             raise InvalidEntry("only a pending entry can expire", field="expires_at")
         if request.expires_at.tzinfo is None:
             raise InvalidEntry("expires_at must carry a timezone", field="expires_at")
-        if request.expires_at <= now:
-            raise InvalidEntry("expires_at must be in the future", field="expires_at")
     if request.effective_at is not None and request.effective_at.tzinfo is None:
         raise InvalidEntry("effective_at must carry a timezone", field="effective_at")
     return lines

@@ -90,7 +90,7 @@ def _ints(values) -> str:
     return "{" + ",".join(["NULL" if v is None else str(int(v)) for v in values]) + "}"
 
 
-def _texts(values) -> str:
+def texts_array(values) -> str:
     return "{" + ",".join(
         ["NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
          for v in values]) + "}"
@@ -105,14 +105,14 @@ def _bools(values) -> str:
 
 
 _ENTRY_ENCODERS = {
-    "id": _texts, "kind": _texts, "code": _texts, "description": _texts,
+    "id": texts_array, "kind": texts_array, "code": texts_array, "description": texts_array,
     "effective_at": _times, "posted_at": _times, "expires_at": _times,
-    "metadata": lambda values: _texts([json.dumps(v, separators=(",", ":")) for v in values]),
-    "idempotency_key": _texts, "request_hash": _texts, "pending_id": _texts, "reverses_id": _texts,
+    "metadata": lambda values: texts_array([json.dumps(v, separators=(",", ":")) for v in values]),
+    "idempotency_key": texts_array, "request_hash": texts_array, "pending_id": texts_array, "reverses_id": texts_array,
 }
 _POSTING_ENCODERS = {
-    "entry_id": _texts, "line": _ints, "account_id": _ints, "shard": _ints, "side": _texts,
-    "amount_minor": _ints, "currency": _texts, "pending": _bools, "balance_after_minor": _ints,
+    "entry_id": texts_array, "line": _ints, "account_id": _ints, "shard": _ints, "side": texts_array,
+    "amount_minor": _ints, "currency": texts_array, "pending": _bools, "balance_after_minor": _ints,
     "version": _ints, "posted_at": _times,
 }
 

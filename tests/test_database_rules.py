@@ -1,0 +1,211 @@
+"""The rules the database enforces by itself, whatever code writes to it.
+
+Raw SQL against the migrated schema: the journal (``ledger_entry``,
+``ledger_posting``) is append-only (triggers on both backends, and TRUNCATE is
+refused on PostgreSQL), a posting's amount is positive (CHECK), and on
+PostgreSQL a deferred constraint trigger refuses at COMMIT an entry whose
+postings do not balance per currency.
+
+The rows attacked are entries written through the ledger API and committed.
+One test commits a hand-written entry, which leaves postings the balance rows
+do not know about; so this module works on a database of its own (like the
+API and CLI tests) and the shared one stays healthy for ``check_ledger``.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from ledger import EntryRequest, PostingLine, open_account, post_entry
+from tests.isolated_db import isolated_engine
+
+CNY = "CNY"
+
+
+@pytest.fixture(scope="module")
+def engine(backend, tmp_path_factory):
+    with isolated_engine(backend, tmp_path_factory.mktemp("db")) as engine:
+        yield engine
+
+
+@pytest.fixture
+def journal(session_factory, unique):
+    """Two accounts and one committed entry (code ``<unique>:sale``) moving 1,000 between them."""
+    cash, wallet = f"{unique}:cash", f"{unique}:wallet"
+    with session_factory() as s, s.begin():
+        open_account(s, cash, "Cash", "asset", CNY)
+        open_account(s, wallet, "Wallet", "liability", CNY, min_balance_minor=0)
+        usd = open_account(s, f"{unique}:usd", "USD cash", "asset", "USD")
+        post_entry(s, EntryRequest(f"{unique}:sale", [
+            PostingLine(cash, "debit", 1_000, CNY), PostingLine(wallet, "credit", 1_000, CNY)]))
+    return {"code": f"{unique}:sale", "cash": cash, "wallet": wallet, "usd": usd.code, "unique": unique}
+
+
+def _postings_of(engine, entry_code):
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT p.line, p.side, p.amount_minor, p.currency FROM ledger_posting p "
+            "JOIN ledger_entry e ON e.id = p.entry_id WHERE e.code = :code ORDER BY p.line"
+        ), {"code": entry_code}).all()
+        conn.rollback()
+    return [tuple(r) for r in rows]
+
+
+def _entry_rows(engine, entry_code):
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT kind, description FROM ledger_entry WHERE code = :code"), {"code": entry_code}).all()
+        conn.rollback()
+    return [tuple(r) for r in rows]
+
+
+_ATTACKS = {
+    "update a posting's amount": (
+        "UPDATE ledger_posting SET amount_minor = amount_minor + 1 "
+        "WHERE entry_id IN (SELECT id FROM ledger_entry WHERE code = :code)"),
+    "update a posting's side": (
+        "UPDATE ledger_posting SET side = 'credit' "
+        "WHERE entry_id IN (SELECT id FROM ledger_entry WHERE code = :code) AND side = 'debit'"),
+    "delete a posting": (
+        "DELETE FROM ledger_posting "
+        "WHERE entry_id IN (SELECT id FROM ledger_entry WHERE code = :code)"),
+    "update an entry": "UPDATE ledger_entry SET description = 'rewritten' WHERE code = :code",
+    "delete an entry": "DELETE FROM ledger_entry WHERE code = :code",
+}
+
+
+@pytest.mark.parametrize("attack", list(_ATTACKS))
+def test_a_committed_journal_row_can_be_neither_updated_nor_deleted(engine, journal, attack):
+    before_postings = _postings_of(engine, journal["code"])
+    before_entry = _entry_rows(engine, journal["code"])
+    assert len(before_postings) == 2 and len(before_entry) == 1
+
+    with engine.connect() as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.execute(text(_ATTACKS[attack]), {"code": journal["code"]})
+        conn.rollback()
+
+    assert "append-only" in str(refused.value.orig)
+    assert _postings_of(engine, journal["code"]) == before_postings
+    assert _entry_rows(engine, journal["code"]) == before_entry
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("tables", ["ledger_posting", "ledger_entry, ledger_posting"])
+def test_truncating_the_journal_is_refused(engine, journal, tables):
+    before = _postings_of(engine, journal["code"])
+    with engine.connect() as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.exec_driver_sql(f"TRUNCATE {tables}")
+        conn.rollback()
+    assert "append-only" in str(refused.value.orig)
+    assert "TRUNCATE" in str(refused.value.orig)
+    assert _postings_of(engine, journal["code"]) == before
+
+
+_COPY_LINE_0 = (
+    "INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency, "
+    "pending, balance_after_minor, version, posted_at) "
+    "SELECT entry_id, :line, account_id, shard, COALESCE(:side, side), :amount, currency, pending, "
+    "balance_after_minor, version, posted_at FROM ledger_posting "
+    "WHERE entry_id = (SELECT id FROM ledger_entry WHERE code = :code) AND line = 0"
+)
+
+
+def _copy_line_0(conn, code, line, amount, side=None):
+    """Insert a copy of the entry's first posting with another line number and amount."""
+    return conn.execute(text(_COPY_LINE_0), {"line": line, "amount": amount, "side": side, "code": code})
+
+
+@pytest.mark.postgres_only
+def test_an_extra_posting_that_unbalances_a_committed_entry_is_refused_at_commit(engine, journal):
+    before = _postings_of(engine, journal["code"])
+    with engine.connect() as conn:
+        # The constraint trigger is deferred: the INSERT itself goes through ...
+        inserted = _copy_line_0(conn, journal["code"], 7, 5)
+        assert inserted.rowcount == 1
+        # ... and COMMIT refuses it.
+        with pytest.raises(IntegrityError) as refused:
+            conn.commit()
+    message = str(refused.value.orig)
+    assert "unbalanced entry" in message and "CNY" in message
+    assert _postings_of(engine, journal["code"]) == before
+
+
+@pytest.mark.postgres_only
+def test_extra_postings_that_keep_a_committed_entry_balanced_are_accepted(engine, journal):
+    """The trigger judges the balance, not the act of adding: a debit and a
+    credit of the same amount added together leave the entry balanced."""
+    with engine.connect() as conn:
+        _copy_line_0(conn, journal["code"], 8, 5)  # a debit, like line 0
+        _copy_line_0(conn, journal["code"], 9, 5, side="credit")
+        conn.commit()
+    assert [(line, side, amount) for line, side, amount, _ in _postings_of(engine, journal["code"])][-2:] == [
+        (8, "debit", 5), (9, "credit", 5)]
+
+
+def _insert_raw_entry(conn, code: str) -> None:
+    conn.execute(text(
+        "INSERT INTO ledger_entry (id, kind, code, description, effective_at, posted_at, expires_at, "
+        "metadata, idempotency_key, request_hash, pending_id, reverses_id) VALUES "
+        "(gen_random_uuid(), 'standard', :code, 'by hand', now(), now(), NULL, '{}', NULL, NULL, NULL, NULL)"
+    ), {"code": code})
+
+
+def _insert_raw_posting(conn, entry_code, line, account_code, side, amount, currency) -> None:
+    conn.execute(text(
+        "INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency, "
+        "pending, balance_after_minor, version, posted_at) VALUES ("
+        "(SELECT id FROM ledger_entry WHERE code = :entry), :line, "
+        "(SELECT id FROM ledger_account WHERE code = :account), 0, :side, :amount, :currency, "
+        "false, 0, 1, now())"
+    ), {"entry": entry_code, "line": line, "account": account_code, "side": side,
+        "amount": amount, "currency": currency})
+
+
+@pytest.mark.postgres_only
+def test_a_balanced_pair_for_a_new_entry_commits(engine, journal):
+    code = f"{journal['unique']}:by-hand"
+    with engine.connect() as conn:
+        _insert_raw_entry(conn, code)
+        _insert_raw_posting(conn, code, 0, journal["cash"], "debit", 250, CNY)
+        _insert_raw_posting(conn, code, 1, journal["wallet"], "credit", 250, CNY)
+        conn.commit()
+    assert _postings_of(engine, code) == [(0, "debit", 250, CNY), (1, "credit", 250, CNY)]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("cash", "debit", 250, CNY)],
+        [("cash", "debit", 250, CNY), ("wallet", "credit", 249, CNY)],
+        # Balanced in total but not per currency.
+        [("cash", "debit", 250, CNY), ("usd", "credit", 250, "USD")],
+    ],
+    ids=["one-sided", "off-by-one", "mixed-currency"],
+)
+def test_a_new_entry_whose_postings_do_not_balance_per_currency_is_refused_at_commit(engine, journal, lines):
+    code = f"{journal['unique']}:bad"
+    with engine.connect() as conn:
+        _insert_raw_entry(conn, code)
+        for n, (account, side, amount, currency) in enumerate(lines):
+            _insert_raw_posting(conn, code, n, journal[account], side, amount, currency)
+        with pytest.raises(IntegrityError) as refused:
+            conn.commit()
+    assert "unbalanced entry" in str(refused.value.orig)
+    assert _entry_rows(engine, code) == []
+    assert _postings_of(engine, code) == []
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_a_posting_of_zero_or_a_negative_amount_is_refused_by_the_check_constraint(engine, journal, amount):
+    before = _postings_of(engine, journal["code"])
+    with engine.connect() as conn:
+        with pytest.raises(IntegrityError) as refused:
+            _copy_line_0(conn, journal["code"], 5, amount)
+        conn.rollback()
+    assert "amount_positive" in str(refused.value.orig)
+    assert _postings_of(engine, journal["code"]) == before
+
