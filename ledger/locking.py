@@ -169,6 +169,9 @@ SELECT b.account_id, b.shard, b.posted_debits_minor, b.posted_credits_minor,
 """
 
 
+_SIDES = {side.value: side for side in Side}
+
+
 def _run_lock(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedAccount]:
     connection = session.connection()
     ordered = sorted(keys)
@@ -185,7 +188,7 @@ def _run_lock(session: Session, keys: set[tuple[int, int]]) -> dict[str, LockedA
         account = accounts.get(code)
         if account is None:
             account = accounts[code] = LockedAccount(
-                id=account_id, code=code, normal_side=Side(normal_side), currency=currency,
+                id=account_id, code=code, normal_side=_SIDES[normal_side], currency=currency,
                 status=status, min_balance=min_balance, max_balance=max_balance,
                 shard_count=shard_count,
             )

@@ -47,17 +47,21 @@ class Totals:
         )
 
 
+# Side is a str enum, so these compare plain strings and enum members alike
+# (and skip constructing an enum per call on the hot path).
+
+
 def signed(normal_side: Side | str, side: Side | str, amount: int) -> int:
     """The effect of one posting on a normal-side balance."""
-    return amount if Side(side) is Side(normal_side) else -amount
+    return amount if side == normal_side else -amount
 
 
 def posted_balance(normal_side: Side | str, debits: int, credits: int) -> int:
-    return debits - credits if Side(normal_side) is Side.DEBIT else credits - debits
+    return debits - credits if normal_side == "debit" else credits - debits
 
 
 def pending_inflow_outflow(normal_side: Side | str, totals: Totals) -> tuple[int, int]:
-    if Side(normal_side) is Side.DEBIT:
+    if normal_side == "debit":
         return totals.pending_debits, totals.pending_credits
     return totals.pending_credits, totals.pending_debits
 
@@ -121,7 +125,7 @@ def moves_toward_bound(
     normal_side: Side | str, min_balance: int | None, max_balance: int | None, side: Side | str
 ) -> bool:
     """Whether a posting on ``side`` could break one of the account's bounds."""
-    grows = Side(side) is Side(normal_side)
+    grows = side == normal_side
     return (grows and max_balance is not None) or (not grows and min_balance is not None)
 
 
@@ -133,7 +137,7 @@ def normalize_lines(lines: Iterable[PostingLine]) -> list[PostingLine]:
         if not isinstance(line.account, str) or not line.account:
             raise InvalidEntry(f"{field}.account must be a non-empty code", field=f"{field}.account")
         try:
-            side = Side(line.side)
+            side = line.side if isinstance(line.side, Side) else Side(line.side)
         except ValueError:
             raise InvalidEntry(
                 f"{field}.side must be 'debit' or 'credit', not {line.side!r}", field=f"{field}.side"
@@ -160,7 +164,7 @@ def normalize_lines(lines: Iterable[PostingLine]) -> list[PostingLine]:
 def check_balanced(lines: Iterable[PostingLine]) -> None:
     per_currency: dict[str, int] = defaultdict(int)
     for line in lines:
-        per_currency[line.currency] += signed(Side.DEBIT, line.side, line.amount_minor)
+        per_currency[line.currency] += line.amount_minor if line.side == "debit" else -line.amount_minor
     off = {currency: diff for currency, diff in per_currency.items() if diff}
     if off:
         raise UnbalancedEntry(
