@@ -11,33 +11,16 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url
 from sqlalchemy.orm import Session
 
 from service.db import make_engine, make_session_factory
 from service.migrate import upgrade
+from tests.isolated_db import create_database, drop_database
 
 BACKENDS = [b.strip() for b in os.environ.get("CL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
-PG_ADMIN_URL = os.environ.get("CL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-
-
-def _create_pg_database() -> str:
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=None)
-    name = f"cl_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg_database(url: str) -> None:
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = make_url(url).database
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -48,16 +31,13 @@ def database_urls():
 
     def get(backend: str) -> str:
         if backend not in made:
-            if backend == "sqlite":
-                made[backend] = f"sqlite:///{tmpdir.name}/test.sqlite3"
-            else:
-                made[backend] = _create_pg_database()
+            made[backend] = create_database(backend, Path(tmpdir.name))
             upgrade(made[backend])
         return made[backend]
 
     yield get
-    if "postgresql" in made:
-        _drop_pg_database(made["postgresql"])
+    for url in made.values():
+        drop_database(url)
     tmpdir.cleanup()
 
 

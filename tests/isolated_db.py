@@ -21,17 +21,32 @@ from service.migrate import upgrade
 PG_ADMIN_URL = os.environ.get("CL_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
+def create_database(backend: str, directory: Path) -> str:
+    """A new, empty database of ``backend``; returns its URL."""
+    name = f"cl_test_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/{name}.sqlite3"
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`create_database` (SQLite files go with their directory)."""
+    if not url.startswith("postgresql"):
+        return
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    admin.dispose()
+
+
 @contextmanager
 def isolated_engine(backend: str, directory: Path, *, migrated: bool = True) -> Iterator[Engine]:
     """An engine on a new, empty database of ``backend``; dropped afterwards."""
-    name = f"cl_iso_{uuid.uuid4().hex[:12]}"
-    if backend == "sqlite":
-        url, admin = f"sqlite:///{directory}/{name}.sqlite3", None
-    else:
-        admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = create_database(backend, directory)
     if migrated:
         upgrade(url)
     engine = make_engine(url)
@@ -39,7 +54,4 @@ def isolated_engine(backend: str, directory: Path, *, migrated: bool = True) -> 
         yield engine
     finally:
         engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
+        drop_database(url)
