@@ -146,26 +146,38 @@ def check_bounds(session: Session) -> list[Finding]:
 
 
 def check_reversals(session: Session) -> list[Finding]:
-    """A reversal mirrors its original line by line."""
+    """A reversal mirrors its original line by line (same account and amount,
+    opposite side), with as many lines. Two set-based queries, whatever the
+    number of reversals."""
     original = aliased(Posting)
-    reversal = aliased(Posting)
-    rows = session.execute(
+    mine = aliased(Posting)
+    unmatched = (
         select(JournalEntry.id, JournalEntry.reverses_id)
-        .where(JournalEntry.kind == EntryKind.REVERSAL.value)
-    ).all()
-    findings = []
-    for entry_id, reverses_id in rows:
-        mine = session.execute(
-            select(reversal.account_id, reversal.side, reversal.amount_minor)
-            .where(reversal.entry_id == entry_id).order_by(reversal.line)).all()
-        theirs = session.execute(
-            select(original.account_id, original.side, original.amount_minor)
-            .where(original.entry_id == reverses_id).order_by(original.line)).all()
-        flipped = [(a, "credit" if s == "debit" else "debit", m) for a, s, m in theirs]
-        if [tuple(r) for r in mine] != flipped:
-            findings.append(Finding("reversal", entry_public_id(entry_id),
-                                    f"does not mirror {entry_public_id(reverses_id)}"))
-    return findings
+        .join(mine, mine.entry_id == JournalEntry.id)
+        .outerjoin(original, and_(
+            original.entry_id == JournalEntry.reverses_id,
+            original.line == mine.line,
+            original.account_id == mine.account_id,
+            original.amount_minor == mine.amount_minor,
+            original.side != mine.side,
+        ))
+        .where(JournalEntry.kind == EntryKind.REVERSAL.value, original.id.is_(None))
+    )
+    counts = select(Posting.entry_id, func.count().label("n")).group_by(Posting.entry_id).subquery()
+    mine_n, theirs_n = aliased(counts), aliased(counts)
+    miscounted = (
+        select(JournalEntry.id, JournalEntry.reverses_id)
+        .outerjoin(mine_n, mine_n.c.entry_id == JournalEntry.id)
+        .outerjoin(theirs_n, theirs_n.c.entry_id == JournalEntry.reverses_id)
+        .where(JournalEntry.kind == EntryKind.REVERSAL.value,
+               func.coalesce(mine_n.c.n, 0) != func.coalesce(theirs_n.c.n, 0))
+    )
+    bad = {tuple(row) for row in session.execute(unmatched)} | {
+        tuple(row) for row in session.execute(miscounted)}
+    return [
+        Finding("reversal", entry_public_id(entry_id), f"does not mirror {entry_public_id(reverses_id)}")
+        for entry_id, reverses_id in sorted(bad, key=lambda r: str(r[0]))
+    ]
 
 
 CHECKS = (

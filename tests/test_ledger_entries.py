@@ -308,3 +308,40 @@ def test_listing_entries_pages_with_a_cursor(accounts):
     rest, end = list_entries(accounts, account="wallet:b", after=cursor, limit=3)
     assert [p.postings[1].amount_minor for p in rest] == [4, 5]
     assert end is None
+
+
+def test_the_check_finds_every_broken_rule_at_once(engine, backend):
+    """Corrupt a copy of the books behind the ledger's back (as a bad migration
+    or a hand-edited row would) and the check reports each problem."""
+    from sqlalchemy import text
+
+    from ledger import check_ledger
+    from service.db import make_session_factory
+
+    with make_session_factory(engine)() as s:
+        s.begin()
+        open_account(s, "chk:cash", "Cash", "asset", "CNY")
+        open_account(s, "chk:wallet", "Wallet", "liability", "CNY", min_balance_minor=0)
+        entry = post(s, "fund", ("Dr", "chk:cash", 100), ("Cr", "chk:wallet", 100))
+        reversal = reverse_entry(s, entry.id)
+        assert check_ledger(s) == [] or all(not f.subject.startswith("chk:") for f in check_ledger(s))
+        # A cached balance that no longer matches its postings, and a bound broken:
+        s.execute(text("UPDATE ledger_balance SET posted_debits_minor = posted_debits_minor + 500 "
+                       "WHERE account_id = (SELECT id FROM ledger_account WHERE code = 'chk:wallet')"))
+        # Two extra (balanced) lines slipped into the reversal: it no longer mirrors.
+        from sqlalchemy import insert, select as sa_select
+        from ledger.ids import parse_entry_id
+        from ledger.models import Account, Posting
+        from ledger.timeutil import utcnow
+        ids = dict(s.execute(sa_select(Account.code, Account.id).where(Account.code.like("chk:%"))).all())
+        s.execute(insert(Posting.__table__), [
+            {"entry_id": parse_entry_id(reversal.id), "line": 7 + n, "account_id": ids[code],
+             "shard": 0, "side": side, "amount_minor": 1, "currency": "CNY", "pending": False,
+             "balance_after_minor": 0, "version": 0, "posted_at": utcnow()}
+            for n, (code, side) in enumerate([("chk:cash", "debit"), ("chk:wallet", "credit")])])
+        findings = {(f.check, f.subject.split("#")[0]) for f in check_ledger(s)}
+        s.rollback()
+    assert ("cached_balance", "chk:wallet") in findings
+    assert ("running_balance", "chk:wallet") in findings
+    assert ("bound", "chk:wallet") in findings
+    assert ("reversal", reversal.id) in findings
