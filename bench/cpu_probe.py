@@ -44,7 +44,7 @@ def main() -> None:
         upgrade(url)
         engine = make_engine(url)
         Session = make_session_factory(engine)
-        codes = [f"w{n}" for n in range(100)]
+        codes = [f"w{n}" for n in range(int(os.environ.get("PROBE_ACCOUNTS", "100")))]
         with Session() as s, s.begin():
             open_account(s, "bank", "bank", "asset", "CNY")
             for code in codes:

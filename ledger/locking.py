@@ -156,16 +156,24 @@ _LOCK = (
     .with_for_update(of=_B)
 )
 # PostgreSQL: the same statement with the keys as two arrays, so its text
-# never changes and the driver sends it as is (the hot path of every write).
+# never changes and it can be prepared once per connection (the hot path of
+# every write). The keys drive the join (LATERAL; OFFSET 0 keeps the planner
+# from flattening it into a hash join over the whole account table), so each
+# row is one primary-key lookup whatever the planner guesses about the tables,
+# and rows are locked in the order of the (sorted) arrays.
 _LOCK_PG = """
 SELECT b.account_id, b.shard, b.posted_debits_minor, b.posted_credits_minor,
        b.pending_debits_minor, b.pending_credits_minor, b.version,
        a.code, a.normal_side, a.currency, a.status,
        a.min_balance_minor, a.max_balance_minor, a.balance_shards
-  FROM ledger_balance AS b JOIN ledger_account AS a ON a.id = b.account_id
- WHERE (b.account_id, b.shard) IN (SELECT * FROM unnest($1, $2))
- ORDER BY b.account_id, b.shard
-   FOR UPDATE OF b
+  FROM unnest($1, $2) WITH ORDINALITY AS k(account_id, shard, n)
+ CROSS JOIN LATERAL (
+        SELECT * FROM ledger_balance
+         WHERE account_id = k.account_id AND shard = k.shard
+           FOR UPDATE) AS b
+ CROSS JOIN LATERAL (
+        SELECT * FROM ledger_account WHERE id = k.account_id OFFSET 0) AS a
+ ORDER BY k.n
 """
 
 
