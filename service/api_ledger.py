@@ -9,9 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import marshmallow as ma
+from flask import Response
 from flask_smorest import Blueprint
 
 import ledger
+from service.exports import statement_csv
 from service.request_db import db_session
 from service.schemas_ledger import (
     AccountListArgs,
@@ -23,6 +25,7 @@ from service.schemas_ledger import (
     EntryPageSchema,
     EntrySchema,
     StatementArgs,
+    StatementCsvArgs,
     StatementSchema,
     TrialBalanceArgs,
     TrialBalanceSchema,
@@ -87,6 +90,25 @@ def get_statement(code_or_id: str, start: datetime, limit: int, end: datetime | 
     if end < start:  # only reachable when end defaulted to now and start is in the future
         raise ma.ValidationError({"start": ["Must not be in the future when end is omitted."]})
     return ledger.statement(session, account.code, start, end, cursor=cursor, limit=limit)
+
+
+@blp.route("/accounts/<code_or_id>/statement.csv", methods=["GET"])
+@blp.arguments(StatementCsvArgs, **QUERY, as_kwargs=True)
+@blp.response(200, content_type="text/csv", description="The statement as CSV, amounts in decimal units.")
+@blp.alt_response(404, **NOT_FOUND)
+def get_statement_csv(code_or_id: str, start: datetime, end: datetime | None = None):
+    """The whole statement of a period as a CSV file (opening row, lines, closing row)."""
+    session = db_session()
+    account = ledger.get_account(session, code_or_id)  # a 404 before any byte is sent
+    end = end or _now()
+    if end < start:
+        raise ma.ValidationError({"start": ["Must not be in the future when end is omitted."]})
+    filename = f"statement-{account.code.replace(':', '_')}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
+    # Built whole before responding: the request's session closes at teardown,
+    # before a streamed body would be read.
+    body = "".join(statement_csv(session, account.code, start, end))
+    return Response(body, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @blp.route("/entries", methods=["GET"])

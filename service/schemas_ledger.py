@@ -81,11 +81,21 @@ class BalanceAtArgs(ma.Schema):
 
 class StatementArgs(_LimitMixin):
     start = UtcDateTime(required=True)
-    end = UtcDateTime(metadata={"description": "Exclusive end; default now."})
+    end = UtcDateTime(metadata={"description": "Inclusive end; default now."})
     cursor = fields.String(
         validate=validate.Length(min=1, max=500),
         metadata={"description": "The `next_cursor` of the previous page."},
     )
+
+    @ma.validates_schema
+    def _end_after_start(self, data, **_kwargs):
+        if data.get("end") is not None and data["end"] < data["start"]:
+            raise ma.ValidationError("Must not be before start.", field_name="end")
+
+
+class StatementCsvArgs(ma.Schema):
+    start = UtcDateTime(required=True)
+    end = UtcDateTime(metadata={"description": "Inclusive end; default now."})
 
     @ma.validates_schema
     def _end_after_start(self, data, **_kwargs):

@@ -263,6 +263,45 @@ def test_statement_pages_lines_with_running_balances(client, session_factory, bo
     assert page1["lines"][0]["description"] == "deposit 10"
 
 
+def test_statement_exports_as_csv_with_decimal_amounts_and_framing_balances(
+        client, session_factory, books, monkeypatch):
+    import csv as csv_module
+    import io
+
+    from service import exports
+
+    monkeypatch.setattr(exports, "PAGE", 2)  # several pages make one file
+    opening = deposit(session_factory, books, 100)
+    start = opening.posted_at + timedelta(microseconds=1)
+    entries = [deposit(session_factory, books, amount) for amount in (1_005, 20, 30)]
+    spend(session_factory, books, 55)
+
+    response = client.get(f"/v1/accounts/{books['prepaid']}/statement.csv",
+                          query_string={"start": iso(start)})
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv_module.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0] == list(exports.STATEMENT_COLUMNS)
+    assert rows[1][2:] == ["opening_balance", "", "", "", "1.00", "CNY"]
+    assert [(r[1], r[4], r[5], r[6]) for r in rows[2:-1]] == [
+        (entries[0].id, "", "10.05", "11.05"),
+        (entries[1].id, "", "0.20", "11.25"),
+        (entries[2].id, "", "0.30", "11.55"),
+        (rows[5][1], "0.55", "", "11.00"),
+    ]
+    assert rows[-1][2:] == ["closing_balance", "", "", "", "11.00", "CNY"]
+
+
+def test_statement_csv_of_an_unknown_account_is_a_problem_not_a_file(client):
+    response = client.get("/v1/accounts/nope:nowhere/statement.csv",
+                          query_string={"start": "2024-05-01T00:00:00Z"})
+
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "account_not_found"
+
+
 def test_statement_needs_a_start(client, books):
     response = client.get(f"/v1/accounts/{books['prepaid']}/statement")
 
