@@ -5,6 +5,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 import migrations
 
@@ -19,4 +20,9 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    # An installation without its version files (a packaging mistake) would
+    # otherwise "upgrade" to nothing and report success.
+    if ScriptDirectory.from_config(config).get_current_head() is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR / 'versions'}")
+    command.upgrade(config, revision)

@@ -34,3 +34,15 @@ def test_the_import_rules_of_the_architecture_hold():
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 2 kept, 0 broken" in result.stdout
+
+
+def test_the_package_data_ships_every_migration():
+    """`pip install .` (the Dockerfile) must carry the version files, which
+    are not a Python package of their own."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = config["options.package_data"]["migrations"].replace(" ", "").split(",")
+    assert "versions/*.py" in patterns
+    assert list((ROOT / "migrations" / "versions").glob("0001_*.py"))
