@@ -39,7 +39,9 @@ from .posting import (
     void_expired_pending,
     void_pending,
 )
+from .ids import new_uuid7
 from .locking import preload_accounts
+from .timeutil import as_utc, utcnow
 from .writer import add_write_listener
 from .queries import balance_at, get_entry, list_entries, statement, trial_balance
 from .values import (
