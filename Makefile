@@ -26,7 +26,7 @@ serve: $(STAMP)
 	$(BIN)/channel-ledger serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/lint-imports --config setup.cfg
+	$(BIN)/lint-imports setup.cfg
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: $(STAMP)

@@ -50,7 +50,7 @@ class AccountShape:
 
 @dataclass
 class ShardState:
-    """A locked balance row, changed in memory and written back at the end."""
+    """A locked balance row, changed in memory; the changed ones are written back at the end."""
 
     account_id: int
     shard: int
@@ -59,7 +59,6 @@ class ShardState:
     pending_debits: int
     pending_credits: int
     version: int
-    dirty: bool = False
 
     def totals(self) -> Totals:
         return Totals(self.posted_debits, self.posted_credits, self.pending_debits, self.pending_credits)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import rules
+from . import prepared, rules
 from .errors import (
     AccountClosed,
     AccountFrozen,
@@ -43,9 +43,8 @@ from .errors import (
 )
 from .ids import entry_public_id, new_uuid7, parse_entry_id
 from .locking import LockedAccount, ShardState, lock_balances, lock_shards
-from . import prepared
 from .writer import texts_array as writer_text_array, write_journal
-from .models import JournalEntry, Posting
+from .models import Account, JournalEntry, Posting
 from .timeutil import as_utc, utcnow
 from .values import (
     EntryKind,
@@ -318,7 +317,6 @@ def _record_posting(
     line: PostingLine, pending: bool, posted_at: datetime, write: _Write,
 ) -> PostingView:
     shard.version += 1
-    shard.dirty = True
     write.shards[(shard.account_id, shard.shard)] = shard
     balance_after = rules.posted_balance(account.normal_side, shard.posted_debits, shard.posted_credits)
     write.postings.append(
@@ -488,8 +486,6 @@ def _load_entry(session: Session, public_id: str) -> JournalEntry:
 
 
 def _load_postings(session: Session, entry_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[_StoredPosting]]:
-    from .models import Account
-
     out: dict[uuid.UUID, list[_StoredPosting]] = defaultdict(list)
     rows = session.execute(
         select(Posting.entry_id, Posting.line, Posting.account_id, Account.code, Posting.shard,
@@ -597,7 +593,6 @@ def _resolve(
         write.shards[(shard.account_id, shard.shard)] = shard
     for shard in write.shards.values():
         shard.version += 1  # the release is a change of the shard
-        shard.dirty = True
     # ... and post what is posted, on the shard that held the reservation.
     shard_of = {(p.account_code, p.side, p.currency): p.shard for p in reserved}
     postings = []
