@@ -1,23 +1,17 @@
 """Named failures of the channel network.
 
-Like ``ledger.errors``: each failure is a subclass of :class:`ChannelError`
+Like ``ledger.errors`` (and on the same ``DomainError`` base): each failure
+is a subclass of :class:`ChannelError`
 with a stable machine-readable ``code`` and an HTTP status hint for the edge;
 ``details`` names the offending field where there is one.
 """
 from __future__ import annotations
 
+from ledger import DomainError
 
-class ChannelError(Exception):
+
+class ChannelError(DomainError):
     code = "channel_error"
-    http_status = 422
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
 
 
 class InvalidParty(ChannelError):

@@ -19,6 +19,7 @@ from .errors import (
     AlreadyReversed,
     AlreadyVoided,
     CurrencyMismatch,
+    DomainError,
     EntryNotFound,
     IdempotencyConflict,
     InsufficientFunds,

@@ -8,8 +8,11 @@ TigerBeetle's result codes, a caller never has to parse a message.
 from __future__ import annotations
 
 
-class LedgerError(Exception):
-    code = "ledger_error"
+class DomainError(Exception):
+    """Base of every named failure in the domain packages (the ledger's and
+    those above it), so the edge maps them all to problem+json one way."""
+
+    code = "domain_error"
     http_status = 422
 
     def __init__(self, message: str, **details):
@@ -19,6 +22,10 @@ class LedgerError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+
+class LedgerError(DomainError):
+    code = "ledger_error"
 
 
 class InvalidEntry(LedgerError):

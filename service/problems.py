@@ -14,7 +14,7 @@ import marshmallow as ma
 from flask import Flask, Response, json
 from werkzeug.exceptions import HTTPException
 
-from ledger import LedgerError
+from ledger import DomainError
 from service.metrics import count_error
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -43,11 +43,11 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
 
 
-def ledger_problem(error: LedgerError) -> Response:
+def domain_problem(error: DomainError) -> Response:
     details = dict(error.details) or None
     errors = None
     if details and isinstance(details.get("field"), str):
-        # The ledger names the argument it refused (a cursor, a limit).
+        # A domain package names the argument it refused (a cursor, a limit).
         errors = [{"field": details["field"], "location": None, "message": error.message}]
     return problem(
         error.http_status, error.code, error.code.replace("_", " ").capitalize(),
@@ -112,6 +112,6 @@ def http_problem_from_messages(messages: Mapping) -> Response:
 
 
 def init_problem_handlers(app: Flask) -> None:
-    app.register_error_handler(LedgerError, ledger_problem)
+    app.register_error_handler(DomainError, domain_problem)
     app.register_error_handler(ma.ValidationError, validation_problem)
     app.register_error_handler(HTTPException, http_problem)

@@ -254,3 +254,14 @@ def test_an_invalid_update_writes_nothing(session, net):
     assert ch.get_party(session, f"{u}-s1").name == "Store s1"
     with pytest.raises(PartyNotFound):
         ch.update_party(session, f"{u}-nobody", name="x")
+
+
+def test_channel_errors_share_the_ledgers_base_so_the_edge_maps_them_alike():
+    from ledger import DomainError, LedgerError
+
+    from channel_api.errors import ChannelError, PartyNotFound
+
+    error = PartyNotFound("no party x", field="party")
+    assert isinstance(error, DomainError) and not isinstance(error, LedgerError)
+    assert issubclass(ChannelError, DomainError)
+    assert (error.code, error.http_status, error.details) == ("party_not_found", 404, {"field": "party"})
