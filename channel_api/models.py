@@ -33,38 +33,36 @@ PARTY_ROLES = ("brand", "distributor", "store")
 PARTY_STATUSES = ("active", "frozen")
 
 
-class Region(Base):
-    __tablename__ = "channel_region"
+class _Coded:
+    """The columns every master-data record has: a key, an opaque public id,
+    the business code people type, and a name."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     public_id: Mapped[str] = mapped_column(String(40), unique=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+
+
+class Region(_Coded, Base):
+    __tablename__ = "channel_region"
+
     parent_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("channel_region.id"), index=True
     )
     level: Mapped[str] = mapped_column(String(32), default="")
 
 
-class CustomerType(Base):
+class CustomerType(_Coded, Base):
     __tablename__ = "channel_customer_type"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    public_id: Mapped[str] = mapped_column(String(40), unique=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
     parent_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("channel_customer_type.id"), index=True
     )
 
 
-class Grade(Base):
+class Grade(_Coded, Base):
     __tablename__ = "channel_grade"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    public_id: Mapped[str] = mapped_column(String(40), unique=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
     rank: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -94,13 +92,8 @@ class Party(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
 
 
-class PartyGroup(Base):
+class PartyGroup(_Coded, Base):
     __tablename__ = "channel_party_group"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    public_id: Mapped[str] = mapped_column(String(40), unique=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
 
 
 class PartyGroupMember(Base):

@@ -79,28 +79,23 @@ class BalanceAtArgs(ma.Schema):
     at = UtcDateTime(metadata={"description": "Instant to read the balance at; default now."})
 
 
-class StatementArgs(_LimitMixin):
+class StatementCsvArgs(ma.Schema):
+    """A statement's period (the CSV export takes the whole period at once)."""
+
     start = UtcDateTime(required=True)
     end = UtcDateTime(metadata={"description": "Inclusive end; default now."})
+
+    @ma.validates_schema
+    def _end_after_start(self, data, **_kwargs):
+        if data.get("end") is not None and data["end"] < data["start"]:
+            raise ma.ValidationError("Must not be before start.", field_name="end")
+
+
+class StatementArgs(StatementCsvArgs, _LimitMixin):
     cursor = fields.String(
         validate=validate.Length(min=1, max=500),
         metadata={"description": "The `next_cursor` of the previous page."},
     )
-
-    @ma.validates_schema
-    def _end_after_start(self, data, **_kwargs):
-        if data.get("end") is not None and data["end"] < data["start"]:
-            raise ma.ValidationError("Must not be before start.", field_name="end")
-
-
-class StatementCsvArgs(ma.Schema):
-    start = UtcDateTime(required=True)
-    end = UtcDateTime(metadata={"description": "Inclusive end; default now."})
-
-    @ma.validates_schema
-    def _end_after_start(self, data, **_kwargs):
-        if data.get("end") is not None and data["end"] < data["start"]:
-            raise ma.ValidationError("Must not be before start.", field_name="end")
 
 
 class EntryListArgs(_LimitMixin):
