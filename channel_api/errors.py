@@ -71,3 +71,112 @@ class GroupNotFound(ChannelError):
 class GroupExists(ChannelError):
     code = "group_exists"
     http_status = 409
+
+
+class InvalidInput(ChannelError):
+    """Bad input for the catalog, relationships, coverage, permissions,
+    strategies, tags or keys; ``details["field"]`` names the field."""
+
+    code = "invalid_input"
+
+
+class NotFound(ChannelError):
+    """Base of the "no such record" errors below (HTTP 404)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Exists(ChannelError):
+    """Base of the "code taken with other attributes" errors (HTTP 409)."""
+
+    code = "exists"
+    http_status = 409
+
+
+class CategoryNotFound(NotFound):
+    code = "category_not_found"
+
+
+class CategoryExists(Exists):
+    code = "category_exists"
+
+
+class UnitNotFound(NotFound):
+    code = "unit_not_found"
+
+
+class UnitExists(Exists):
+    code = "unit_exists"
+
+
+class ProductNotFound(NotFound):
+    code = "product_not_found"
+
+
+class ProductExists(Exists):
+    code = "product_exists"
+
+
+class SkuNotFound(NotFound):
+    code = "sku_not_found"
+
+
+class SkuExists(Exists):
+    code = "sku_exists"
+
+
+class RelationshipNotFound(NotFound):
+    code = "relationship_not_found"
+
+
+class StrategyNotFound(NotFound):
+    code = "strategy_not_found"
+
+
+class StrategyExists(Exists):
+    code = "strategy_exists"
+
+
+class DynamicTagNotFound(NotFound):
+    code = "dynamic_tag_not_found"
+
+
+class DynamicTagExists(Exists):
+    code = "dynamic_tag_exists"
+
+
+class NotPurchasable(ChannelError):
+    """The buyer may not buy this SKU from this seller (no active
+    relationship, outside the purchase or sale permission, inactive SKU or
+    party); ``details["reason"]`` says which."""
+
+    code = "not_purchasable"
+    http_status = 422
+
+
+class ImportRejected(ChannelError):
+    """A CSV file with bad rows: nothing was written; ``details["errors"]``
+    lists every bad row as ``{line, field, reason}``."""
+
+    code = "import_rejected"
+    http_status = 422
+
+
+class AuthenticationFailed(ChannelError):
+    code = "authentication_failed"
+    http_status = 401
+
+
+class AccessDenied(ChannelError):
+    """The caller's key may not do this (wrong scope, or another party's data)."""
+
+    code = "access_denied"
+    http_status = 403
+
+
+class IdempotencyKeyReused(ChannelError):
+    """The Idempotency-Key was used before for a different request."""
+
+    code = "idempotency_key_reused"
+    http_status = 409

@@ -43,6 +43,7 @@ from .models import (
     PartyTag,
     Region,
 )
+from .trees import subtree_ids
 from .values import CustomerTypeView, GradeView, GroupView, PartyView, RegionView
 
 REGION_PREFIX = "reg_"
@@ -151,14 +152,6 @@ def _code_of(session: Session, model, row_id: int | None) -> str | None:
     if row_id is None:
         return None
     return session.scalar(select(model.code).where(model.id == row_id))
-
-
-def _subtree_ids(model, root_id: int):
-    """A selectable of the ids of ``root_id`` and all its descendants."""
-    tree = select(model.id).where(model.id == root_id).cte("subtree", recursive=True)
-    child = select(model.id).join(tree, model.parent_id == tree.c.id)
-    tree = tree.union_all(child)
-    return select(tree.c.id)
 
 
 # -- regions, customer types, grades, groups -----------------------------------
@@ -401,10 +394,10 @@ def list_parties(
         query = query.where(Party.status == _choice(status, "status", PARTY_STATUSES))
     if region is not None:
         root = _region(session, region).id
-        query = query.where(Party.region_id.in_(_subtree_ids(Region, root)))
+        query = query.where(Party.region_id.in_(subtree_ids(Region, root)))
     if customer_type is not None:
         root = _customer_type(session, customer_type).id
-        query = query.where(Party.customer_type_id.in_(_subtree_ids(CustomerType, root)))
+        query = query.where(Party.customer_type_id.in_(subtree_ids(CustomerType, root)))
     if grade is not None:
         query = query.where(Party.grade_id == _grade(session, grade).id)
     if group is not None:

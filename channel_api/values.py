@@ -56,3 +56,15 @@ class PartyView:
     groups: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# -- catalog (catalog.py) -------------------------------------------------------
+
+
+# -- network: relationships, coverage, sale permissions, audit (network.py) ------
+
+
+# -- pricing (pricing.py, prices.py) ----------------------------------------------
+
+
+# -- dynamic tags and purchase habits (tags.py, habits.py) ------------------------
