@@ -1,6 +1,8 @@
 """Parties, coverage, catalog, prices, promotions, credit policies, orders and
 the storefront REST API. May import: ledger, payments, clearing. (Later issue.)"""
 from .errors import (
+    AccessDenied,
+    AuthenticationFailed,
     ChannelError,
     CustomerTypeExists,
     CustomerTypeNotFound,
@@ -22,7 +24,12 @@ from .parties import (
     create_party,
     create_region,
     get_party,
+    is_buyer_of,
+    list_customer_types,
+    list_grades,
+    list_groups,
     list_parties,
+    list_regions,
     remove_from_group,
     tag_party,
     untag_party,
@@ -31,6 +38,8 @@ from .parties import (
 from .values import CustomerTypeView, GradeView, GroupView, PartyView, RegionView
 
 __all__ = [
+    "AccessDenied", "AuthenticationFailed", "is_buyer_of", "list_customer_types",
+    "list_grades", "list_groups", "list_regions",
     "ChannelError", "CustomerTypeExists", "CustomerTypeNotFound", "GradeExists",
     "GradeNotFound", "GroupExists", "GroupNotFound", "InvalidParty", "PartyExists",
     "PartyNotFound", "RegionExists", "RegionNotFound",

@@ -42,6 +42,7 @@ from .models import (
     PartyGroupMember,
     PartyTag,
     Region,
+    SupplyRelationship,
 )
 from .trees import subtree_ids
 from .values import CustomerTypeView, GradeView, GroupView, PartyView, RegionView
@@ -232,6 +233,43 @@ def create_group(session: Session, code: str, name: str) -> GroupView:
     return GroupView(row.public_id, row.code, row.name)
 
 
+def list_regions(session: Session) -> list[RegionView]:
+    """Every region, parents before children (trees are small)."""
+    rows = list(session.scalars(select(Region).order_by(Region.id)))
+    codes = {r.id: r.code for r in rows}
+    return [RegionView(r.public_id, r.code, r.name, r.level, codes.get(r.parent_id))
+            for r in rows]
+
+
+def list_customer_types(session: Session) -> list[CustomerTypeView]:
+    rows = list(session.scalars(select(CustomerType).order_by(CustomerType.id)))
+    codes = {r.id: r.code for r in rows}
+    return [CustomerTypeView(r.public_id, r.code, r.name, codes.get(r.parent_id)) for r in rows]
+
+
+def list_grades(session: Session) -> list[GradeView]:
+    return [GradeView(r.public_id, r.code, r.name, r.rank)
+            for r in session.scalars(select(Grade).order_by(Grade.rank, Grade.code))]
+
+
+def list_groups(session: Session) -> list[GroupView]:
+    return [GroupView(r.public_id, r.code, r.name)
+            for r in session.scalars(select(PartyGroup).order_by(PartyGroup.code))]
+
+
+def is_buyer_of(session: Session, seller: str, buyer: str) -> bool:
+    """Whether any relationship (of any status) links seller → buyer."""
+    seller_id, buyer_id = _party(session, seller).id, _party(session, buyer).id
+    return session.scalar(select(SupplyRelationship.id).where(
+        SupplyRelationship.seller_id == seller_id,
+        SupplyRelationship.buyer_id == buyer_id)) is not None
+
+
+def party_row(session: Session, code_or_public_id: str) -> Party:
+    """The row behind a code or public id, for the package's other use cases."""
+    return _party(session, code_or_public_id)
+
+
 # -- parties ------------------------------------------------------------------
 
 def _party_views(session: Session, rows: list[Party]) -> list[PartyView]:
@@ -379,12 +417,14 @@ def list_parties(
     group: str | None = None,
     tag: str | None = None,
     status: str | None = None,
+    buyer_of: str | None = None,
     after: str | None = None,
     limit: int = 100,
 ) -> tuple[list[PartyView], str | None]:
     """Parties in code order, filtered; ``region`` and ``customer_type``
-    include their subtrees. ``after`` is the cursor (the last code seen);
-    the second value is the next cursor, None on the last page."""
+    include their subtrees; ``buyer_of`` keeps the buyers of one seller (any
+    relationship status). ``after`` is the cursor (the last code seen); the
+    second value is the next cursor, None on the last page."""
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidParty(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(Party)
@@ -406,6 +446,9 @@ def list_parties(
         query = query.where(Party.id.in_(members))
     if tag is not None:
         query = query.where(Party.id.in_(select(PartyTag.party_id).where(PartyTag.tag == tag)))
+    if buyer_of is not None:
+        query = query.where(Party.id.in_(select(SupplyRelationship.buyer_id).where(
+            SupplyRelationship.seller_id == _party(session, buyer_of).id)))
     if after:
         query = query.where(Party.code > after)
     rows = list(session.scalars(query.order_by(Party.code).limit(limit + 1)))

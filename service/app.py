@@ -15,7 +15,8 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import api_ledger
+from service import api_channel_parties, api_ledger
+from service.channel_edge import SECURITY_SCHEME
 from service.db import make_engine, make_session_factory
 from service.logs import configure_logging, init_request_ids
 from service.metrics import init_http_metrics, instrument_session_factory
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api = ProblemApi(app)
     api.register_blueprint(health_blp)
     api.register_blueprint(api_ledger.blp)
+    api.spec.components.security_scheme("ApiKey", SECURITY_SCHEME)
+    api.register_blueprint(api_channel_parties.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

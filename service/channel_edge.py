@@ -1,0 +1,123 @@
+"""The channel API's edge: who is calling (API key → ``Caller``) and how a
+mutating call runs (one transaction, replayed under its ``Idempotency-Key``).
+
+Every channel blueprint is a :class:`ChannelBlueprint`: each of its requests
+is authenticated before the view runs, and its operations are documented as
+needing a key. A view that writes is wrapped in
+:func:`mutation`, placed between ``@blp.route`` and ``@blp.response`` so it
+sees the final serialised response: it opens the transaction, runs the view
+(argument parsing and the use case), saves the answer for the key and
+commits; a failure anywhere rolls everything back, answer included.
+"""
+from __future__ import annotations
+
+import functools
+from copy import deepcopy
+
+from flask import Response, g, request
+from flask_smorest import Blueprint
+from flask_smorest.utils import deepupdate
+from sqlalchemy.exc import IntegrityError
+
+from channel_api import idempotency
+from channel_api.access import Caller
+from channel_api.keys import authenticate
+from service.request_db import db_session
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+SECURITY = [{"ApiKey": []}]
+SECURITY_SCHEME = {
+    "type": "http", "scheme": "bearer", "bearerFormat": "key_<id>.<secret>",
+    "description": "An API key issued to one party (`channel-ledger create-api-key`).",
+}
+IDEMPOTENCY_PARAMETER = {
+    "in": "header", "name": IDEMPOTENCY_HEADER, "required": False,
+    "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH},
+    "description": "Retrying with the same key and body replays the first answer; "
+                   "the same key with another body is refused (409).",
+}
+
+
+class ChannelBlueprint(Blueprint):
+    """A flask-smorest blueprint whose every request needs an API key."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.before_request(_authenticate)
+
+    def route(self, rule, **options):
+        register = super().route(rule, **options)
+
+        def decorator(func):
+            _add_doc(func, {"security": SECURITY})
+            return register(func)
+
+        return decorator
+
+
+def _authenticate() -> None:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    session = db_session()
+    g.caller = authenticate(session, token)
+    # End the read transaction authentication opened, so that a mutation
+    # can begin its own.
+    session.rollback()
+
+
+def _add_doc(func, doc: dict) -> None:
+    func._apidoc = deepcopy(getattr(func, "_apidoc", {}))
+    func._apidoc["manual_doc"] = deepupdate(func._apidoc.get("manual_doc", {}), doc)
+
+
+def caller() -> Caller:
+    return g.caller
+
+
+def actor() -> str:
+    """How the audit trail names the caller."""
+    return f"api:{g.caller.key_id}"
+
+
+def mutation(view):
+    """Run a writing view in one transaction, idempotently when asked."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        session = db_session()
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            with session.begin():
+                return view(*args, **kwargs)
+        key = idempotency.check_key(key)
+        request_hash = idempotency.fingerprint(
+            request.method, request.full_path, request.get_data(cache=True))
+        try:
+            with session.begin():
+                stored = idempotency.stored_answer(session, g.caller.api_key_pk, key, request_hash)
+                if stored is not None:
+                    return _replay(stored)
+                response = view(*args, **kwargs)
+                if isinstance(response, Response) and response.status_code < 500:
+                    idempotency.save_answer(session, g.caller.api_key_pk, key, request_hash,
+                                            response.status_code, response.get_data(as_text=True))
+                return response
+        except IntegrityError:
+            # A concurrent call with the same key committed first: answer as it did.
+            session.rollback()
+            with session.begin():
+                stored = idempotency.stored_answer(session, g.caller.api_key_pk, key, request_hash)
+            if stored is None:
+                raise
+            return _replay(stored)
+
+    _add_doc(wrapper, {"parameters": [IDEMPOTENCY_PARAMETER]})
+    return wrapper
+
+
+def _replay(stored: idempotency.StoredAnswer) -> Response:
+    response = Response(stored.body, status=stored.status, mimetype="application/json")
+    response.headers[REPLAY_HEADER] = "true"
+    return response

@@ -1,0 +1,213 @@
+"""Marshmallow schemas of the channel API: request bodies and query
+arguments in, the channel use cases' frozen views out.
+
+Shapes only (types, lengths, unknown fields refused): the use cases own the
+business rules and name the offending field themselves, so the API, the CSV
+import and the jobs refuse the same things the same way.
+"""
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from service.schemas_ledger import LIMIT_DEFAULT, LIMIT_MAX, UtcDateTime
+
+CODE = {"validate": validate.Length(min=1, max=64)}
+NAME = {"validate": validate.Length(min=1, max=200)}
+CURSOR = {"validate": validate.Length(min=1, max=200),
+          "metadata": {"description": "The `next_cursor` of the previous page."}}
+
+
+class StrictSchema(ma.Schema):
+    """Bodies and query strings refuse unknown fields: a misspelt field is a
+    422 naming it, never silently ignored."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class PageArgs(StrictSchema):
+    limit = fields.Integer(load_default=LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIMIT_MAX))
+    after = fields.String(**CURSOR)
+
+
+# --- master data ---------------------------------------------------------------
+
+
+class RegionIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    parent = fields.String(load_default=None, allow_none=True, **CODE)
+    level = fields.String(load_default="", validate=validate.Length(max=32))
+
+
+class RegionOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    level = fields.String()
+    parent_code = fields.String(allow_none=True)
+
+
+class CustomerTypeIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    parent = fields.String(load_default=None, allow_none=True, **CODE)
+
+
+class CustomerTypeOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    parent_code = fields.String(allow_none=True)
+
+
+class GradeIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    rank = fields.Integer(load_default=0, strict=True)
+
+
+class GradeOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    rank = fields.Integer()
+
+
+class GroupIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+
+
+class GroupOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+
+
+def _list_of(item_schema, name: str):
+    return type(name, (ma.Schema,), {"items": fields.List(fields.Nested(item_schema))})
+
+
+RegionList = _list_of(RegionOut, "RegionList")
+CustomerTypeList = _list_of(CustomerTypeOut, "CustomerTypeList")
+GradeList = _list_of(GradeOut, "GradeList")
+GroupList = _list_of(GroupOut, "GroupList")
+
+
+# --- parties ---------------------------------------------------------------------
+
+
+class PartyIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    role = fields.String(required=True, validate=validate.OneOf(("brand", "distributor", "store")))
+    region = fields.String(required=True, **CODE)
+    customer_type = fields.String(required=True, **CODE)
+    grade = fields.String(load_default=None, allow_none=True, **CODE)
+    owner_name = fields.String(load_default="", validate=validate.Length(max=200))
+    contact_phone = fields.String(load_default="", validate=validate.Length(max=32))
+    address = fields.String(load_default="", validate=validate.Length(max=500))
+    quality_customer = fields.Boolean(load_default=False)
+    status = fields.String(load_default="active", validate=validate.OneOf(("active", "frozen")))
+    metadata = fields.Dict(load_default=dict)
+
+
+class PartyPatch(StrictSchema):
+    """Only the fields given change; ``grade: null`` clears the grade."""
+
+    name = fields.String(**NAME)
+    owner_name = fields.String(validate=validate.Length(max=200))
+    contact_phone = fields.String(validate=validate.Length(max=32))
+    address = fields.String(validate=validate.Length(max=500))
+    status = fields.String(validate=validate.OneOf(("active", "frozen")))
+    region = fields.String(**CODE)
+    customer_type = fields.String(**CODE)
+    grade = fields.String(allow_none=True, **CODE)
+    quality_customer = fields.Boolean()
+
+
+class PartyOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    role = fields.String()
+    status = fields.String()
+    region_code = fields.String()
+    customer_type_code = fields.String()
+    grade_code = fields.String(allow_none=True)
+    owner_name = fields.String()
+    contact_phone = fields.String()
+    address = fields.String()
+    quality_customer = fields.Boolean()
+    created_at = UtcDateTime()
+    groups = fields.List(fields.String())
+    tags = fields.List(fields.String())
+    metadata = fields.Dict()
+
+
+class PartyListArgs(PageArgs):
+    role = fields.String(validate=validate.OneOf(("brand", "distributor", "store")))
+    status = fields.String(validate=validate.OneOf(("active", "frozen")))
+    region = fields.String(**CODE, metadata={"description": "Region code; includes its subtree."})
+    customer_type = fields.String(**CODE, metadata={"description": "Includes its subtree."})
+    grade = fields.String(**CODE)
+    group = fields.String(**CODE)
+    tag = fields.String(validate=validate.Length(min=1, max=64))
+    buyer_of = fields.String(**CODE, metadata={"description": "Only buyers of this seller."})
+
+
+class PartyPage(ma.Schema):
+    items = fields.List(fields.Nested(PartyOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- API keys --------------------------------------------------------------------
+
+
+class ApiKeyIn(StrictSchema):
+    party = fields.String(required=True, **CODE)
+    scopes = fields.List(fields.String(validate=validate.OneOf(("storefront", "manage"))),
+                         required=True, validate=validate.Length(min=1, max=2))
+    name = fields.String(load_default="", validate=validate.Length(max=200))
+
+
+class ApiKeyOut(ma.Schema):
+    key_id = fields.String()
+    party_code = fields.String()
+    name = fields.String()
+    scopes = fields.List(fields.String())
+    created_at = UtcDateTime()
+    revoked_at = UtcDateTime(allow_none=True)
+
+
+class IssuedKeyOut(ma.Schema):
+    key = fields.Nested(ApiKeyOut)
+    token = fields.String(metadata={"description": "Shown once: send as `Authorization: Bearer <token>`."})
+
+
+ApiKeyList = _list_of(ApiKeyOut, "ApiKeyList")
+
+
+class AuditOut(ma.Schema):
+    id = fields.Integer()
+    at = UtcDateTime()
+    actor = fields.String()
+    action = fields.String()
+    subject_type = fields.String()
+    subject = fields.String()
+    details = fields.Dict()
+
+
+class AuditArgs(StrictSchema):
+    limit = fields.Integer(load_default=LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIMIT_MAX))
+    after = fields.Integer(metadata={"description": "The `next_cursor` of the previous page."})
+    subject_type = fields.String(validate=validate.Length(min=1, max=32))
+    subject = fields.String(validate=validate.Length(min=1, max=80))
+    action = fields.String(validate=validate.Length(min=1, max=64))
+
+
+class AuditPage(ma.Schema):
+    items = fields.List(fields.Nested(AuditOut))
+    next_cursor = fields.Integer(allow_none=True)

@@ -1,0 +1,61 @@
+"""A small committed channel network with API keys, for the channel API
+tests: one brand, two distributors (D1 sells to S1, S2; D2 to S3), three
+stores, each with a key. Codes carry a unique prefix, so modules can share a
+database."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import channel_api as ca
+from channel_api import keys
+from channel_api.models import SupplyRelationship
+from ledger import utcnow, new_uuid7
+
+
+@dataclass
+class Network:
+    u: str
+    codes: dict[str, str]
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+def build_network(session_factory, u: str) -> Network:
+    codes = {name: f"{u}-{name}" for name in
+             ("brand", "d1", "d2", "s1", "s2", "s3", "cn", "zj", "hz", "sh", "retail", "grocery")}
+    net = Network(u, codes)
+    c = codes
+    with session_factory() as s, s.begin():
+        ca.create_region(s, c["cn"], "China", level="country")
+        ca.create_region(s, c["zj"], "Zhejiang", parent=c["cn"], level="province")
+        ca.create_region(s, c["hz"], "Hangzhou", parent=c["zj"], level="city")
+        ca.create_region(s, c["sh"], "Shanghai", parent=c["cn"], level="province")
+        ca.create_customer_type(s, c["retail"], "Retail")
+        ca.create_customer_type(s, c["grocery"], "Grocery", parent=c["retail"])
+        ca.create_party(s, code=c["brand"], name="Brand", role="brand", region=c["cn"],
+                        customer_type=c["retail"])
+        for name, region in (("d1", "zj"), ("d2", "sh")):
+            ca.create_party(s, code=c[name], name=name.upper(), role="distributor",
+                            region=c[region], customer_type=c["retail"])
+        for name, region in (("s1", "hz"), ("s2", "hz"), ("s3", "sh")):
+            ca.create_party(s, code=c[name], name=name.upper(), role="store",
+                            region=c[region], customer_type=c["grocery"])
+        now = utcnow()
+        for seller, buyer in (("brand", "d1"), ("brand", "d2"), ("d1", "s1"), ("d1", "s2"),
+                              ("d2", "s3")):
+            # Written directly: the relationship use cases have their own tests.
+            s.add(SupplyRelationship(
+                public_id="rel_" + new_uuid7().hex,
+                seller_id=ca.parties.party_row(s, c[seller]).id,
+                buyer_id=ca.parties.party_row(s, c[buyer]).id,
+                status="active", origin="manual", product_scope={"all": True},
+                valid_from=now, valid_to=None, created_at=now, updated_at=now))
+        for name in ("brand", "d1", "d2"):
+            net.tokens[name] = keys.create_api_key(
+                s, party=c[name], scopes=["manage", "storefront"], actor="test").token
+        for name in ("s1", "s2", "s3"):
+            net.tokens[name] = keys.create_api_key(
+                s, party=c[name], scopes=["storefront"], actor="test").token
+    return net
