@@ -15,7 +15,7 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import api_channel_parties, api_ledger
+from service import api_channel_bulk, api_channel_parties, api_ledger
 from service.channel_edge import SECURITY_SCHEME
 from service.db import make_engine, make_session_factory
 from service.logs import configure_logging, init_request_ids
@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         OPENAPI_JSON_PATH="openapi.json",
         # Keep the raw body of a 500 out of responses; problem+json says enough.
         PROPAGATE_EXCEPTIONS=False,
+        # CSV imports of a whole network (300,000 stores) run to tens of MB.
+        MAX_CONTENT_LENGTH=256 * 1024 * 1024,
     )
     app.extensions["channel_ledger.settings"] = settings
     app.extensions["channel_ledger.engine"] = engine
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(api_ledger.blp)
     api.spec.components.security_scheme("ApiKey", SECURITY_SCHEME)
     api.register_blueprint(api_channel_parties.blp)
+    api.register_blueprint(api_channel_bulk.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

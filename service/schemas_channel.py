@@ -211,3 +211,42 @@ class AuditArgs(StrictSchema):
 class AuditPage(ma.Schema):
     items = fields.List(fields.Nested(AuditOut))
     next_cursor = fields.Integer(allow_none=True)
+
+
+# --- imports and exports ------------------------------------------------------------
+
+
+class RowErrorOut(ma.Schema):
+    line = fields.Integer()
+    field = fields.String()
+    reason = fields.String()
+
+
+class ImportReportOut(ma.Schema):
+    import_id = fields.String()
+    kind = fields.String()
+    status = fields.String(metadata={"description": "applied, or rejected (nothing written)."})
+    rows = fields.Integer()
+    created = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+    error_count = fields.Integer()
+    errors = fields.List(fields.Nested(RowErrorOut))
+
+
+class ImportListArgs(StrictSchema):
+    kind = fields.String(validate=validate.Length(min=1, max=32))
+    after = fields.String(**CURSOR)
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=LIMIT_MAX))
+
+
+class ImportPage(ma.Schema):
+    items = fields.List(fields.Nested(ImportReportOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ExportArgs(StrictSchema):
+    role = fields.String(validate=validate.OneOf(("brand", "distributor", "store")),
+                         metadata={"description": "parties only: one role."})
+    owner = fields.String(**CODE, metadata={"description": "strategies: one owner's."})
+    seller = fields.String(**CODE, metadata={"description": "relationships, coverage: one seller's."})

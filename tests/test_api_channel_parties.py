@@ -249,3 +249,51 @@ def test_the_openapi_document_declares_the_key_and_the_idempotency_header(client
     assert post["security"] == [{"ApiKey": []}]
     assert any(p["name"] == "Idempotency-Key" for p in post["parameters"])
     assert "security" not in spec["paths"]["/v1/accounts"]["get"]
+
+
+# --- CSV imports and exports --------------------------------------------------------
+
+def test_parties_import_through_the_api_reports_bad_rows_then_applies(client, net):
+    brand = {**net.auth("brand"), "Content-Type": "text/csv"}
+    header = "code,name,role,region,customer_type\n"
+    bad = header + f"{net.u}-i1,Store,store,{net.codes['hz']},{net.codes['grocery']}\n" \
+                   f"{net.u}-i2,Store,store,nowhere,{net.codes['grocery']}\n"
+    rejected = client.post("/v1/imports/parties", headers=brand, data=bad)
+    assert rejected.status_code == 422
+    assert rejected.json["code"] == "import_rejected"
+    assert rejected.json["errors"] == [{"field": "region", "location": "line 3", "line": 3,
+                                        "message": "no region with code 'nowhere'"}]
+    assert client.get(f"/v1/parties/{net.u}-i1", headers=net.auth("brand")).status_code == 404
+    run = client.get(f"/v1/imports/id/{rejected.json['import_id']}", headers=net.auth("brand"))
+    assert run.json["status"] == "rejected" and run.json["error_count"] == 1
+
+    good = bad.replace("nowhere", net.codes["hz"])
+    applied = client.post("/v1/imports/parties", headers=brand, data=good)
+    assert applied.status_code == 201, applied.json
+    assert (applied.json["created"], applied.json["status"]) == (2, "applied")
+    again = client.post("/v1/imports/parties", headers=brand, data=good)
+    assert (again.json["created"], again.json["unchanged"]) == (0, 2)
+
+    exported = client.get("/v1/exports/parties.csv?role=store", headers=net.auth("brand"))
+    assert exported.status_code == 200 and exported.mimetype == "text/csv"
+    text = exported.get_data(as_text=True)
+    assert f"{net.u}-i2,Store,store,{net.codes['hz']}" in text
+    assert f"{net.codes['d1']}," not in text
+
+
+def test_only_the_brand_imports_parties(client, net):
+    for who in ("d1", "s1"):
+        response = client.post("/v1/imports/parties", headers={**net.auth(who), "Content-Type": "text/csv"},
+                               data="code,name,role,region,customer_type\n")
+        assert response.status_code == 403
+        assert client.get("/v1/exports/parties.csv", headers=net.auth(who)).status_code == 403
+
+
+def test_a_bad_header_or_kind_or_filter_is_a_clear_error(client, net):
+    brand = {**net.auth("brand"), "Content-Type": "text/csv"}
+    header = client.post("/v1/imports/parties", headers=brand, data="code,colour\n")
+    assert header.status_code == 422 and header.json["errors"][0]["field"] == "header"
+    kind = client.post("/v1/imports/planets", headers=brand, data="code\n")
+    assert kind.status_code == 422 and kind.json["errors"][0]["field"] == "kind"
+    bad_filter = client.get("/v1/exports/parties.csv?owner=x", headers=net.auth("brand"))
+    assert bad_filter.status_code == 422 and bad_filter.json["errors"][0]["field"] == "owner"

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from types import ModuleType
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger import utcnow
 
 from .. import audit
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotFound
+from ..models import ImportRun
 from . import parties
 from .framework import FileError, ImportReport, Progress, RowError, read_csv, record_run, write_csv
 
@@ -56,10 +58,43 @@ def import_csv(session: Session, kind: str, data: bytes | str, *, actor: str,
     return report
 
 
+def _report(run: ImportRun) -> ImportReport:
+    errors = [RowError(**e) for e in run.errors or []]
+    return ImportReport(run.public_id, run.kind, run.status, run.rows, run.created, run.updated,
+                        run.unchanged, len(errors), errors)
+
+
+def get_import(session: Session, import_id: str) -> ImportReport:
+    run = session.scalars(select(ImportRun).where(ImportRun.public_id == import_id)).one_or_none()
+    if run is None:
+        raise NotFound(f"no import {import_id!r}", field="import_id")
+    return _report(run)
+
+
+def list_imports(session: Session, *, kind: str | None = None, after: str | None = None,
+                 limit: int = 50) -> tuple[list[ImportReport], str | None]:
+    """Newest first; ``after`` is the cursor (the last import id seen)."""
+    query = select(ImportRun)
+    if kind is not None:
+        _kind(kind)
+        query = query.where(ImportRun.kind == kind)
+    if after is not None:
+        query = query.where(ImportRun.public_id < after)
+    rows = list(session.scalars(query.order_by(ImportRun.public_id.desc()).limit(limit + 1)))
+    reports = [_report(r) for r in rows[:limit]]
+    return reports, (reports[-1].import_id if len(rows) > limit else None)
+
+
 def export_csv(session: Session, kind: str, **filters) -> Iterator[str]:
     """The kind's records as CSV text, in pieces."""
     module = _kind(kind)
-    return write_csv(module.COLUMNS, module.export(session, **filters))
+    accepted = getattr(module, "EXPORT_FILTERS", ())
+    for name, value in filters.items():
+        if name not in accepted and value is not None:
+            raise InvalidInput(f"{kind} exports take no {name!r} filter", field=name)
+    return write_csv(module.COLUMNS, module.export(
+        session, **{k: v for k, v in filters.items() if v is not None}))
 
 
-__all__ = ["KINDS", "FileError", "ImportReport", "RowError", "export_csv", "import_csv"]
+__all__ = ["KINDS", "FileError", "ImportReport", "RowError", "export_csv", "get_import",
+           "import_csv", "list_imports"]

@@ -29,6 +29,7 @@ from .framework import CHUNK, Progress, Rows, boolean, chunks, codes, codes_text
 COLUMNS = ("code", "name", "role", "region", "customer_type", "grade", "owner_name",
            "contact_phone", "address", "quality_customer", "status", "groups", "tags")
 REQUIRED = ("code", "name", "role", "region", "customer_type")
+EXPORT_FILTERS = ("role",)
 FIELDS = ("name", "role", "status", "region_id", "customer_type_id", "grade_id", "owner_name",
           "contact_phone", "address", "quality_customer")
 
