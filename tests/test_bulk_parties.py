@@ -98,3 +98,28 @@ def test_money_cells_are_exact():
     for bad in ("12.505", "-1", "abc", "1e400", "NaN"):
         with pytest.raises(CellError):
             money_minor(bad, "CNY", "price")
+
+
+def test_trees_import_parent_first_and_refuse_unknown_or_moved_parents(session):
+    data = "code,name,parent,level\nCN,China,,country\nZJ,Zhejiang,CN,province\nHZ,Hangzhou,ZJ,city\n"
+    report = bulk.import_csv(session, "regions", data, actor="test")
+    assert (report.status, report.created) == ("applied", 3)
+    assert [r.parent_code for r in ca.list_regions(session) if r.code == "HZ"] == ["ZJ"]
+    assert bulk.import_csv(session, "regions", data, actor="test").unchanged == 3
+
+    bad = "code,name,parent,level\nNB,Ningbo,XX,city\nHZ,Hangzhou,CN,city\n"
+    rejected = bulk.import_csv(session, "regions", bad, actor="test")
+    assert rejected.status == "rejected"
+    assert {(e.line, e.field) for e in rejected.errors} == {(2, "parent"), (3, "parent")}
+
+    exported = "".join(bulk.export_csv(session, "regions"))
+    assert exported.splitlines()[:3] == ["code,name,parent,level", "CN,China,,country", "ZJ,Zhejiang,CN,province"]
+
+
+def test_flat_tables_import_and_update(session):
+    assert bulk.import_csv(session, "grades", "code,name,rank\nA,Gold,1\nB,Silver,2\n", actor="t").created == 2
+    report = bulk.import_csv(session, "grades", "code,name,rank\nA,Gold,3\nB,Silver,2\n", actor="t")
+    assert (report.updated, report.unchanged) == (1, 1)
+    assert [g.rank for g in ca.list_grades(session) if g.code == "A"] == [3]
+    rejected = bulk.import_csv(session, "units", "code,name\ncase,\n", actor="t")
+    assert rejected.errors[0].field == "name"

@@ -19,13 +19,13 @@ from ledger import utcnow
 from .. import audit
 from ..errors import InvalidInput, NotFound
 from ..models import ImportRun
-from . import parties
+from . import coded, parties
 from .framework import FileError, ImportReport, Progress, RowError, read_csv, record_run, write_csv
 
-KINDS: dict[str, ModuleType] = {"parties": parties}
+KINDS: dict[str, ModuleType | coded.Kind] = {**coded.KINDS, "parties": parties}
 
 
-def _kind(kind: str) -> ModuleType:
+def _kind(kind: str) -> ModuleType | coded.Kind:
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(sorted(KINDS))}", field="kind")
     return KINDS[kind]
