@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 def subtree_ids(model, root_id: int):
     """A selectable of the ids of ``root_id`` and all its descendants
     (a recursive CTE, on SQLite and PostgreSQL)."""
-    tree = select(model.id).where(model.id == root_id).cte("subtree", recursive=True)
+    # One CTE name per tree, so a query may filter on two trees at once.
+    tree = select(model.id).where(model.id == root_id).cte(
+        f"subtree_{model.__tablename__}", recursive=True)
     child = select(model.id).join(tree, model.parent_id == tree.c.id)
     tree = tree.union_all(child)
     return select(tree.c.id)

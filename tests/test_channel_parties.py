@@ -265,3 +265,15 @@ def test_channel_errors_share_the_ledgers_base_so_the_edge_maps_them_alike():
     assert isinstance(error, DomainError) and not isinstance(error, LedgerError)
     assert issubclass(ChannelError, DomainError)
     assert (error.code, error.http_status, error.details) == ("party_not_found", 404, {"field": "party"})
+
+
+def test_region_and_customer_type_filters_combine(session):
+    ch.create_region(session, "R", "Root")
+    ch.create_region(session, "R1", "Child", parent="R")
+    ch.create_customer_type(session, "T", "Type")
+    ch.create_customer_type(session, "T1", "Subtype", parent="T")
+    ch.create_customer_type(session, "U", "Other")
+    ch.create_party(session, code="P1", name="P1", role="store", region="R1", customer_type="T1")
+    ch.create_party(session, code="P2", name="P2", role="store", region="R1", customer_type="U")
+    found, _ = ch.list_parties(session, region="R", customer_type="T")
+    assert [p.code for p in found] == ["P1"]

@@ -1,0 +1,83 @@
+"""The one place that says what a buyer may buy from a seller.
+
+A SKU is purchasable when the relationship between them is active and
+valid, both parties are active, the buyer lies in the seller's sale regions,
+and the SKU is in both the buyer's purchase permission (on the relationship)
+and the seller's sale permission (the brand sells its whole catalog; a
+distributor without a sale permission sells nothing). ``assortment``
+answers the per-pair questions once (raising ``NotPurchasable`` with the
+reason when nothing may be bought); the returned ``Assortment`` answers the
+per-SKU question in memory, so a price list of thousands of SKUs costs the
+same few queries as one SKU.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger import as_utc, utcnow
+
+from .errors import NotPurchasable
+from .models import Party, Region, SalePermission, SupplyRelationship
+from .network import _moment, _party_as
+from .scopes import ProductScope, RegionScope
+from .trees import path_of
+from .values import Assortment
+
+
+def _refuse(reason: str, seller: Party, buyer: Party) -> NotPurchasable:
+    return NotPurchasable(f"{buyer.code} may buy nothing from {seller.code}: {reason}",
+                          reason=reason, seller=seller.code, buyer=buyer.code)
+
+
+def _check_relationship(rel: SupplyRelationship | None, seller: Party, buyer: Party,
+                        at: datetime) -> SupplyRelationship:
+    # The order is the order of precedence of the reasons: the most
+    # fundamental one is reported when several hold.
+    if rel is None:
+        raise _refuse("no_relationship", seller, buyer)
+    if seller.status != "active":
+        raise _refuse("seller_inactive", seller, buyer)
+    if buyer.status != "active":
+        raise _refuse("buyer_inactive", seller, buyer)
+    if rel.status != "active":
+        raise _refuse("relationship_inactive", seller, buyer)
+    if at < as_utc(rel.valid_from) or (rel.valid_to is not None and at >= as_utc(rel.valid_to)):
+        raise _refuse("relationship_not_valid_at", seller, buyer)
+    return rel
+
+
+def _sale_scope(session: Session, seller: Party, buyer: Party) -> ProductScope | None:
+    """The seller's sale permission (None: the brand, unrestricted), after
+    checking the buyer lies in its regions."""
+    if seller.role == "brand":
+        return None
+    permission = session.get(SalePermission, seller.id)
+    if permission is None:
+        return ProductScope()  # no permission row: sells nothing
+    regions = RegionScope.from_json(permission.regions)
+    # The region path costs a query, so only when there is a restriction.
+    if regions.regions and not regions.covers(path_of(session, Region, buyer.region_id)):
+        raise _refuse("outside_sale_region", seller, buyer)
+    return ProductScope.from_json(permission.product_scope)
+
+
+def assortment(session: Session, *, seller: str, buyer: str,
+               at: datetime | None = None) -> Assortment:
+    """What ``buyer`` may buy from ``seller`` (codes or public ids) at
+    ``at`` (default now); ``NotPurchasable`` (``details["reason"]``) when
+    nothing. A fixed handful of queries: the two parties, the relationship,
+    the sale permission and, when it restricts regions, the buyer's region
+    path."""
+    at = utcnow() if at is None else _moment(at, "at")
+    seller_row, buyer_row = _party_as(session, seller, "seller"), _party_as(session, buyer, "buyer")
+    rel = session.scalars(select(SupplyRelationship).where(
+        SupplyRelationship.seller_id == seller_row.id,
+        SupplyRelationship.buyer_id == buyer_row.id)).one_or_none()
+    rel = _check_relationship(rel, seller_row, buyer_row, at)
+    sale = _sale_scope(session, seller_row, buyer_row)
+    return Assortment(relationship=rel.public_id, seller_code=seller_row.code,
+                      buyer_code=buyer_row.code,
+                      purchase_scope=ProductScope.from_json(rel.product_scope), sale_scope=sale)
