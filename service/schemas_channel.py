@@ -250,3 +250,200 @@ class ExportArgs(StrictSchema):
                          metadata={"description": "parties only: one role."})
     owner = fields.String(**CODE, metadata={"description": "strategies: one owner's."})
     seller = fields.String(**CODE, metadata={"description": "relationships, coverage: one seller's."})
+
+
+# --- catalog -------------------------------------------------------------------------
+
+class CategoryIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    parent = fields.String(load_default=None, allow_none=True, **CODE)
+    sort = fields.Integer(load_default=0, strict=True)
+
+
+class CategoryOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    parent_code = fields.String(allow_none=True)
+    sort = fields.Integer()
+
+
+class UnitIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+
+
+class UnitOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+
+
+CategoryList = _list_of(CategoryOut, "CategoryList")
+UnitList = _list_of(UnitOut, "UnitList")
+
+STATUS = {"validate": validate.OneOf(("active", "inactive"))}
+
+
+class ProductIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    category = fields.String(required=True, **CODE)
+    description = fields.String(load_default="", validate=validate.Length(max=1000))
+    status = fields.String(load_default="active", **STATUS)
+
+
+class ProductPatch(StrictSchema):
+    name = fields.String(**NAME)
+    category = fields.String(**CODE)
+    description = fields.String(validate=validate.Length(max=1000))
+    status = fields.String(**STATUS)
+
+
+class ProductOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    category_code = fields.String()
+    status = fields.String()
+    description = fields.String()
+
+
+class ProductListArgs(PageArgs):
+    category = fields.String(**CODE, metadata={"description": "Includes its subtree."})
+    status = fields.String(**STATUS)
+
+
+class ProductPage(ma.Schema):
+    items = fields.List(fields.Nested(ProductOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class SkuIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    product = fields.String(required=True, **CODE)
+    unit = fields.String(required=True, **CODE)
+    list_price_minor = fields.Integer(required=True, strict=True,
+                                      metadata={"description": "Integer minor units (fen)."})
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
+    spec = fields.String(load_default="", validate=validate.Length(max=200))
+    barcode = fields.String(load_default="", validate=validate.Length(max=64))
+    status = fields.String(load_default="active", **STATUS)
+
+
+class SkuPatch(StrictSchema):
+    name = fields.String(**NAME)
+    list_price_minor = fields.Integer(strict=True)
+    spec = fields.String(validate=validate.Length(max=200))
+    barcode = fields.String(validate=validate.Length(max=64))
+    status = fields.String(**STATUS)
+
+
+class SkuOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    product_code = fields.String()
+    unit_code = fields.String()
+    spec = fields.String()
+    barcode = fields.String()
+    list_price_minor = fields.Integer()
+    currency = fields.String()
+    status = fields.String()
+    updated_at = UtcDateTime()
+
+
+class SkuListArgs(PageArgs):
+    category = fields.String(**CODE, metadata={"description": "Includes its subtree."})
+    product = fields.String(**CODE)
+    status = fields.String(**STATUS)
+
+
+class SkuPage(ma.Schema):
+    items = fields.List(fields.Nested(SkuOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- relationships, sale permissions, coverage ------------------------------------------
+
+PRODUCT_SCOPE = {"metadata": {"description": 'What may be bought or sold: {"all": true}, or '
+                              '{"categories": [codes], "skus": [codes]} (categories with subtrees).'}}
+
+
+class RelationshipIn(StrictSchema):
+    seller = fields.String(required=True, **CODE)
+    buyer = fields.String(required=True, **CODE)
+    product_scope = fields.Dict(load_default=None, allow_none=True, **PRODUCT_SCOPE)
+    valid_from = UtcDateTime(load_default=None, allow_none=True)
+    valid_to = UtcDateTime(load_default=None, allow_none=True)
+
+
+class RelationshipPatch(StrictSchema):
+    status = fields.String(validate=validate.OneOf(("active", "suspended", "ended")))
+    product_scope = fields.Dict(**PRODUCT_SCOPE)
+    valid_from = UtcDateTime()
+    valid_to = UtcDateTime(allow_none=True)
+
+
+class RelationshipOut(ma.Schema):
+    public_id = fields.String()
+    seller_code = fields.String()
+    buyer_code = fields.String()
+    status = fields.String()
+    origin = fields.String()
+    product_scope = fields.Dict()
+    valid_from = UtcDateTime()
+    valid_to = UtcDateTime(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class RelationshipListArgs(PageArgs):
+    seller = fields.String(**CODE)
+    buyer = fields.String(**CODE)
+    status = fields.String(validate=validate.OneOf(("active", "suspended", "ended")))
+    origin = fields.String(validate=validate.OneOf(("manual", "coverage")))
+
+
+class RelationshipPage(ma.Schema):
+    items = fields.List(fields.Nested(RelationshipOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class SalePermissionIn(StrictSchema):
+    product_scope = fields.Dict(required=True, **PRODUCT_SCOPE)
+    regions = fields.List(fields.String(**CODE), load_default=list,
+                          metadata={"description": "Region codes (with subtrees); [] = anywhere."})
+
+
+class SalePermissionOut(ma.Schema):
+    party_code = fields.String()
+    product_scope = fields.Dict()
+    regions = fields.List(fields.String())
+    updated_at = UtcDateTime(allow_none=True)
+    implicit = fields.Boolean()
+
+
+class CoverageIn(StrictSchema):
+    distributor = fields.String(required=True, **CODE)
+    stores = fields.List(fields.String(**CODE), load_default=None, allow_none=True,
+                         validate=validate.Length(max=100_000))
+    region = fields.String(load_default=None, allow_none=True, **CODE)
+    customer_type = fields.String(load_default=None, allow_none=True, **CODE)
+    product_scope = fields.Dict(load_default=None, allow_none=True, **PRODUCT_SCOPE)
+
+
+class CoverageOut(ma.Schema):
+    matched = fields.Integer()
+    created = fields.Integer()
+    reactivated = fields.Integer()
+    updated = fields.Integer()
+    ended = fields.Integer()
+    unchanged = fields.Integer()
+
+
+class CoverageListArgs(PageArgs):
+    distributor = fields.String(required=True, **CODE)
+    status = fields.String(validate=validate.OneOf(("active", "suspended", "ended")))
