@@ -36,6 +36,7 @@ from .models import (
     PARTY_ROLES,
     PARTY_STATUSES,
     CustomerType,
+    DynamicTag,
     Grade,
     Party,
     PartyGroup,
@@ -265,6 +266,10 @@ def is_buyer_of(session: Session, seller: str, buyer: str) -> bool:
         SupplyRelationship.buyer_id == buyer_id)) is not None
 
 
+def _is_dynamic(session: Session, tag: str) -> bool:
+    return session.scalar(select(DynamicTag.id).where(DynamicTag.code == tag)) is not None
+
+
 def party_row(session: Session, code_or_public_id: str) -> Party:
     """The row behind a code or public id, for the package's other use cases."""
     return _party(session, code_or_public_id)
@@ -479,8 +484,12 @@ def remove_from_group(session: Session, party: str, group: str) -> PartyView:
 
 
 def tag_party(session: Session, party: str, tag: str) -> PartyView:
-    """A manual tag (idempotent)."""
+    """A manual tag (idempotent). A dynamic tag's code is refused: its rule
+    alone decides who carries it."""
     tag = _name(tag, "tag", 64)
+    if _is_dynamic(session, tag):
+        raise InvalidParty(f"{tag!r} is a dynamic tag: its rule decides who carries it",
+                           field="tag")
     row = _party(session, party)
     if session.get(PartyTag, (row.id, tag)) is None:
         session.add(PartyTag(party_id=row.id, tag=tag))
@@ -489,6 +498,10 @@ def tag_party(session: Session, party: str, tag: str) -> PartyView:
 
 
 def untag_party(session: Session, party: str, tag: str) -> PartyView:
+    """Remove a manual tag (idempotent); dynamic tags are refused, as in tag_party."""
+    if _is_dynamic(session, tag):
+        raise InvalidParty(f"{tag!r} is a dynamic tag: its rule decides who carries it",
+                           field="tag")
     row = _party(session, party)
     existing = session.get(PartyTag, (row.id, tag))
     if existing is not None:

@@ -1,4 +1,5 @@
-"""``channel-ledger`` command line: serve, migrate, seed-demo, check, scheduler, void-expired.
+"""``channel-ledger`` command line: serve, migrate, seed-demo, check, scheduler,
+void-expired, recompute-tags.
 
 Settings come from ``CL_*`` variables. Tests (or other tools) may pass a
 ready :class:`Runtime` as click's ``obj`` to run commands against their own
@@ -131,6 +132,29 @@ def void_expired(runtime: Runtime) -> None:
 
     voided = void_expired_pending(runtime.session_factory())
     click.echo(f"voided {voided} expired pending entries")
+
+
+@cli.command("recompute-tags")
+@click.option("--tag", metavar="CODE", help="Recompute only this dynamic tag (default: all).")
+@pass_runtime
+def recompute_tags(runtime: Runtime, tag: str | None) -> None:
+    """Recompute dynamic tags once, now: re-evaluate each rule over every party."""
+    from channel_api.errors import DynamicTagNotFound
+    from service.scheduler import recompute_dynamic_tags
+
+    def progress(code: str, done: int, total: int) -> None:
+        click.echo(f"{code}: {done}/{total} parties evaluated", err=True)
+
+    try:
+        results = recompute_dynamic_tags(runtime.session_factory(), only=tag,
+                                         progress=progress, actor="cli")
+    except DynamicTagNotFound:
+        click.echo(f"no dynamic tag {tag!r}", err=True)
+        sys.exit(1)
+    for result in results:
+        click.echo(f"{result.tag.code}: {result.matched} matched, {result.added} added, "
+                   f"{result.removed} removed")
+    click.echo(f"recomputed {len(results)} dynamic tag(s)")
 
 
 def main() -> None:

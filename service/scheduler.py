@@ -39,11 +39,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
+from channel_api import tags
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
 LOCK_NAME = "ledger-jobs"
 VOID_BATCH_SIZE = 1000
+# Dynamic tags are recomputed once a day at this hour of the business timezone.
+RECOMPUTE_TAGS_HOUR = 2
 
 log = logging.getLogger("service.scheduler")
 Clock = Callable[[], datetime]
@@ -193,6 +196,30 @@ def check_ledger(session_factory: sessionmaker[Session]) -> list[ledger.Finding]
     return findings
 
 
+def recompute_dynamic_tags(
+    session_factory: sessionmaker[Session],
+    *,
+    only: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    actor: str = "scheduler",
+) -> list[tags.RecomputeResult]:
+    """Recompute every dynamic tag (or only the one coded ``only``), each in a
+    transaction of its own; ``progress(code, done, total)`` after each chunk."""
+    with session_factory() as session:
+        codes = [only] if only is not None else [t.code for t in tags.list_dynamic_tags(session)]
+    results = []
+    for code in codes:
+        report = (lambda done, total, code=code: progress(code, done, total)) if progress else None
+        with session_factory() as session, session.begin():
+            result = tags.recompute_dynamic_tag(session, code, progress=report, actor=actor)
+        log.info("dynamic tag %s: %d matched, %d added, %d removed", code, result.matched,
+                 result.added, result.removed,
+                 extra={"tag": code, "matched": result.matched, "added": result.added,
+                        "removed": result.removed})
+        results.append(result)
+    return results
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -214,7 +241,8 @@ def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> boo
 
 
 def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lease):
-    """A BlockingScheduler with the lease keeper and the two ledger jobs."""
+    """A BlockingScheduler with the lease keeper, the two ledger jobs and the
+    daily dynamic-tag recompute (at RECOMPUTE_TAGS_HOUR, business timezone)."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler(
@@ -235,6 +263,13 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         run_if_leader, "interval", id="check_ledger",
         seconds=settings.check_interval_seconds,
         args=(lease, "check_ledger", lambda: check_ledger(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="recompute_dynamic_tags",
+        hour=RECOMPUTE_TAGS_HOUR, minute=0,
+        # Daily: a scheduler that was down at the hour still runs it within the next hour.
+        misfire_grace_time=3600,
+        args=(lease, "recompute_dynamic_tags", lambda: recompute_dynamic_tags(session_factory)),
     )
     return scheduler
 

@@ -267,7 +267,9 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     lease = Lease(session_factory, ttl_seconds=30)
 
     jobs = {job.id: job for job in scheduler.build_scheduler(settings, session_factory, lease).get_jobs()}
+    daily = jobs.pop("recompute_dynamic_tags")  # a cron job (tests/test_channel_tags.py)
 
+    assert {f.name: str(f) for f in daily.trigger.fields}["hour"] == "2"
     assert {name: job.trigger.interval.total_seconds() for name, job in jobs.items()} == {
         "renew_lease": 10, "void_expired_pending": 45, "check_ledger": 900}
 
