@@ -1,5 +1,7 @@
 """Parties, coverage, catalog, prices, promotions, credit policies, orders and
 the storefront REST API. May import: ledger, payments, clearing. (Later issue.)"""
+from ledger import DomainError
+
 from .errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -38,6 +40,7 @@ from .parties import (
 from .values import CustomerTypeView, GradeView, GroupView, PartyView, RegionView
 
 __all__ = [
+    "DomainError",
     "AccessDenied", "AuthenticationFailed", "is_buyer_of", "list_customer_types",
     "list_grades", "list_groups", "list_regions",
     "ChannelError", "CustomerTypeExists", "CustomerTypeNotFound", "GradeExists",

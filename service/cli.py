@@ -1,5 +1,5 @@
 """``channel-ledger`` command line: serve, migrate, seed-demo, check, scheduler,
-void-expired, recompute-tags.
+void-expired, recompute-tags, create-api-key, import, export.
 
 Settings come from ``CL_*`` variables. Tests (or other tools) may pass a
 ready :class:`Runtime` as click's ``obj`` to run commands against their own
@@ -155,6 +155,73 @@ def recompute_tags(runtime: Runtime, tag: str | None) -> None:
         click.echo(f"{result.tag.code}: {result.matched} matched, {result.added} added, "
                    f"{result.removed} removed")
     click.echo(f"recomputed {len(results)} dynamic tag(s)")
+
+
+@cli.command("create-api-key")
+@click.option("--party", required=True, metavar="CODE", help="The party the key acts for.")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(["storefront", "manage"]), help="Repeat for several scopes.")
+@click.option("--name", default="", help="A label for people (which app holds the key).")
+@pass_runtime
+def create_api_key(runtime: Runtime, party: str, scopes: tuple[str, ...], name: str) -> None:
+    """Issue an API key to a party; prints the token once (keep it secret)."""
+    from channel_api import DomainError, keys
+
+    try:
+        with runtime.session_factory()() as session, session.begin():
+            issued = keys.create_api_key(session, party=party, scopes=list(scopes), name=name,
+                                         actor="cli")
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"key {issued.key.key_id} for {issued.key.party_code} "
+               f"({', '.join(issued.key.scopes)}); token, shown once:", err=True)
+    click.echo(issued.token)
+
+
+@cli.command("import")
+@click.argument("kind")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@pass_runtime
+def import_file(runtime: Runtime, kind: str, path: str) -> None:
+    """Import a CSV file of KIND (parties, catalog, relationships, coverage,
+    strategies, ...): all rows or none; every bad row is printed."""
+    from channel_api import DomainError, bulk
+
+    def progress(phase: str, done: int, total: int) -> None:
+        click.echo(f"{kind}: {phase} {done}/{total}", err=True)
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        with runtime.session_factory()() as session, session.begin():
+            report = bulk.import_csv(session, kind, data, actor="cli", progress=progress)
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+    for bad in report.errors:
+        click.echo(f"line {bad.line}: {bad.field}: {bad.reason}")
+    if report.status == "rejected":
+        click.echo(f"import {report.import_id} REJECTED: {report.error_count} bad row(s) "
+                   f"of {report.rows}; nothing imported", err=True)
+        sys.exit(1)
+    click.echo(f"import {report.import_id}: {report.rows} rows, {report.created} created, "
+               f"{report.updated} updated, {report.unchanged} unchanged")
+
+
+@cli.command("export")
+@click.argument("kind")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+              help="Where to write (default: standard output).")
+@pass_runtime
+def export_file(runtime: Runtime, kind: str, output) -> None:
+    """Export KIND as CSV, re-importable as it is."""
+    from channel_api import DomainError, bulk
+
+    try:
+        with runtime.session_factory()() as session, session.begin():
+            for chunk in bulk.export_csv(session, kind):
+                output.write(chunk)
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
 
 
 def main() -> None:

@@ -231,3 +231,39 @@ def test_main_is_the_console_entry_point(monkeypatch, capsys):
     out = capsys.readouterr().out
     for command in ("serve", "migrate", "seed-demo", "check", "scheduler", "void-expired"):
         assert command in out
+
+
+def test_create_api_key_import_and_export_from_the_command_line(engine, tmp_path, unique):
+    runtime = runtime_for(engine)
+    regions = tmp_path / "regions.csv"
+    regions.write_text(f"code,name,parent,level\n{unique}-cn,China,,country\n")
+    types = tmp_path / "types.csv"
+    types.write_text(f"code,name,parent\n{unique}-retail,Retail,\n")
+    parties = tmp_path / "parties.csv"
+    parties.write_text("code,name,role,region,customer_type\n"
+                       f"{unique}-brand,Brand,brand,{unique}-cn,{unique}-retail\n"
+                       f"{unique}-bad,Bad,store,nowhere,{unique}-retail\n")
+    for kind, path in (("regions", regions), ("customer_types", types)):
+        result = run(runtime, "import", kind, str(path))
+        assert result.exit_code == 0, result.output
+        assert "1 created" in result.output
+
+    rejected = run(runtime, "import", "parties", str(parties))
+    assert rejected.exit_code == 1
+    assert "line 3: region: no region with code 'nowhere'" in rejected.output
+    assert "REJECTED" in rejected.stderr
+
+    parties.write_text(parties.read_text().replace("nowhere", f"{unique}-cn"))
+    applied = run(runtime, "import", "parties", str(parties))
+    assert applied.exit_code == 0 and "2 created" in applied.output
+    assert "parties: check 2/2" in applied.stderr
+
+    key = run(runtime, "create-api-key", "--party", f"{unique}-brand", "--scope", "manage")
+    assert key.exit_code == 0
+    assert key.stdout.strip().startswith("key_") and "." in key.stdout
+    unknown = run(runtime, "create-api-key", "--party", f"{unique}-none", "--scope", "manage")
+    assert unknown.exit_code == 1 and "no party" in unknown.output
+
+    exported = run(runtime, "export", "parties")
+    assert exported.exit_code == 0
+    assert f"{unique}-bad,Bad,store,{unique}-cn" in exported.stdout
