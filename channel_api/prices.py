@@ -1,0 +1,455 @@
+"""Use cases of price strategies and of resolving prices: create, change,
+read strategies; one SKU's price with its explanation; a buyer's price list.
+
+The rule itself lives in ``pricing.py`` (pure); this module loads what it
+needs (the assortment the buyer may buy, the buyer's facts, the seller's
+strategies and the SKUs) in a fixed handful of queries and hands it over.
+A strategy changing afterwards never re-prices an order: orders (a later
+issue) freeze the unit price, strategy code and version onto their lines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select
+from sqlalchemy.orm import Session
+
+from ledger import as_utc, new_uuid7, utcnow
+
+from . import audit, pricing
+from .assortment import assortment
+from .catalog import sku_facts, validate_code, validate_currency, validate_limit, validate_name
+from .errors import (
+    CustomerTypeNotFound,
+    GradeNotFound,
+    GroupNotFound,
+    InvalidInput,
+    NotPurchasable,
+    PartyNotFound,
+    RegionNotFound,
+    SkuNotFound,
+    StrategyExists,
+    StrategyNotFound,
+)
+from .facts import buyer_facts
+from .models import (
+    Category,
+    CustomerType,
+    Grade,
+    Party,
+    PartyGroup,
+    PriceStrategy,
+    PriceTier,
+    Product,
+    Region,
+    Sku,
+)
+from .network import checked_product_scope
+from .parties import party_row
+from .scopes import CustomerScope, ProductScope, ScopeError
+from .trees import path_of
+
+STRATEGY_PREFIX = "ps_"
+_KEEP: Any = object()
+MAX_TIERS = 10_000
+# Customer-scope dimensions whose codes must exist (tags are free text).
+_DIMENSION_TABLES = {
+    "parties": (Party, PartyNotFound), "regions": (Region, RegionNotFound),
+    "customer_types": (CustomerType, CustomerTypeNotFound), "grades": (Grade, GradeNotFound),
+    "groups": (PartyGroup, GroupNotFound),
+}
+
+
+@dataclass(frozen=True)
+class TierView:
+    sku: str | None
+    min_qty: int
+    price_minor: int | None
+    percent_bp: int | None
+
+
+@dataclass(frozen=True)
+class StrategyView:
+    public_id: str
+    code: str
+    name: str
+    owner_code: str
+    status: str
+    priority: int
+    rule: str
+    currency: str
+    product_scope: dict[str, Any]
+    customer_scope: dict[str, Any]
+    valid_from: datetime
+    valid_to: datetime | None
+    tiers: tuple[TierView, ...]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    """One SKU's price for a buyer from a seller, with the explanation."""
+
+    seller: str
+    buyer: str
+    at: datetime
+    relationship: str
+    resolution: pricing.Resolution
+
+
+@dataclass(frozen=True)
+class PriceList:
+    seller: str
+    buyer: str
+    at: datetime
+    relationship: str
+    lines: tuple[pricing.PriceLine, ...]
+    next_cursor: str | None
+
+
+# -- input ------------------------------------------------------------------------------
+
+def _seller(session: Session, owner: Any) -> Party:
+    try:
+        row = party_row(session, owner)
+    except PartyNotFound:
+        raise PartyNotFound(f"no owner {owner!r}", field="owner") from None
+    if row.role not in ("brand", "distributor"):
+        raise InvalidInput("a price strategy belongs to a seller: the brand or a distributor",
+                           field="owner")
+    return row
+
+
+def _customer_scope(session: Session, doc: Any) -> CustomerScope:
+    try:
+        scope = CustomerScope.from_json(doc or {})
+    except ScopeError as exc:
+        raise InvalidInput(str(exc), field=exc.field) from None
+    for dimension, (model, not_found) in _DIMENSION_TABLES.items():
+        wanted = getattr(scope, dimension)
+        if wanted:
+            found = set(session.scalars(select(model.code).where(model.code.in_(wanted))))
+            missing = sorted(wanted - found)
+            if missing:
+                raise not_found(f"customer_scope names unknown {dimension}: {', '.join(missing)}",
+                                field=f"customer_scope.{dimension}", codes=missing)
+    return scope
+
+
+def _tiers(tiers: Any) -> tuple[pricing.Tier, ...]:
+    if not isinstance(tiers, (list, tuple)) or not tiers or len(tiers) > MAX_TIERS:
+        raise InvalidInput(f"tiers must be a list of 1 to {MAX_TIERS} tiers", field="tiers")
+    out = []
+    for index, tier in enumerate(tiers):
+        if not isinstance(tier, dict) or set(tier) - {"sku", "min_qty", "price_minor", "percent_bp"}:
+            raise InvalidInput("a tier has sku, min_qty and price_minor or percent_bp",
+                               field=f"tiers[{index}]")
+        out.append(pricing.Tier(tier.get("sku"), tier.get("min_qty", 1), tier.get("price_minor"),
+                                tier.get("percent_bp")))
+    return tuple(out)
+
+
+def _sku_paths(session: Session, codes: set[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """SKU code → (row id, category path) for the SKUs the tiers name."""
+    if not codes:
+        return {}
+    rows = session.execute(select(Sku.code, Sku.id, Product.category_id)
+                           .join(Product, Product.id == Sku.product_id)
+                           .where(Sku.code.in_(codes))).all()
+    missing = sorted(codes - {code for code, _, _ in rows})
+    if missing:
+        raise SkuNotFound(f"tiers name unknown SKUs: {', '.join(missing)}", field="tiers.sku",
+                          codes=missing)
+    return {code: (sku_id, path_of(session, Category, category_id))
+            for code, sku_id, category_id in rows}
+
+
+def _checked(session: Session, *, code, owner: Party, name, rule, tiers, priority, currency,
+             product_scope, customer_scope, valid_from, valid_to, status, version: int):
+    """The strategy as ``pricing.Strategy``, every rule checked, and the SKU
+    row ids its tiers name."""
+    name = validate_name(name)
+    product = checked_product_scope(session, product_scope)
+    customers = _customer_scope(session, customer_scope)
+    parsed_tiers = _tiers(tiers)
+    sku_rows = _sku_paths(session, {t.sku for t in parsed_tiers if isinstance(t.sku, str)})
+    strategy = pricing.Strategy(
+        code=code, owner=owner.code, priority=priority, rule=rule, currency=currency,
+        product_scope=product, customer_scope=customers, valid_from=valid_from,
+        valid_to=valid_to, status=status, tiers=parsed_tiers, version=version)
+    try:
+        pricing.validate_strategy(strategy, category_path_of=lambda sku: (
+            sku_rows[sku][1] if sku in sku_rows else None))
+    except pricing.StrategyRuleError as exc:
+        raise InvalidInput(str(exc), field=exc.field) from None
+    return name, strategy, {code: sku_id for code, (sku_id, _) in sku_rows.items()}
+
+
+def _moment(value: Any, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(f"{field} must be a date-time with a time zone", field=field)
+    return as_utc(value)
+
+
+# -- views ------------------------------------------------------------------------------
+
+def _views(session: Session, rows: list[PriceStrategy]) -> list[StrategyView]:
+    if not rows:
+        return []
+    owners = dict(session.execute(select(Party.id, Party.code).where(
+        Party.id.in_({r.owner_id for r in rows}))).all())
+    tiers: dict[int, list[TierView]] = {}
+    for strategy_id, sku, min_qty, price, percent in session.execute(
+            select(PriceTier.strategy_id, Sku.code, PriceTier.min_qty, PriceTier.price_minor,
+                   PriceTier.percent_bp)
+            .outerjoin(Sku, Sku.id == PriceTier.sku_id)
+            .where(PriceTier.strategy_id.in_([r.id for r in rows]))
+            .order_by(PriceTier.strategy_id, Sku.code, PriceTier.min_qty)):
+        tiers.setdefault(strategy_id, []).append(TierView(sku, min_qty, price, percent))
+    return [StrategyView(
+        r.public_id, r.code, r.name, owners[r.owner_id], r.status, r.priority, r.rule,
+        r.currency, dict(r.product_scope), dict(r.customer_scope), as_utc(r.valid_from),
+        as_utc(r.valid_to) if r.valid_to else None, tuple(tiers.get(r.id, ())), r.version,
+        as_utc(r.created_at), as_utc(r.updated_at)) for r in rows]
+
+
+def _strategy_row(session: Session, code: str) -> PriceStrategy:
+    row = session.scalars(select(PriceStrategy).where(or_(
+        PriceStrategy.code == code, PriceStrategy.public_id == code))).one_or_none()
+    if row is None:
+        raise StrategyNotFound(f"no price strategy {code!r}", field="strategy", code=code)
+    return row
+
+
+def _same(view: StrategyView, strategy: pricing.Strategy, name: str) -> bool:
+    tiers = sorted((t.sku or "", t.min_qty, t.price_minor, t.percent_bp) for t in strategy.tiers)
+    stored = sorted((t.sku or "", t.min_qty, t.price_minor, t.percent_bp) for t in view.tiers)
+    return (view.name, view.owner_code, view.status, view.priority, view.rule, view.currency,
+            view.product_scope, view.customer_scope, view.valid_from, view.valid_to, stored) == (
+        name, strategy.owner, strategy.status, strategy.priority, strategy.rule,
+        strategy.currency, strategy.product_scope.to_json(), strategy.customer_scope.to_json(),
+        strategy.valid_from, strategy.valid_to, tiers)
+
+
+def _write_tiers(session: Session, strategy_id: int, strategy: pricing.Strategy,
+                 sku_ids: dict[str, int]) -> None:
+    session.execute(insert(PriceTier), [
+        {"strategy_id": strategy_id, "sku_id": sku_ids[t.sku] if t.sku else None,
+         "min_qty": t.min_qty, "price_minor": t.price_minor, "percent_bp": t.percent_bp}
+        for t in strategy.tiers])
+
+
+# -- strategies -----------------------------------------------------------------------
+
+def create_strategy(session: Session, *, code: str, owner: str, name: str, rule: str,
+                    tiers: list[dict[str, Any]], product_scope: dict[str, Any],
+                    customer_scope: dict[str, Any] | None = None, priority: int = 0,
+                    currency: str = "CNY", valid_from: datetime | None = None,
+                    valid_to: datetime | None = None, status: str = "active",
+                    actor: str) -> StrategyView:
+    """A seller's price strategy. The same code with the same content returns
+    the existing one (safe to retry); other content is ``strategy_exists``."""
+    code = validate_code(code)
+    currency = validate_currency(currency)
+    seller = _seller(session, owner)
+    start = _moment(valid_from, "valid_from") if valid_from is not None else utcnow()
+    end = _moment(valid_to, "valid_to") if valid_to is not None else None
+    name, strategy, sku_ids = _checked(
+        session, code=code, owner=seller, name=name, rule=rule, tiers=tiers, priority=priority,
+        currency=currency, product_scope=product_scope, customer_scope=customer_scope,
+        valid_from=start, valid_to=end, status=status, version=1)
+    existing = session.scalars(select(PriceStrategy).where(PriceStrategy.code == code)).one_or_none()
+    if existing is not None:
+        view = _views(session, [existing])[0]
+        if valid_from is None:  # a retry without valid_from means "from when it was made"
+            strategy = replace(strategy, valid_from=view.valid_from)
+        if not _same(view, strategy, name):
+            raise StrategyExists(f"price strategy {code!r} exists with other content; "
+                                 "change it with update_strategy", field="code")
+        return view
+    now = utcnow()
+    row = PriceStrategy(
+        public_id=STRATEGY_PREFIX + new_uuid7().hex, code=code, name=name, owner_id=seller.id,
+        status=strategy.status, priority=strategy.priority, rule=strategy.rule,
+        currency=currency, product_scope=strategy.product_scope.to_json(),
+        customer_scope=strategy.customer_scope.to_json(), valid_from=start, valid_to=end,
+        created_at=now, updated_at=now, version=1)
+    session.add(row)
+    session.flush()
+    _write_tiers(session, row.id, strategy, sku_ids)
+    audit.record(session, actor=actor, action="strategy.create", subject_type="strategy",
+                 subject=code, details={"owner": seller.code, "priority": strategy.priority,
+                                        "rule": strategy.rule, "tiers": len(strategy.tiers)})
+    session.flush()
+    return _views(session, [row])[0]
+
+
+def update_strategy(session: Session, code: str, *, name: str = _KEEP, status: str = _KEEP,
+                    priority: int = _KEEP, valid_from: datetime = _KEEP,
+                    valid_to: datetime | None = _KEEP, product_scope: dict = _KEEP,
+                    customer_scope: dict = _KEEP, tiers: list[dict] = _KEEP,
+                    actor: str) -> StrategyView:
+    """Change what is given (``tiers`` replaces them all); the version goes up
+    by one when anything changed. Prices already frozen on orders stay."""
+    row = _strategy_row(session, code)
+    view = _views(session, [row])[0]
+    seller = session.get(Party, row.owner_id)
+    keep = lambda given, current: current if given is _KEEP else given  # noqa: E731
+    new_name, strategy, sku_ids = _checked(
+        session, code=row.code, owner=seller, name=keep(name, view.name), rule=row.rule,
+        tiers=keep(tiers, [t.__dict__ for t in view.tiers]),
+        priority=keep(priority, view.priority), currency=row.currency,
+        product_scope=keep(product_scope, view.product_scope),
+        customer_scope=keep(customer_scope, view.customer_scope),
+        valid_from=_moment(keep(valid_from, view.valid_from), "valid_from"),
+        valid_to=(None if keep(valid_to, view.valid_to) is None
+                  else _moment(keep(valid_to, view.valid_to), "valid_to")),
+        status=keep(status, view.status), version=row.version + 1)
+    if _same(view, strategy, new_name):
+        return view
+    changed = sorted(k for k, v in {"name": name, "status": status, "priority": priority,
+                                    "valid_from": valid_from, "valid_to": valid_to,
+                                    "product_scope": product_scope,
+                                    "customer_scope": customer_scope, "tiers": tiers}.items()
+                     if v is not _KEEP)
+    row.name, row.status, row.priority = new_name, strategy.status, strategy.priority
+    row.product_scope = strategy.product_scope.to_json()
+    row.customer_scope = strategy.customer_scope.to_json()
+    row.valid_from, row.valid_to = strategy.valid_from, strategy.valid_to
+    row.version, row.updated_at = row.version + 1, utcnow()
+    if tiers is not _KEEP:
+        session.execute(delete(PriceTier).where(PriceTier.strategy_id == row.id))
+        _write_tiers(session, row.id, strategy, sku_ids)
+    audit.record(session, actor=actor, action="strategy.update", subject_type="strategy",
+                 subject=row.code, details={"changed": changed, "version": row.version})
+    session.flush()
+    return _views(session, [row])[0]
+
+
+def get_strategy(session: Session, code: str) -> StrategyView:
+    return _views(session, [_strategy_row(session, code)])[0]
+
+
+def list_strategies(session: Session, *, owner: str | None = None, status: str | None = None,
+                    after: str | None = None, limit: int = 100
+                    ) -> tuple[list[StrategyView], str | None]:
+    """In code order; ``after`` is the cursor (the last code seen)."""
+    limit = validate_limit(limit)
+    query = select(PriceStrategy)
+    if owner is not None:
+        query = query.where(PriceStrategy.owner_id == _seller(session, owner).id)
+    if status is not None:
+        if status not in pricing.STRATEGY_STATUSES:
+            raise InvalidInput("status must be active or inactive", field="status")
+        query = query.where(PriceStrategy.status == status)
+    if after:
+        query = query.where(PriceStrategy.code > after)
+    rows = list(session.scalars(query.order_by(PriceStrategy.code).limit(limit + 1)))
+    views = _views(session, rows[:limit])
+    return views, (views[-1].code if len(rows) > limit else None)
+
+
+# -- resolving prices ----------------------------------------------------------------------
+
+def _load_strategies(session: Session, seller: Party, *, at: datetime | None,
+                     buyer=None, sku_id: int | None = None) -> list[pricing.Strategy]:
+    """The seller's strategies as pricing values. With ``at``: only those
+    active and valid then whose customer scope matches ``buyer`` (the price
+    list's fast path); without: all of them (an explanation lists losers
+    too). With ``sku_id``: only the tiers that can price that SKU."""
+    query = select(PriceStrategy).where(PriceStrategy.owner_id == seller.id)
+    if at is not None:
+        query = query.where(PriceStrategy.status == "active", PriceStrategy.valid_from <= at,
+                            or_(PriceStrategy.valid_to.is_(None), PriceStrategy.valid_to > at))
+    heads = []
+    for row in session.scalars(query):
+        customers = CustomerScope.from_json(row.customer_scope)
+        if at is not None and buyer is not None and not customers.matches(buyer):
+            continue
+        heads.append((row, customers))
+    if not heads:
+        return []
+    tier_query = (select(PriceTier.strategy_id, Sku.code, PriceTier.min_qty,
+                         PriceTier.price_minor, PriceTier.percent_bp)
+                  .outerjoin(Sku, Sku.id == PriceTier.sku_id)
+                  .where(PriceTier.strategy_id.in_([row.id for row, _ in heads])))
+    if sku_id is not None:
+        tier_query = tier_query.where(or_(PriceTier.sku_id == sku_id, PriceTier.sku_id.is_(None)))
+    tiers: dict[int, list[pricing.Tier]] = {}
+    for strategy_id, sku, min_qty, price, percent in session.execute(tier_query):
+        tiers.setdefault(strategy_id, []).append(pricing.Tier(sku, min_qty, price, percent))
+    return [pricing.Strategy(
+        code=row.code, owner=seller.code, priority=row.priority, rule=row.rule,
+        currency=row.currency, product_scope=ProductScope.from_json(row.product_scope),
+        customer_scope=customers, valid_from=as_utc(row.valid_from),
+        valid_to=as_utc(row.valid_to) if row.valid_to else None, status=row.status,
+        tiers=tuple(tiers.get(row.id, ())), version=row.version) for row, customers in heads]
+
+
+def _one_sku(session: Session, code: str) -> tuple[int, pricing.PricedSku, bool]:
+    found = session.execute(
+        select(Sku.id, Sku.code, Sku.list_price_minor, Sku.currency, Sku.status,
+               Product.status, Product.category_id)
+        .join(Product, Product.id == Sku.product_id)
+        .where(or_(Sku.code == code, Sku.public_id == code))).one_or_none()
+    if found is None:
+        raise SkuNotFound(f"no SKU {code!r}", field="sku", code=code)
+    sku_id, sku_code, price, currency, status, product_status, category_id = found
+    priced = pricing.PricedSku(sku_code, price, currency, path_of(session, Category, category_id))
+    return sku_id, priced, status == "active" and product_status == "active"
+
+
+def _quantity(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= pricing.MAX_INT32:
+        raise InvalidInput("quantity must be a whole number of at least 1", field="quantity")
+    return value
+
+
+def price_for(session: Session, *, seller: str, buyer: str, sku: str, quantity: int = 1,
+              at: datetime | None = None) -> PriceQuote:
+    """The price of ``quantity`` of ``sku`` for ``buyer`` from ``seller`` at
+    ``at`` (default now), with every strategy of the seller as a candidate
+    (why this price). ``NotPurchasable`` when the buyer may not buy it."""
+    quantity = _quantity(quantity)
+    at = utcnow() if at is None else _moment(at, "at")
+    allowed = assortment(session, seller=seller, buyer=buyer, at=at)
+    sku_id, priced, active = _one_sku(session, sku)
+    if not active:
+        raise NotPurchasable(f"{priced.code} is not for sale", reason="sku_inactive",
+                             field="sku", sku=priced.code)
+    why_not = allowed.why_not(priced.code, priced.category_path)
+    if why_not is not None:
+        raise NotPurchasable(f"{allowed.buyer_code} may not buy {priced.code} from "
+                             f"{allowed.seller_code}", reason=why_not, field="sku", sku=priced.code)
+    seller_row, buyer_row = party_row(session, seller), party_row(session, buyer)
+    facts = buyer_facts(session, buyer_row)
+    strategies = _load_strategies(session, seller_row, at=None, sku_id=sku_id)
+    resolution = pricing.resolve(strategies, facts, priced, quantity, at, seller=seller_row.code)
+    return PriceQuote(seller_row.code, buyer_row.code, at, allowed.relationship, resolution)
+
+
+def price_list(session: Session, *, seller: str, buyer: str, at: datetime | None = None,
+               after: str | None = None, limit: int | None = None) -> PriceList:
+    """Every SKU ``buyer`` may buy from ``seller``, with its unit price for
+    quantity 1, in SKU code order (the hot read path of a signed-in store).
+    ``after``/``limit`` page through it; without a limit, the whole list."""
+    at = utcnow() if at is None else _moment(at, "at")
+    allowed = assortment(session, seller=seller, buyer=buyer, at=at)
+    seller_row, buyer_row = party_row(session, seller), party_row(session, buyer)
+    facts = buyer_facts(session, buyer_row)
+    strategies = _load_strategies(session, seller_row, at=at, buyer=facts)
+    skus = [s for s in sku_facts(session) if (after is None or s.code > after)
+            and allowed.covers(s.code, s.category_path)]
+    next_cursor = None
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise InvalidInput("limit must be a whole number of at least 1", field="limit")
+        if len(skus) > limit:
+            skus, next_cursor = skus[:limit], skus[limit - 1].code
+    lines = pricing.price_list(strategies, facts, skus, at, seller=seller_row.code)
+    return PriceList(seller_row.code, buyer_row.code, at, allowed.relationship, tuple(lines),
+                     next_cursor)
