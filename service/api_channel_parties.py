@@ -10,7 +10,7 @@ from flask_smorest import abort
 
 import channel_api as ca
 from channel_api import access, audit, keys
-from service.channel_edge import ChannelBlueprint, actor, caller, mutation
+from service.channel_edge import ChannelBlueprint, actor, caller, mutation, require_party_visible
 from service.request_db import db_session
 from service.schemas_channel import (
     ApiKeyIn,
@@ -43,16 +43,6 @@ blp = ChannelBlueprint(
     description="The channel network: the caller's party, master data, parties, API keys, audit.",
 )
 QUERY = {"location": "query"}
-
-
-def _party_visible(code: str) -> None:
-    """A party is visible to itself, the brand's managers, and its sellers' managers."""
-    who = caller()
-    if code == who.party_code or (who.is_brand and "manage" in who.scopes):
-        return
-    access.require_scope(who, "manage")
-    if not ca.is_buyer_of(db_session(), who.party_code, code):
-        raise ca.AccessDenied("this party is not one of your buyers", party=code)
 
 
 @blp.route("/me", methods=["GET"])
@@ -158,7 +148,7 @@ def create_party(body):
 @blp.route("/parties/<code>", methods=["GET"])
 @blp.response(200, PartyOut)
 def get_party(code: str):
-    _party_visible(code)
+    require_party_visible(code)
     return ca.get_party(db_session(), code)
 
 

@@ -15,7 +15,13 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import api_channel_bulk, api_channel_network, api_channel_parties, api_ledger
+from service import (
+    api_channel_bulk,
+    api_channel_network,
+    api_channel_parties,
+    api_channel_pricing,
+    api_ledger,
+)
 from service.channel_edge import SECURITY_SCHEME
 from service.db import make_engine, make_session_factory
 from service.logs import configure_logging, init_request_ids
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.spec.components.security_scheme("ApiKey", SECURITY_SCHEME)
     api.register_blueprint(api_channel_parties.blp)
     api.register_blueprint(api_channel_network.blp)
+    api.register_blueprint(api_channel_pricing.blp)
     api.register_blueprint(api_channel_bulk.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)

@@ -19,7 +19,7 @@ from flask_smorest import Blueprint
 from flask_smorest.utils import deepupdate
 from sqlalchemy.exc import IntegrityError
 
-from channel_api import idempotency
+from channel_api import AccessDenied, access, idempotency, is_buyer_of
 from channel_api.access import Caller
 from channel_api.keys import authenticate
 from service.request_db import db_session
@@ -74,6 +74,17 @@ def _add_doc(func, doc: dict) -> None:
 
 def caller() -> Caller:
     return g.caller
+
+
+def require_party_visible(code: str) -> None:
+    """A party is visible to itself, the brand's managers, and the managers
+    of a seller it buys from."""
+    who = g.caller
+    if code == who.party_code or (who.is_brand and "manage" in who.scopes):
+        return
+    access.require_scope(who, "manage")
+    if not is_buyer_of(db_session(), who.party_code, code):
+        raise AccessDenied("this party is not one of your buyers", party=code)
 
 
 def actor() -> str:

@@ -447,3 +447,202 @@ class CoverageOut(ma.Schema):
 class CoverageListArgs(PageArgs):
     distributor = fields.String(required=True, **CODE)
     status = fields.String(validate=validate.OneOf(("active", "suspended", "ended")))
+
+
+# --- price strategies and prices -------------------------------------------------------
+
+class TierSchema(StrictSchema):
+    sku = fields.String(load_default=None, allow_none=True, **CODE,
+                        metadata={"description": "null: every SKU in scope (percent rule only)."})
+    min_qty = fields.Integer(load_default=1, strict=True)
+    price_minor = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                 metadata={"description": "fixed rule: unit price in minor units."})
+    percent_bp = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                metadata={"description": "percent rule: basis points of list price."})
+
+
+CUSTOMER_SCOPE = {"metadata": {"description": "Buyers it applies to: any of parties, regions, "
+                               "customer_types, grades, groups, tags (lists of codes); a buyer must "
+                               "match every dimension given; {} = every buyer."}}
+
+
+class StrategyIn(StrictSchema):
+    code = fields.String(required=True, **CODE)
+    owner = fields.String(required=True, **CODE)
+    name = fields.String(required=True, **NAME)
+    rule = fields.String(required=True, validate=validate.OneOf(("fixed", "percent")))
+    priority = fields.Integer(load_default=0, strict=True)
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
+    product_scope = fields.Dict(required=True, **PRODUCT_SCOPE)
+    customer_scope = fields.Dict(load_default=dict, **CUSTOMER_SCOPE)
+    valid_from = UtcDateTime(load_default=None, allow_none=True)
+    valid_to = UtcDateTime(load_default=None, allow_none=True)
+    status = fields.String(load_default="active", **STATUS)
+    tiers = fields.List(fields.Nested(TierSchema), required=True,
+                        validate=validate.Length(min=1, max=10_000))
+
+
+class StrategyPatch(StrictSchema):
+    name = fields.String(**NAME)
+    status = fields.String(**STATUS)
+    priority = fields.Integer(strict=True)
+    product_scope = fields.Dict(**PRODUCT_SCOPE)
+    customer_scope = fields.Dict(**CUSTOMER_SCOPE)
+    valid_from = UtcDateTime()
+    valid_to = UtcDateTime(allow_none=True)
+    tiers = fields.List(fields.Nested(TierSchema), validate=validate.Length(min=1, max=10_000))
+
+
+class TierOut(ma.Schema):
+    sku = fields.String(allow_none=True)
+    min_qty = fields.Integer()
+    price_minor = fields.Integer(allow_none=True)
+    percent_bp = fields.Integer(allow_none=True)
+
+
+class StrategyOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    owner_code = fields.String()
+    status = fields.String()
+    priority = fields.Integer()
+    rule = fields.String()
+    currency = fields.String()
+    product_scope = fields.Dict()
+    customer_scope = fields.Dict()
+    valid_from = UtcDateTime()
+    valid_to = UtcDateTime(allow_none=True)
+    tiers = fields.List(fields.Nested(TierOut))
+    version = fields.Integer()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class StrategyListArgs(PageArgs):
+    owner = fields.String(**CODE)
+    status = fields.String(**STATUS)
+
+
+class StrategyPage(ma.Schema):
+    items = fields.List(fields.Nested(StrategyOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class PriceListArgs(StrictSchema):
+    buyer = fields.String(**CODE, metadata={"description": "Managers: which buyer (default: you)."})
+    at = UtcDateTime(metadata={"description": "Prices at this instant (default now)."})
+    after = fields.String(**CURSOR)
+    limit = fields.Integer(load_default=None, allow_none=True,
+                           validate=validate.Range(min=1, max=20_000),
+                           metadata={"description": "Page size; default the whole list."})
+
+
+class PriceArgs(StrictSchema):
+    buyer = fields.String(**CODE, metadata={"description": "Managers: which buyer (default: you)."})
+    at = UtcDateTime(metadata={"description": "Price at this instant (default now)."})
+    quantity = fields.Integer(load_default=1, validate=validate.Range(min=1, max=2**31 - 1))
+
+
+class PriceLineOut(ma.Schema):
+    sku = fields.String()
+    unit_price_minor = fields.Integer()
+    currency = fields.String()
+    source = fields.String(metadata={"description": "strategy, or list_price when none applies."})
+    strategy_code = fields.String(allow_none=True)
+    strategy_version = fields.Integer(allow_none=True)
+    list_price_minor = fields.Integer()
+
+
+class PriceListOut(ma.Schema):
+    seller = fields.String()
+    buyer = fields.String()
+    at = UtcDateTime()
+    relationship = fields.String()
+    lines = fields.List(fields.Nested(PriceLineOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class CandidateOut(ma.Schema):
+    code = fields.String()
+    version = fields.Integer()
+    eligible = fields.Boolean()
+    reason = fields.String(allow_none=True, metadata={"description": "Why it could not apply."})
+    rank = fields.Integer(allow_none=True)
+    unit_price_minor = fields.Integer(allow_none=True)
+    tier = fields.Nested(TierOut, allow_none=True)
+    product_specificity = fields.Integer(allow_none=True)
+    customer_specificity = fields.List(fields.Integer(), allow_none=True)
+
+
+class ResolutionOut(ma.Schema):
+    sku = fields.String()
+    quantity = fields.Integer()
+    unit_price_minor = fields.Integer()
+    line_total_minor = fields.Integer()
+    currency = fields.String()
+    list_price_minor = fields.Integer()
+    source = fields.String()
+    strategy_code = fields.String(allow_none=True)
+    strategy_version = fields.Integer(allow_none=True)
+    tier = fields.Nested(TierOut, allow_none=True)
+    decided_by = fields.String(allow_none=True, metadata={
+        "description": "The criterion that put the winner ahead of the runner-up."})
+    candidates = fields.List(fields.Nested(CandidateOut), metadata={
+        "description": "The winner first, then the other eligible strategies in rank order, "
+                       "then those that could not apply, with their reason."})
+
+
+class PriceQuoteOut(ma.Schema):
+    seller = fields.String()
+    buyer = fields.String()
+    at = UtcDateTime()
+    relationship = fields.String()
+    resolution = fields.Nested(ResolutionOut)
+
+
+# --- dynamic tags and purchase habits -----------------------------------------------------
+
+class DynamicTagIn(StrictSchema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    name = fields.String(required=True, **NAME)
+    rule = fields.Dict(required=True, metadata={"description": '{"all": [{"field", "op", "value"}, …]}'})
+
+
+class DynamicTagPatch(StrictSchema):
+    name = fields.String(**NAME)
+    rule = fields.Dict()
+
+
+class DynamicTagOut(ma.Schema):
+    public_id = fields.String()
+    code = fields.String()
+    name = fields.String()
+    rule = fields.Dict()
+    created_at = UtcDateTime()
+    computed_at = UtcDateTime(allow_none=True)
+    member_count = fields.Integer()
+
+
+DynamicTagList = _list_of(DynamicTagOut, "DynamicTagList")
+
+
+class RecomputeOut(ma.Schema):
+    tag = fields.Nested(DynamicTagOut)
+    matched = fields.Integer()
+    added = fields.Integer()
+    removed = fields.Integer()
+
+
+class HabitOut(ma.Schema):
+    party_code = fields.String()
+    currency = fields.String()
+    order_count = fields.Integer()
+    total_minor = fields.Integer()
+    average_order_minor = fields.Integer()
+    first_order_at = UtcDateTime()
+    last_order_at = UtcDateTime()
+    orders_per_month = fields.Decimal(as_string=True, allow_none=True)
+    top_categories = fields.List(fields.Tuple((fields.String(), fields.Integer())))
+    category_totals = fields.Dict(keys=fields.String(), values=fields.Integer())
+    updated_at = UtcDateTime()
