@@ -79,7 +79,10 @@ def export_file(kind: str, **filters):
     """Export one kind as CSV (streamed)."""
     restrict_to = _authorize(kind)
     if restrict_to is not None:
-        filters["owner" if kind == "strategies" else "seller"] = restrict_to
+        name = "owner" if kind == "strategies" else "seller"
+        if filters.get(name, restrict_to) != restrict_to:
+            raise AccessDenied(f"you may export only your own {kind}", field=name)
+        filters[name] = restrict_to
     chunks = bulk.export_csv(db_session(), kind, **filters)
     first = next(chunks)  # errors (an unknown kind, a filter) surface before streaming
     response = Response(stream_with_context(_prepend(first, chunks)), mimetype="text/csv")

@@ -1,0 +1,170 @@
+"""Every channel endpoint, tried with a foreign key.
+
+Two keys attack the data of distributor D1 and its stores S1 and S2: store
+S3's storefront key, and distributor D2's manage key. Each endpoint is
+classified below; the table must cover every channel endpoint, so a new one
+cannot be added without saying who may use it.
+
+* ``denied``: 403, whatever the body.
+* ``own``: allowed, but the answer holds nothing of D1, S1 or S2.
+* ``shared``: reference data every key may read (regions, categories...).
+"""
+from __future__ import annotations
+
+import pytest
+
+import channel_api as ca
+from channel_api import bulk, catalog, keys, network, prices, tags
+from service.app import create_app
+from service.settings import Settings
+from tests.channel_fixtures import build_network
+from tests.isolated_db import isolated_engine
+
+
+@pytest.fixture(scope="module")
+def engine(backend, tmp_path_factory):
+    with isolated_engine(backend, tmp_path_factory.mktemp("db")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def world(engine):
+    from service.db import make_session_factory
+
+    factory = make_session_factory(engine)
+    net = build_network(factory, "authz")
+    c, u = net.codes, net.u
+    with factory() as s, s.begin():
+        ca.create_group(s, f"{u}-grp", "Group")
+        catalog.create_category(s, f"{u}-cat", "Cat")
+        catalog.create_unit(s, f"{u}-unit", "Unit")
+        catalog.create_product(s, f"{u}-prd", "Product", category=f"{u}-cat")
+        catalog.create_sku(s, f"{u}-sku", "SKU", product=f"{u}-prd", unit=f"{u}-unit", list_price_minor=100)
+        network.set_sale_permission(s, c["d1"], product_scope={"all": True}, regions=[], actor="t")
+        prices.create_strategy(s, code=f"{u}-d1-strategy", owner=c["d1"], name="D1's", rule="percent",
+                               product_scope={"all": True},
+                               tiers=[{"sku": None, "min_qty": 1, "percent_bp": 9000}], actor="t")
+        tags.create_dynamic_tag(s, f"{u}-dyn", "Dyn", {"all": [
+            {"field": "quality_customer", "op": "eq", "value": True}]}, actor="t")
+        net.extra = {
+            "s1_key": [k.key_id for k in keys.list_api_keys(s, party=c["s1"])][0],
+            "rel": network.list_relationships(s, seller=c["d1"], buyer=c["s1"])[0][0].public_id,
+            "import": bulk.import_csv(s, "groups", f"code,name\n{u}-grp2,G2\n", actor="t").import_id,
+        }
+    return net
+
+
+@pytest.fixture
+def client(engine):
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
+                        log_format="text", secret_key="k" * 32)
+    return create_app(settings, engine=engine).test_client()
+
+
+def requests(net):
+    """endpoint -> (method, path, json body, {attacker: expectation})."""
+    c, u, x = net.codes, net.u, net.extra
+    both = lambda e: {"s3": e, "d2": e}  # noqa: E731
+    store_denied = lambda e: {"s3": "denied", "d2": e}  # noqa: E731
+    party = {"code": f"{u}-new", "name": "N", "role": "store", "region": c["hz"], "customer_type": c["grocery"]}
+    strategy = {"code": f"{u}-evil", "owner": c["d1"], "name": "E", "rule": "percent",
+                "product_scope": {"all": True}, "tiers": [{"sku": None, "min_qty": 1, "percent_bp": 1}]}
+    return {
+        "channel_parties.me": ("GET", "/v1/me", None, both("own")),
+        "channel_parties.list_regions": ("GET", "/v1/regions", None, both("shared")),
+        "channel_parties.create_region": ("POST", "/v1/regions", {"code": f"{u}-r", "name": "R"}, both("denied")),
+        "channel_parties.list_customer_types": ("GET", "/v1/customer-types", None, both("shared")),
+        "channel_parties.create_customer_type": ("POST", "/v1/customer-types", {"code": f"{u}-t", "name": "T"}, both("denied")),
+        "channel_parties.list_grades": ("GET", "/v1/grades", None, both("shared")),
+        "channel_parties.create_grade": ("POST", "/v1/grades", {"code": f"{u}-g", "name": "G"}, both("denied")),
+        "channel_parties.list_groups": ("GET", "/v1/groups", None, store_denied("shared")),
+        "channel_parties.create_group": ("POST", "/v1/groups", {"code": f"{u}-g", "name": "G"}, both("denied")),
+        "channel_parties.list_parties": ("GET", "/v1/parties", None, store_denied("own")),
+        "channel_parties.create_party": ("POST", "/v1/parties", party, both("denied")),
+        "channel_parties.get_party": ("GET", f"/v1/parties/{c['s1']}", None, both("denied")),
+        "channel_parties.update_party": ("PATCH", f"/v1/parties/{c['s1']}", {"name": "pwned"}, both("denied")),
+        "channel_parties.add_to_group": ("PUT", f"/v1/parties/{c['s1']}/groups/{u}-grp", None, both("denied")),
+        "channel_parties.remove_from_group": ("DELETE", f"/v1/parties/{c['s1']}/groups/{u}-grp", None, both("denied")),
+        "channel_parties.tag_party": ("PUT", f"/v1/parties/{c['s1']}/tags/x", None, both("denied")),
+        "channel_parties.untag_party": ("DELETE", f"/v1/parties/{c['s1']}/tags/x", None, both("denied")),
+        "channel_parties.list_api_keys": ("GET", "/v1/api-keys", None, store_denied("own")),
+        "channel_parties.create_api_key": ("POST", "/v1/api-keys", {"party": c["s1"], "scopes": ["storefront"]}, both("denied")),
+        "channel_parties.revoke_api_key": ("DELETE", f"/v1/api-keys/{x['s1_key']}", None, both("denied")),
+        "channel_parties.list_audit": ("GET", "/v1/audit", None, both("denied")),
+        "channel_network.list_categories": ("GET", "/v1/categories", None, both("shared")),
+        "channel_network.create_category": ("POST", "/v1/categories", {"code": f"{u}-c", "name": "C"}, both("denied")),
+        "channel_network.list_units": ("GET", "/v1/units", None, both("shared")),
+        "channel_network.create_unit": ("POST", "/v1/units", {"code": f"{u}-u", "name": "U"}, both("denied")),
+        "channel_network.list_products": ("GET", "/v1/products", None, store_denied("shared")),
+        "channel_network.create_product": ("POST", "/v1/products", {"code": f"{u}-p", "name": "P", "category": f"{u}-cat"}, both("denied")),
+        "channel_network.get_product": ("GET", f"/v1/products/{u}-prd", None, store_denied("shared")),
+        "channel_network.update_product": ("PATCH", f"/v1/products/{u}-prd", {"name": "x"}, both("denied")),
+        "channel_network.list_skus": ("GET", "/v1/skus", None, store_denied("shared")),
+        "channel_network.create_sku": ("POST", "/v1/skus", {"code": f"{u}-s", "name": "S", "product": f"{u}-prd", "unit": f"{u}-unit", "list_price_minor": 1}, both("denied")),
+        "channel_network.get_sku": ("GET", f"/v1/skus/{u}-sku", None, store_denied("shared")),
+        "channel_network.update_sku": ("PATCH", f"/v1/skus/{u}-sku", {"list_price_minor": 1}, both("denied")),
+        "channel_network.list_relationships": ("GET", "/v1/relationships", None, both("own")),
+        "channel_network.list_my_sellers": ("GET", "/v1/sellers", None, both("own")),
+        "channel_network.create_relationship": ("POST", "/v1/relationships", {"seller": c["d1"], "buyer": c["s3"]}, both("denied")),
+        "channel_network.get_relationship": ("GET", f"/v1/relationships/{x['rel']}", None, both("denied")),
+        "channel_network.update_relationship": ("PATCH", f"/v1/relationships/{x['rel']}", {"status": "ended"}, both("denied")),
+        "channel_network.get_sale_permission": ("GET", f"/v1/parties/{c['d1']}/sale-permission", None, both("denied")),
+        "channel_network.set_sale_permission": ("PUT", f"/v1/parties/{c['d1']}/sale-permission", {"product_scope": {"all": True}}, both("denied")),
+        "channel_network.assign_coverage": ("POST", "/v1/coverage/assign", {"distributor": c["d1"], "stores": [c["s3"]]}, both("denied")),
+        "channel_network.unassign_coverage": ("POST", "/v1/coverage/unassign", {"distributor": c["d1"], "stores": [c["s1"]]}, both("denied")),
+        "channel_network.list_coverage": ("GET", f"/v1/coverage?distributor={c['d1']}", None, both("denied")),
+        "channel_pricing.list_strategies": ("GET", "/v1/price-strategies", None, store_denied("own")),
+        "channel_pricing.create_strategy": ("POST", "/v1/price-strategies", strategy, both("denied")),
+        "channel_pricing.get_strategy": ("GET", f"/v1/price-strategies/{u}-d1-strategy", None, both("denied")),
+        "channel_pricing.update_strategy": ("PATCH", f"/v1/price-strategies/{u}-d1-strategy", {"priority": 9}, both("denied")),
+        "channel_pricing.price_list": ("GET", f"/v1/sellers/{c['d1']}/price-list?buyer={c['s1']}", None, both("denied")),
+        "channel_pricing.price": ("GET", f"/v1/sellers/{c['d1']}/prices/{u}-sku?buyer={c['s1']}", None, both("denied")),
+        "channel_pricing.list_dynamic_tags": ("GET", "/v1/dynamic-tags", None, both("denied")),
+        "channel_pricing.create_dynamic_tag": ("POST", "/v1/dynamic-tags", {"code": f"{u}-d", "name": "D", "rule": {"all": []}}, both("denied")),
+        "channel_pricing.get_dynamic_tag": ("GET", f"/v1/dynamic-tags/{u}-dyn", None, both("denied")),
+        "channel_pricing.update_dynamic_tag": ("PATCH", f"/v1/dynamic-tags/{u}-dyn", {"name": "x"}, both("denied")),
+        "channel_pricing.recompute_dynamic_tag": ("POST", f"/v1/dynamic-tags/{u}-dyn/recompute", None, both("denied")),
+        "channel_pricing.get_purchase_habits": ("GET", f"/v1/parties/{c['s1']}/purchase-habits", None, both("denied")),
+        "channel_bulk.import_file": ("POST", "/v1/imports/parties", None, both("denied")),
+        "channel_bulk.list_imports": ("GET", "/v1/imports", None, both("denied")),
+        "channel_bulk.get_import": ("GET", f"/v1/imports/id/{x['import']}", None, both("denied")),
+        "channel_bulk.export_file": ("GET", f"/v1/exports/relationships.csv?seller={c['d1']}", None, both("denied")),
+    }
+
+
+def test_every_channel_endpoint_is_classified(client, world):
+    endpoints = {rule.endpoint for rule in client.application.url_map.iter_rules()
+                 if rule.endpoint.startswith("channel_")}
+    assert endpoints == set(requests(world))
+
+
+@pytest.mark.parametrize("attacker", ["s3", "d2"])
+def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world, attacker):
+    c = world.codes
+    foreign = [c["d1"], c["s1"], c["s2"], world.extra["s1_key"], world.extra["rel"], f"{world.u}-d1-strategy"]
+    failures = []
+    for endpoint, (method, path, body, expectations) in requests(world).items():
+        expected = expectations[attacker]
+        kwargs = {"json": body} if body is not None else {}
+        if endpoint == "channel_bulk.import_file":
+            kwargs = {"data": "code,name,role,region,customer_type\n", "content_type": "text/csv"}
+        response = client.open(path, method=method, headers=world.auth(attacker), **kwargs)
+        text = response.get_data(as_text=True)
+        if expected == "denied":
+            ok = response.status_code == 403 and response.json["code"] == "access_denied"
+        elif expected == "own":
+            ok = response.status_code == 200 and not any(marker in text for marker in foreign)
+        else:
+            ok = response.status_code == 200
+        if not ok:
+            failures.append((endpoint, expected, response.status_code, text[:200]))
+    assert failures == []
+
+    # And nothing was changed by the attempts.
+    from service.db import make_session_factory
+
+    with make_session_factory(client.application.extensions["channel_ledger.engine"])() as s:
+        assert ca.get_party(s, c["s1"]).name == "S1"
+        assert prices.get_strategy(s, f"{world.u}-d1-strategy").priority == 0
+        assert network.get_relationship(s, world.extra["rel"]).status == "active"
+        assert keys.get_api_key(s, world.extra["s1_key"]).revoked_at is None
