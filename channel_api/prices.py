@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from . import audit, pricing
 from .assortment import assortment
 from .catalog import sku_facts, validate_code, validate_currency, validate_limit, validate_name
 from .errors import (
+    CategoryNotFound,
     CustomerTypeNotFound,
     GradeNotFound,
     GroupNotFound,
@@ -46,7 +47,6 @@ from .models import (
     Region,
     Sku,
 )
-from .network import checked_product_scope
 from .parties import party_row
 from .scopes import CustomerScope, ProductScope, ScopeError
 from .trees import path_of
@@ -124,19 +124,66 @@ def _seller(session: Session, owner: Any) -> Party:
     return row
 
 
-def _customer_scope(session: Session, doc: Any) -> CustomerScope:
+class Lookup(Protocol):
+    """What checking a strategy asks of the stored data. ``DbLookup`` asks the
+    database; the CSV import answers from maps it loaded once, so a file of
+    20,000 strategies is checked by exactly the same rules without 20,000
+    rounds of queries."""
+
+    def missing(self, dimension: str, codes: frozenset[str]) -> list[str]:
+        """Codes of ``dimension`` (categories, skus, parties, regions,
+        customer_types, grades, groups) that do not exist, sorted."""
+
+    def sku_paths(self, codes: set[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """SKU code → (row id, category path root first), for existing SKUs."""
+
+
+class DbLookup:
+    _MODELS = {"categories": Category, "skus": Sku, **{k: m for k, (m, _) in _DIMENSION_TABLES.items()}}
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def missing(self, dimension: str, codes: frozenset[str]) -> list[str]:
+        if not codes:
+            return []
+        model = self._MODELS[dimension]
+        found = set(self.session.scalars(select(model.code).where(model.code.in_(codes))))
+        return sorted(codes - found)
+
+    def sku_paths(self, codes: set[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
+        if not codes:
+            return {}
+        rows = self.session.execute(select(Sku.code, Sku.id, Product.category_id)
+                                    .join(Product, Product.id == Sku.product_id)
+                                    .where(Sku.code.in_(codes))).all()
+        return {code: (sku_id, path_of(self.session, Category, category_id))
+                for code, sku_id, category_id in rows}
+
+
+def _product_scope(lookup: Lookup, doc: Any) -> ProductScope:
+    try:
+        scope = ProductScope.from_json(doc, "product_scope")
+    except ScopeError as exc:
+        raise InvalidInput(str(exc), field=exc.field) from None
+    for dimension, not_found in (("categories", CategoryNotFound), ("skus", SkuNotFound)):
+        missing = lookup.missing(dimension, getattr(scope, dimension))
+        if missing:
+            raise not_found(f"product_scope names unknown {dimension}: {', '.join(missing)}",
+                            field=f"product_scope.{dimension}", codes=missing)
+    return scope
+
+
+def _customer_scope(lookup: Lookup, doc: Any) -> CustomerScope:
     try:
         scope = CustomerScope.from_json(doc or {})
     except ScopeError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
-    for dimension, (model, not_found) in _DIMENSION_TABLES.items():
-        wanted = getattr(scope, dimension)
-        if wanted:
-            found = set(session.scalars(select(model.code).where(model.code.in_(wanted))))
-            missing = sorted(wanted - found)
-            if missing:
-                raise not_found(f"customer_scope names unknown {dimension}: {', '.join(missing)}",
-                                field=f"customer_scope.{dimension}", codes=missing)
+    for dimension, (_, not_found) in _DIMENSION_TABLES.items():
+        missing = lookup.missing(dimension, getattr(scope, dimension))
+        if missing:
+            raise not_found(f"customer_scope names unknown {dimension}: {', '.join(missing)}",
+                            field=f"customer_scope.{dimension}", codes=missing)
     return scope
 
 
@@ -153,32 +200,24 @@ def _tiers(tiers: Any) -> tuple[pricing.Tier, ...]:
     return tuple(out)
 
 
-def _sku_paths(session: Session, codes: set[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
-    """SKU code → (row id, category path) for the SKUs the tiers name."""
-    if not codes:
-        return {}
-    rows = session.execute(select(Sku.code, Sku.id, Product.category_id)
-                           .join(Product, Product.id == Sku.product_id)
-                           .where(Sku.code.in_(codes))).all()
-    missing = sorted(codes - {code for code, _, _ in rows})
+def check_strategy(lookup: Lookup, *, code, owner_code: str, name, rule, tiers, priority,
+                   currency, product_scope, customer_scope, valid_from, valid_to, status,
+                   version: int) -> tuple[str, pricing.Strategy, dict[str, int]]:
+    """The strategy as ``pricing.Strategy`` with every rule checked (the API's
+    and the CSV import's one check), its clean name, and the row ids of the
+    SKUs its tiers name. Raises a ``ChannelError`` naming the field."""
+    name = validate_name(name)
+    product = _product_scope(lookup, product_scope)
+    customers = _customer_scope(lookup, customer_scope)
+    parsed_tiers = _tiers(tiers)
+    named = {t.sku for t in parsed_tiers if isinstance(t.sku, str)}
+    sku_rows = lookup.sku_paths(named)
+    missing = sorted(named - set(sku_rows))
     if missing:
         raise SkuNotFound(f"tiers name unknown SKUs: {', '.join(missing)}", field="tiers.sku",
                           codes=missing)
-    return {code: (sku_id, path_of(session, Category, category_id))
-            for code, sku_id, category_id in rows}
-
-
-def _checked(session: Session, *, code, owner: Party, name, rule, tiers, priority, currency,
-             product_scope, customer_scope, valid_from, valid_to, status, version: int):
-    """The strategy as ``pricing.Strategy``, every rule checked, and the SKU
-    row ids its tiers name."""
-    name = validate_name(name)
-    product = checked_product_scope(session, product_scope)
-    customers = _customer_scope(session, customer_scope)
-    parsed_tiers = _tiers(tiers)
-    sku_rows = _sku_paths(session, {t.sku for t in parsed_tiers if isinstance(t.sku, str)})
     strategy = pricing.Strategy(
-        code=code, owner=owner.code, priority=priority, rule=rule, currency=currency,
+        code=code, owner=owner_code, priority=priority, rule=rule, currency=currency,
         product_scope=product, customer_scope=customers, valid_from=valid_from,
         valid_to=valid_to, status=status, tiers=parsed_tiers, version=version)
     try:
@@ -186,7 +225,7 @@ def _checked(session: Session, *, code, owner: Party, name, rule, tiers, priorit
             sku_rows[sku][1] if sku in sku_rows else None))
     except pricing.StrategyRuleError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
-    return name, strategy, {code: sku_id for code, (sku_id, _) in sku_rows.items()}
+    return name, strategy, {sku: sku_id for sku, (sku_id, _) in sku_rows.items()}
 
 
 def _moment(value: Any, field: str) -> datetime:
@@ -258,8 +297,8 @@ def create_strategy(session: Session, *, code: str, owner: str, name: str, rule:
     seller = _seller(session, owner)
     start = _moment(valid_from, "valid_from") if valid_from is not None else utcnow()
     end = _moment(valid_to, "valid_to") if valid_to is not None else None
-    name, strategy, sku_ids = _checked(
-        session, code=code, owner=seller, name=name, rule=rule, tiers=tiers, priority=priority,
+    name, strategy, sku_ids = check_strategy(
+        DbLookup(session), code=code, owner_code=seller.code, name=name, rule=rule, tiers=tiers, priority=priority,
         currency=currency, product_scope=product_scope, customer_scope=customer_scope,
         valid_from=start, valid_to=end, status=status, version=1)
     existing = session.scalars(select(PriceStrategy).where(PriceStrategy.code == code)).one_or_none()
@@ -299,8 +338,8 @@ def update_strategy(session: Session, code: str, *, name: str = _KEEP, status: s
     view = _views(session, [row])[0]
     seller = session.get(Party, row.owner_id)
     keep = lambda given, current: current if given is _KEEP else given  # noqa: E731
-    new_name, strategy, sku_ids = _checked(
-        session, code=row.code, owner=seller, name=keep(name, view.name), rule=row.rule,
+    new_name, strategy, sku_ids = check_strategy(
+        DbLookup(session), code=row.code, owner_code=seller.code, name=keep(name, view.name), rule=row.rule,
         tiers=keep(tiers, [t.__dict__ for t in view.tiers]),
         priority=keep(priority, view.priority), currency=row.currency,
         product_scope=keep(product_scope, view.product_scope),

@@ -19,10 +19,11 @@ from ledger import utcnow
 from .. import audit
 from ..errors import InvalidInput, NotFound
 from ..models import ImportRun
-from . import coded, parties
+from . import catalog, coded, network, parties
 from .framework import FileError, ImportReport, Progress, RowError, read_csv, record_run, write_csv
 
-KINDS: dict[str, ModuleType | coded.Kind] = {**coded.KINDS, "parties": parties}
+KINDS: dict[str, ModuleType | coded.Kind] = {**coded.KINDS, "parties": parties,
+                                             "catalog": catalog, **network.KINDS}
 
 
 def _kind(kind: str) -> ModuleType | coded.Kind:
