@@ -19,11 +19,12 @@ from ledger import utcnow
 from .. import audit
 from ..errors import InvalidInput, NotFound
 from ..models import ImportRun
-from . import catalog, coded, network, parties
+from . import catalog, coded, network, parties, strategies
 from .framework import FileError, ImportReport, Progress, RowError, read_csv, record_run, write_csv
 
 KINDS: dict[str, ModuleType | coded.Kind] = {**coded.KINDS, "parties": parties,
-                                             "catalog": catalog, **network.KINDS}
+                                             "catalog": catalog, **network.KINDS,
+                                             "strategies": strategies}
 
 
 def _kind(kind: str) -> ModuleType | coded.Kind:
