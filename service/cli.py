@@ -91,11 +91,16 @@ def migrate(runtime: Runtime) -> None:
 @cli.command("seed-demo")
 @pass_runtime
 def seed_demo(runtime: Runtime) -> None:
-    """Open the demo chart of accounts and post demo entries (safe to re-run)."""
+    """Seed the demo channel (parties, catalog, strategies) and the demo books
+    (chart of accounts, entries). Safe to re-run."""
     from service.demo import seed_demo as seed
+    from service.demo_channel import seed_channel
 
     with runtime.session_factory()() as session, session.begin():
+        channel = seed_channel(session)
         summary = seed(session)
+    click.echo(f"demo channel: {channel.parties} parties, {channel.skus} SKUs, "
+               f"{channel.relationships} supply relationships, {channel.strategies} price strategies")
     click.echo(f"demo data: {summary.accounts} accounts, {summary.entries_added} entries added "
                f"({summary.entries_total} entries, {summary.postings_total} postings in the ledger)")
 

@@ -267,3 +267,25 @@ def test_create_api_key_import_and_export_from_the_command_line(engine, tmp_path
     exported = run(runtime, "export", "parties")
     assert exported.exit_code == 0
     assert f"{unique}-bad,Bad,store,{unique}-cn" in exported.stdout
+
+
+def test_seed_demo_builds_a_complete_channel_that_prices(migrated_fresh):
+    from channel_api import network, prices
+
+    runtime = runtime_for(migrated_fresh)
+    first = run(runtime, "seed-demo")
+    again = run(runtime, "seed-demo")
+    line = "demo channel: 14 parties, 6 SKUs, 16 supply relationships, 6 price strategies"
+    assert line in first.output and line in again.output
+
+    with runtime.session_factory()() as s:
+        # Two levels of distributors: the brand sells to dist-east, which sells to dist-hz.
+        assert network.list_relationships(s, seller="dist-east", buyer="dist-hz")[0]
+        listed = {l.sku: l for l in prices.price_list(s, seller="dist-east", buyer="store-001").lines}
+        assert listed["green-tea-500x24"].strategy_code == "east-grade-a-green"
+        assert listed["water-550x24"].unit_price_minor == 2000
+        assert listed["crackers-100x20"].unit_price_minor == 5700  # 95% of 60.00
+        hz = prices.price_list(s, seller="dist-hz", buyer="store-002").lines
+        assert {l.sku for l in hz} == {"green-tea-500x24", "green-tea-1lx12", "jasmine-tea-500x24"}
+        wholesale = prices.price_for(s, seller="brand", buyer="dist-east", sku="water-5lx4", quantity=100)
+        assert wholesale.resolution.unit_price_minor == 3600 * 78 // 100
