@@ -85,7 +85,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from .scopes import SKU_SPECIFICITY, BuyerFacts, CustomerScope, ProductScope
+from .scopes import ALL_SPECIFICITY, SKU_SPECIFICITY, BuyerFacts, CustomerScope, ProductScope
 
 STRATEGY_STATUSES = ("active", "inactive")
 STRATEGY_RULES = ("fixed", "percent")
@@ -240,7 +240,8 @@ def check_tier(rule: str, tier: Any, field: str = "tier") -> Tier:
     if tier.sku is not None:
         _text(tier.sku, f"{field}.sku")
     if not _is_int(tier.min_qty) or not 1 <= tier.min_qty <= MAX_INT32:
-        raise StrategyRuleError(f"{field}.min_qty must be a whole number of at least 1", f"{field}.min_qty")
+        raise StrategyRuleError(f"{field}.min_qty must be a whole number of at least 1",
+                                f"{field}.min_qty")
     if rule == FIXED:
         if tier.sku is None:
             raise StrategyRuleError(f"{field}: a fixed price names its SKU", f"{field}.sku")
@@ -251,7 +252,8 @@ def check_tier(rule: str, tier: Any, field: str = "tier") -> Tier:
                                     f"{field}.price_minor")
     else:
         if tier.price_minor is not None:
-            raise StrategyRuleError(f"{field}: a percent tier has no price_minor", f"{field}.price_minor")
+            raise StrategyRuleError(f"{field}: a percent tier has no price_minor",
+                                    f"{field}.price_minor")
         if not _is_int(tier.percent_bp) or not 0 < tier.percent_bp <= MAX_PERCENT_BP:
             raise StrategyRuleError(
                 f"{field}.percent_bp must be a whole number of basis points above 0 and "
@@ -415,7 +417,8 @@ class _Eligible:
 
 
 def _rank(eligible: Iterable[_Eligible]) -> list[_Eligible]:
-    ordered = sorted(eligible, key=lambda e: (e.price, e.strategy.code))  # ascending is better
+    # lower is better
+    ordered = sorted(eligible, key=lambda e: (e.price, e.strategy.code, e.strategy.version))
     ordered.sort(key=lambda e: (e.strategy.priority, e.product_specificity,  # higher is better
                                 e.customer_specificity, e.strategy.valid_from), reverse=True)
     return ordered  # both sorts are stable, so this is the lexicographic order
@@ -443,8 +446,9 @@ def resolve(strategies: Iterable[Strategy], buyer: BuyerFacts, sku: SkuLike, qua
     for s in strategies:
         reason, spec, tier = _evaluate(s, buyer, sku, quantity, at, seller)
         if reason is None:
-            eligible.append(_Eligible(s, tier, tier_price(s.rule, tier, sku.list_price_minor),  # type: ignore[arg-type]
-                                      spec, s.customer_scope.specificity()))  # type: ignore[arg-type]
+            assert tier is not None and spec is not None
+            eligible.append(_Eligible(s, tier, tier_price(s.rule, tier, sku.list_price_minor),
+                                      spec, s.customer_scope.specificity()))
         else:
             ineligible.append(Candidate(s.code, s.version, False, reason))
     ranked = _rank(eligible)
@@ -510,6 +514,7 @@ class _Index:
         self.by_sku: dict[str, list[_Entry]] = {}
         self.by_category: dict[str, list[_Entry]] = {}
         self.everything: list[_Entry] = []
+        self._by_path: dict[tuple[str, ...], tuple[tuple[int, list[_Entry]], ...]] = {}
         for entry in entries:
             for code in entry.own_tiers:
                 self.own.setdefault(code, []).append(entry)
@@ -525,29 +530,41 @@ class _Index:
         for bucket in (self.everything, *self.by_sku.values(), *self.by_category.values()):
             bucket.sort(key=lambda e: (e.static, e.order), reverse=True)
 
-    def best(self, sku: SkuLike) -> _Entry | None:
+    def _path_buckets(self, path: tuple[str, ...]) -> tuple[tuple[int, list[_Entry]], ...]:
+        """(product specificity, list) for a category path: its categories
+        deepest first, then "all"; cached, since SKUs share few paths."""
+        found = self._by_path.get(path)
+        if found is None:
+            pairs = [(depth, self.by_category[path[depth - 1]])
+                     for depth in range(len(path), 0, -1) if path[depth - 1] in self.by_category]
+            if self.everything:
+                pairs.append((ALL_SPECIFICITY, self.everything))
+            found = self._by_path[path] = tuple(pairs)
+        return found
+
+    def best(self, sku: SkuLike) -> tuple[_Entry, Tier, int] | None:
+        """The winning strategy for quantity 1 of ``sku``, its tier and price."""
         code = sku.code
         path = tuple(sku.category_path)
         list_price = sku.list_price_minor
         best_key: tuple[Any, ...] | None = None
-        best: _Entry | None = None
+        best: tuple[_Entry, Tier, int] | None = None
         for entry in self.own.get(code, ()):
             spec = entry.strategy.product_scope.specificity(code, path)
             if spec is None:  # a tier outside the scope (an invalid strategy) never applies
                 continue
             tier = entry.own_tiers[code]
-            price = tier.price_minor if entry.rule == FIXED else list_price * tier.percent_bp // BP_PER_UNIT
+            price = (tier.price_minor if entry.rule == FIXED
+                     else list_price * tier.percent_bp // BP_PER_UNIT)
             static = entry.static
             key = (static[0], spec, static[1], static[2], -price, entry.order)
             if best_key is None or key > best_key:
-                best_key, best = key, entry
-        buckets: list[tuple[int, list[_Entry] | None]] = [(SKU_SPECIFICITY, self.by_sku.get(code))]
-        for depth in range(len(path), 0, -1):
-            buckets.append((depth, self.by_category.get(path[depth - 1])))
-        buckets.append((0, self.everything))
+                best_key, best = key, (entry, tier, price)
+        buckets = self._path_buckets(path)
+        named = self.by_sku.get(code)
+        if named:
+            buckets = ((SKU_SPECIFICITY, named), *buckets)
         for spec, bucket in buckets:
-            if not bucket:
-                continue
             lead = None
             for entry in bucket:
                 if code in entry.own_tiers:  # its own tier, checked above, wins
@@ -558,12 +575,13 @@ class _Index:
                     if best_key is not None and (static[0], spec) < best_key[:2]:
                         break  # this whole list ranks below the best so far
                 elif static != lead:
-                    break
+                    break  # only the leading group of equal static keys can win
                 tier = entry.generic_tier
-                price = tier.price_minor if entry.rule == FIXED else list_price * tier.percent_bp // BP_PER_UNIT
+                price = (tier.price_minor if entry.rule == FIXED
+                     else list_price * tier.percent_bp // BP_PER_UNIT)
                 key = (static[0], spec, static[1], static[2], -price, entry.order)
                 if best_key is None or key > best_key:
-                    best_key, best = key, entry
+                    best_key, best = key, (entry, tier, price)
         return best
 
 
@@ -586,13 +604,12 @@ def price_list(strategies: Iterable[Strategy], buyer: BuyerFacts, skus: Iterable
         index = indexes.get(currency)
         if index is None:
             index = indexes[currency] = _Index([e for e in entries if e.strategy.currency == currency])
-        entry = index.best(sku)
+        found = index.best(sku)
         list_price = sku.list_price_minor
-        if entry is None:
+        if found is None:
             append(PriceLine(sku.code, list_price, currency, SOURCE_LIST_PRICE, None, None, list_price))
-            continue
-        s = entry.strategy
-        tier = entry.own_tiers.get(sku.code) or entry.generic_tier
-        price = tier.price_minor if entry.rule == FIXED else list_price * tier.percent_bp // BP_PER_UNIT
-        append(PriceLine(sku.code, price, currency, SOURCE_STRATEGY, s.code, s.version, list_price))
+        else:
+            s = found[0].strategy
+            append(PriceLine(sku.code, found[2], currency, SOURCE_STRATEGY, s.code, s.version,
+                             list_price))
     return lines

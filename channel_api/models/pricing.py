@@ -25,10 +25,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.models import Base, BigId, Json
 
+from ..pricing import STRATEGY_RULES, STRATEGY_STATUSES
 from .network import _Coded
 
-STRATEGY_STATUSES = ("active", "inactive")
-STRATEGY_RULES = ("fixed", "percent")
+__all__ = ["STRATEGY_RULES", "STRATEGY_STATUSES", "PriceStrategy", "PriceTier"]
 
 
 class PriceStrategy(_Coded, Base):
