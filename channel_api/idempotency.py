@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
+
+from datetime import datetime, timedelta
 
 from ledger import utcnow
 
@@ -19,6 +22,8 @@ from .errors import IdempotencyKeyReused, InvalidInput
 from .models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
+# Clients retry within minutes or hours; a week covers a long outage.
+KEEP_FOR = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -58,3 +63,10 @@ def save_answer(session: Session, api_key_pk: int, key: str, request_hash: str,
     session.add(IdempotencyRecord(api_key_id=api_key_pk, key=key, request_hash=request_hash,
                                   status=status, body=body, created_at=utcnow()))
     session.flush()
+
+
+def purge(session: Session, *, now: datetime | None = None, keep_for: timedelta = KEEP_FOR) -> int:
+    """Forget answers older than ``keep_for`` (a retry after that runs anew)."""
+    cutoff = (now or utcnow()) - keep_for
+    return session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)).rowcount

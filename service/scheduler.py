@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import tags
+from channel_api import idempotency, tags
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
@@ -240,6 +240,14 @@ def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> boo
 # --- the process ------------------------------------------------------------------
 
 
+def purge_idempotency_records(session_factory: sessionmaker[Session]) -> int:
+    """Forget stored answers of mutating calls older than a week."""
+    with session_factory() as session, session.begin():
+        purged = idempotency.purge(session)
+    log.info("purged %d idempotency records", purged)
+    return purged
+
+
 def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lease):
     """A BlockingScheduler with the lease keeper, the two ledger jobs and the
     daily dynamic-tag recompute (at RECOMPUTE_TAGS_HOUR, business timezone)."""
@@ -270,6 +278,12 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         # Daily: a scheduler that was down at the hour still runs it within the next hour.
         misfire_grace_time=3600,
         args=(lease, "recompute_dynamic_tags", lambda: recompute_dynamic_tags(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="purge_idempotency_records",
+        hour=RECOMPUTE_TAGS_HOUR, minute=30, misfire_grace_time=3600,
+        args=(lease, "purge_idempotency_records",
+              lambda: purge_idempotency_records(session_factory)),
     )
     return scheduler
 

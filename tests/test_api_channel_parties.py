@@ -297,3 +297,22 @@ def test_a_bad_header_or_kind_or_filter_is_a_clear_error(client, net):
     assert kind.status_code == 422 and kind.json["errors"][0]["field"] == "kind"
     bad_filter = client.get("/v1/exports/parties.csv?owner=x", headers=net.auth("brand"))
     assert bad_filter.status_code == 422 and bad_filter.json["errors"][0]["field"] == "owner"
+
+
+def test_old_idempotency_answers_are_purged_so_the_key_runs_anew(client, net, session_factory):
+    from datetime import timedelta
+
+    from channel_api import idempotency
+    from ledger import utcnow
+    from service.scheduler import purge_idempotency_records
+
+    headers = {**net.auth("brand"), "Idempotency-Key": f"{net.u}-old"}
+    assert client.post("/v1/groups", headers=headers, json={"code": f"{net.u}-o", "name": "O"}).status_code == 201
+    with session_factory() as s, s.begin():
+        assert idempotency.purge(s, now=utcnow() + timedelta(days=6)) == 0
+    # A week later the answer is forgotten: the same key with another body now runs.
+    with session_factory() as s, s.begin():
+        assert idempotency.purge(s, now=utcnow() + timedelta(days=8)) >= 1
+    assert purge_idempotency_records(session_factory) == 0
+    again = client.post("/v1/groups", headers=headers, json={"code": f"{net.u}-o2", "name": "O2"})
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again.headers

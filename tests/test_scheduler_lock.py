@@ -268,6 +268,8 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
 
     jobs = {job.id: job for job in scheduler.build_scheduler(settings, session_factory, lease).get_jobs()}
     daily = jobs.pop("recompute_dynamic_tags")  # a cron job (tests/test_channel_tags.py)
+    purge = jobs.pop("purge_idempotency_records")
+    assert {f.name: str(f) for f in purge.trigger.fields}["minute"] == "30"
 
     assert {f.name: str(f) for f in daily.trigger.fields}["hour"] == "2"
     assert {name: job.trigger.interval.total_seconds() for name, job in jobs.items()} == {
