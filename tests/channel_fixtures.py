@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
+
 import channel_api as ca
 from channel_api import keys
 from channel_api.models import SupplyRelationship
-from ledger import utcnow, new_uuid7
+from ledger import new_uuid7, utcnow
+from service.app import create_app
+from service.settings import Settings
+from tests.isolated_db import isolated_engine
 
 
 @dataclass
@@ -59,3 +64,19 @@ def build_network(session_factory, u: str) -> Network:
             net.tokens[name] = keys.create_api_key(
                 s, party=c[name], scopes=["storefront"], actor="test").token
     return net
+
+
+# Fixtures for the channel API test modules (import them by name): each
+# module gets a database of its own, as it commits.
+
+@pytest.fixture(scope="module")
+def engine(backend, tmp_path_factory):
+    with isolated_engine(backend, tmp_path_factory.mktemp("db")) as engine:
+        yield engine
+
+
+@pytest.fixture
+def client(engine):
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
+                        log_format="text", secret_key="k" * 32)
+    return create_app(settings, engine=engine).test_client()

@@ -15,16 +15,7 @@ import pytest
 
 import channel_api as ca
 from channel_api import bulk, catalog, keys, network, prices, tags
-from service.app import create_app
-from service.settings import Settings
-from tests.channel_fixtures import build_network
-from tests.isolated_db import isolated_engine
-
-
-@pytest.fixture(scope="module")
-def engine(backend, tmp_path_factory):
-    with isolated_engine(backend, tmp_path_factory.mktemp("db")) as engine:
-        yield engine
+from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +43,6 @@ def world(engine):
             "import": bulk.import_csv(s, "groups", f"code,name\n{u}-grp2,G2\n", actor="t").import_id,
         }
     return net
-
-
-@pytest.fixture
-def client(engine):
-    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
-                        log_format="text", secret_key="k" * 32)
-    return create_app(settings, engine=engine).test_client()
 
 
 def requests(net):

@@ -7,23 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from channel_api import catalog, habits, network
-from service.app import create_app
-from service.settings import Settings
-from tests.channel_fixtures import build_network
-from tests.isolated_db import isolated_engine
-
-
-@pytest.fixture(scope="module")
-def engine(backend, tmp_path_factory):
-    with isolated_engine(backend, tmp_path_factory.mktemp("db")) as engine:
-        yield engine
-
-
-@pytest.fixture
-def client(engine):
-    settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
-                        log_format="text", secret_key="k" * 32)
-    return create_app(settings, engine=engine).test_client()
+from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
