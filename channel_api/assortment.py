@@ -73,6 +73,13 @@ def assortment(session: Session, *, seller: str, buyer: str,
     path."""
     at = utcnow() if at is None else _moment(at, "at")
     seller_row, buyer_row = _party_as(session, seller, "seller"), _party_as(session, buyer, "buyer")
+    return assortment_of(session, seller_row, buyer_row, at)
+
+
+def assortment_of(session: Session, seller_row: Party, buyer_row: Party,
+                  at: datetime) -> Assortment:
+    """``assortment`` for parties already loaded (the price use cases load
+    them once and use them for the buyer's facts too)."""
     rel = session.scalars(select(SupplyRelationship).where(
         SupplyRelationship.seller_id == seller_row.id,
         SupplyRelationship.buyer_id == buyer_row.id)).one_or_none()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ledger import as_utc, new_uuid7, utcnow
 
 from . import audit, pricing
-from .assortment import assortment
+from .assortment import assortment_of
 from .catalog import sku_facts, validate_code, validate_currency, validate_limit, validate_name
 from .errors import (
     CategoryNotFound,
@@ -442,6 +442,16 @@ def _one_sku(session: Session, code: str) -> tuple[int, pricing.PricedSku, bool]
     return sku_id, priced, status == "active" and product_status == "active"
 
 
+def _pair(session: Session, seller: str, buyer: str) -> tuple[Party, Party]:
+    rows = {}
+    for field, code in (("seller", seller), ("buyer", buyer)):
+        try:
+            rows[field] = party_row(session, code)
+        except PartyNotFound:
+            raise PartyNotFound(f"no {field} {code!r}", field=field, code=code) from None
+    return rows["seller"], rows["buyer"]
+
+
 def _quantity(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= pricing.MAX_INT32:
         raise InvalidInput("quantity must be a whole number of at least 1", field="quantity")
@@ -455,7 +465,8 @@ def price_for(session: Session, *, seller: str, buyer: str, sku: str, quantity: 
     (why this price). ``NotPurchasable`` when the buyer may not buy it."""
     quantity = _quantity(quantity)
     at = utcnow() if at is None else _moment(at, "at")
-    allowed = assortment(session, seller=seller, buyer=buyer, at=at)
+    seller_row, buyer_row = _pair(session, seller, buyer)
+    allowed = assortment_of(session, seller_row, buyer_row, at)
     sku_id, priced, active = _one_sku(session, sku)
     if not active:
         raise NotPurchasable(f"{priced.code} is not for sale", reason="sku_inactive",
@@ -464,7 +475,6 @@ def price_for(session: Session, *, seller: str, buyer: str, sku: str, quantity: 
     if why_not is not None:
         raise NotPurchasable(f"{allowed.buyer_code} may not buy {priced.code} from "
                              f"{allowed.seller_code}", reason=why_not, field="sku", sku=priced.code)
-    seller_row, buyer_row = party_row(session, seller), party_row(session, buyer)
     facts = buyer_facts(session, buyer_row)
     strategies = _load_strategies(session, seller_row, at=None, sku_id=sku_id)
     resolution = pricing.resolve(strategies, facts, priced, quantity, at, seller=seller_row.code)
@@ -477,8 +487,8 @@ def price_list(session: Session, *, seller: str, buyer: str, at: datetime | None
     quantity 1, in SKU code order (the hot read path of a signed-in store).
     ``after``/``limit`` page through it; without a limit, the whole list."""
     at = utcnow() if at is None else _moment(at, "at")
-    allowed = assortment(session, seller=seller, buyer=buyer, at=at)
-    seller_row, buyer_row = party_row(session, seller), party_row(session, buyer)
+    seller_row, buyer_row = _pair(session, seller, buyer)
+    allowed = assortment_of(session, seller_row, buyer_row, at)
     facts = buyer_facts(session, buyer_row)
     strategies = _load_strategies(session, seller_row, at=at, buyer=facts)
     skus = [s for s in sku_facts(session) if (after is None or s.code > after)
