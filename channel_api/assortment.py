@@ -49,17 +49,19 @@ def _check_relationship(rel: SupplyRelationship | None, seller: Party, buyer: Pa
     return rel
 
 
-def _sale_scope(session: Session, seller: Party, buyer: Party) -> ProductScope | None:
+def _sale_scope(session: Session, seller: Party, buyer: Party,
+                permission: SalePermission | None,
+                region_path: tuple[str, ...] | None) -> ProductScope | None:
     """The seller's sale permission (None: the brand, unrestricted), after
     checking the buyer lies in its regions."""
     if seller.role == "brand":
         return None
-    permission = session.get(SalePermission, seller.id)
     if permission is None:
         return ProductScope()  # no permission row: sells nothing
     regions = RegionScope.from_json(permission.regions)
-    # The region path costs a query, so only when there is a restriction.
-    if regions.regions and not regions.covers(path_of(session, Region, buyer.region_id)):
+    # The region path may cost a query, so only when there is a restriction.
+    if regions.regions and not regions.covers(
+            region_path or path_of(session, Region, buyer.region_id)):
         raise _refuse("outside_sale_region", seller, buyer)
     return ProductScope.from_json(permission.product_scope)
 
@@ -76,15 +78,19 @@ def assortment(session: Session, *, seller: str, buyer: str,
     return assortment_of(session, seller_row, buyer_row, at)
 
 
-def assortment_of(session: Session, seller_row: Party, buyer_row: Party,
-                  at: datetime) -> Assortment:
+def assortment_of(session: Session, seller_row: Party, buyer_row: Party, at: datetime, *,
+                  region_path: tuple[str, ...] | None = None) -> Assortment:
     """``assortment`` for parties already loaded (the price use cases load
-    them once and use them for the buyer's facts too)."""
-    rel = session.scalars(select(SupplyRelationship).where(
-        SupplyRelationship.seller_id == seller_row.id,
-        SupplyRelationship.buyer_id == buyer_row.id)).one_or_none()
+    them once and use them for the buyer's facts too). The relationship and
+    the seller's sale permission come in one statement."""
+    found = session.execute(
+        select(SupplyRelationship, SalePermission)
+        .outerjoin(SalePermission, SalePermission.party_id == SupplyRelationship.seller_id)
+        .where(SupplyRelationship.seller_id == seller_row.id,
+               SupplyRelationship.buyer_id == buyer_row.id)).one_or_none()
+    rel, permission = found if found is not None else (None, None)
     rel = _check_relationship(rel, seller_row, buyer_row, at)
-    sale = _sale_scope(session, seller_row, buyer_row)
+    sale = _sale_scope(session, seller_row, buyer_row, permission, region_path)
     return Assortment(relationship=rel.public_id, seller_code=seller_row.code,
                       buyer_code=buyer_row.code,
                       purchase_scope=ProductScope.from_json(rel.product_scope), sale_scope=sale)

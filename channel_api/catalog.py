@@ -15,6 +15,7 @@ field, so the CSV importer checks rows exactly as these use cases do.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +35,7 @@ from .errors import (
     UnitExists,
     UnitNotFound,
 )
+from . import snapshots
 from .models import CATALOG_STATUSES, Category, Product, Sku, Unit
 from .parties import _choice, _code, _name, _public_id, _text
 from .trees import paths, subtree_ids
@@ -160,6 +162,7 @@ def create_category(session: Session, code: str, name: str, *, parent: str | Non
     row = Category(public_id=_public_id(CATEGORY_PREFIX), code=code, **values)
     session.add(row)
     session.flush()
+    snapshots.bump(session, snapshots.CATALOG)  # price caches reload
     return _category_view(session, row)
 
 
@@ -229,6 +232,7 @@ def create_product(session: Session, code: str, name: str, *, category: str,
     row = Product(public_id=_public_id(PRODUCT_PREFIX), code=code, **values)
     session.add(row)
     session.flush()
+    snapshots.bump(session, snapshots.CATALOG)  # price caches reload
     return _product_view(session, row)
 
 
@@ -250,6 +254,7 @@ def update_product(session: Session, product: str, *, name: str = _KEEP,
     for key, value in changes.items():
         setattr(row, key, value)
     session.flush()
+    snapshots.bump(session, snapshots.CATALOG)  # price caches reload
     return _product_view(session, row)
 
 
@@ -318,6 +323,7 @@ def create_sku(session: Session, code: str, name: str, *, product: str, unit: st
     row = Sku(public_id=_public_id(SKU_PREFIX), code=code, updated_at=utcnow(), **values)
     session.add(row)
     session.flush()
+    snapshots.bump(session, snapshots.CATALOG)  # price caches reload
     return _sku_view(session, row)
 
 
@@ -345,6 +351,7 @@ def update_sku(session: Session, sku: str, *, name: str = _KEEP,
             setattr(row, key, value)
         row.updated_at = utcnow()
         session.flush()
+        snapshots.bump(session, snapshots.CATALOG)  # price caches reload
     return _sku_view(session, row)
 
 
@@ -393,3 +400,36 @@ def sku_facts(session: Session, *, status: str | None = "active") -> list[SkuFac
                      category_paths[category_id])
             for sku_id, public_id, code, name, product_code, unit_code, price, currency,
             category_id in session.execute(query.order_by(Sku.code))]
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The whole catalog as pricing reads it: the sellable SKUs in code
+    order, and every SKU by code and by public id with whether it is
+    sellable (an active SKU of an active product)."""
+
+    sellable: tuple[SkuFacts, ...]
+    by_key: dict[str, tuple[SkuFacts, bool]]
+
+
+def load_catalog(session: Session) -> CatalogSnapshot:
+    """Two queries whatever the catalog's size; cached per process by
+    ``snapshots`` under the ``catalog`` token."""
+    category_paths = paths(session, Category)
+    sellable: list[SkuFacts] = []
+    by_key: dict[str, tuple[SkuFacts, bool]] = {}
+    for (sku_id, public_id, code, name, product_code, unit_code, price, currency, category_id,
+         sku_status, product_status) in session.execute(
+            select(Sku.id, Sku.public_id, Sku.code, Sku.name, Product.code, Unit.code,
+                   Sku.list_price_minor, Sku.currency, Product.category_id, Sku.status,
+                   Product.status)
+            .join(Product, Product.id == Sku.product_id)
+            .join(Unit, Unit.id == Sku.unit_id)):
+        facts = SkuFacts(sku_id, public_id, code, name, product_code, unit_code, price, currency,
+                         category_paths[category_id])
+        ok = sku_status == "active" and product_status == "active"
+        by_key[code] = by_key[public_id] = (facts, ok)
+        if ok:
+            sellable.append(facts)
+    sellable.sort(key=lambda f: f.code)
+    return CatalogSnapshot(tuple(sellable), by_key)

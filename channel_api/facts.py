@@ -1,32 +1,66 @@
 """What scopes test about a buyer (``scopes.BuyerFacts``), read from the
-database: its region and customer-type paths, grade, groups and tags."""
+database: its region and customer-type paths, grade, groups and tags.
+
+The price path reads the buyer's grade, groups and tags together with the
+cache tokens it needs in one statement (``labels_and_tokens``) and takes the
+tree paths from the cached trees (``snapshots``)."""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sqlalchemy import literal, select, union_all
 from sqlalchemy.orm import Session
 
-from .models import CustomerType, Grade, Party, PartyGroup, PartyGroupMember, PartyTag, Region
+from .models import (
+    CacheVersion,
+    CustomerType,
+    Grade,
+    Party,
+    PartyGroup,
+    PartyGroupMember,
+    PartyTag,
+    Region,
+)
 from .scopes import BuyerFacts
 from .trees import path_of
 
 
-def buyer_facts(session: Session, party: Party) -> BuyerFacts:
-    # Grade, groups and tags in one round trip: this runs on every price request.
-    labelled = union_all(
-        select(literal("grade").label("kind"), Grade.code.label("value"))
+def labels_and_tokens(session: Session, party: Party, token_names: Sequence[str] = ()
+                      ) -> tuple[str | None, frozenset[str], frozenset[str], dict[str, str | None]]:
+    """(grade, groups, tags, {cache name: token}) in one round trip."""
+    parts = [
+        select(literal("grade").label("kind"), Grade.code.label("key"), literal("").label("value"))
         .where(Grade.id == party.grade_id),
-        select(literal("group"), PartyGroup.code)
+        select(literal("group"), PartyGroup.code, literal(""))
         .join(PartyGroupMember, PartyGroupMember.group_id == PartyGroup.id)
         .where(PartyGroupMember.party_id == party.id),
-        select(literal("tag"), PartyTag.tag).where(PartyTag.party_id == party.id))
+        select(literal("tag"), PartyTag.tag, literal("")).where(PartyTag.party_id == party.id),
+    ]
+    if token_names:
+        parts.append(select(literal("token"), CacheVersion.name, CacheVersion.token)
+                     .where(CacheVersion.name.in_(list(token_names))))
     found: dict[str, set[str]] = {"grade": set(), "group": set(), "tag": set()}
-    for kind, value in session.execute(labelled):
-        found[kind].add(value)
-    grade = next(iter(found["grade"]), None)
-    groups, tags = frozenset(found["group"]), frozenset(found["tag"])
-    return BuyerFacts(
-        code=party.code,
-        region_path=path_of(session, Region, party.region_id),
-        customer_type_path=path_of(session, CustomerType, party.customer_type_id),
-        grade=grade, groups=groups, tags=tags,
-    )
+    tokens: dict[str, str | None] = {name: None for name in token_names}
+    for kind, key, value in session.execute(union_all(*parts)):
+        if kind == "token":
+            tokens[key] = value
+        else:
+            found[kind].add(key)
+    return (next(iter(found["grade"]), None), frozenset(found["group"]), frozenset(found["tag"]),
+            tokens)
+
+
+def buyer_facts(session: Session, party: Party, *,
+                region_paths: dict[int, tuple[str, ...]] | None = None,
+                customer_type_paths: dict[int, tuple[str, ...]] | None = None,
+                labels: tuple[str | None, frozenset[str], frozenset[str]] | None = None
+                ) -> BuyerFacts:
+    """The buyer's facts; paths and labels already at hand are used, the rest
+    is read."""
+    grade, groups, tags = labels if labels is not None else labels_and_tokens(session, party)[:3]
+    region_path = (region_paths or {}).get(party.region_id) or path_of(session, Region,
+                                                                        party.region_id)
+    type_path = (customer_type_paths or {}).get(party.customer_type_id) or path_of(
+        session, CustomerType, party.customer_type_id)
+    return BuyerFacts(code=party.code, region_path=region_path, customer_type_path=type_path,
+                      grade=grade, groups=groups, tags=tags)

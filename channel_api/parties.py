@@ -45,6 +45,7 @@ from .models import (
     Region,
     SupplyRelationship,
 )
+from . import snapshots
 from .trees import subtree_ids
 from .values import CustomerTypeView, GradeView, GroupView, PartyView, RegionView
 
@@ -178,6 +179,7 @@ def create_region(session: Session, code: str, name: str, *, parent: str | None 
                  parent_id=parent_id, level=level)
     session.add(row)
     session.flush()
+    snapshots.bump(session, snapshots.TREES)  # price caches reload the trees
     return _region_view(session, row)
 
 
@@ -201,6 +203,7 @@ def create_customer_type(session: Session, code: str, name: str, *,
                        parent_id=parent_id)
     session.add(row)
     session.flush()
+    snapshots.bump(session, snapshots.TREES)  # price caches reload the trees
     return _customer_type_view(session, row)
 
 

@@ -9,6 +9,8 @@ issue) freeze the unit price, strategy code and version onto their lines.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,8 +21,9 @@ from sqlalchemy.orm import Session
 from ledger import as_utc, new_uuid7, utcnow
 
 from . import audit, pricing
+from . import snapshots
 from .assortment import assortment_of
-from .catalog import sku_facts, validate_code, validate_currency, validate_limit, validate_name
+from .catalog import load_catalog, validate_code, validate_currency, validate_limit, validate_name
 from .errors import (
     CategoryNotFound,
     CustomerTypeNotFound,
@@ -34,7 +37,7 @@ from .errors import (
     StrategyExists,
     StrategyNotFound,
 )
-from .facts import buyer_facts
+from .facts import buyer_facts, labels_and_tokens
 from .models import (
     Category,
     CustomerType,
@@ -49,7 +52,7 @@ from .models import (
 )
 from .parties import party_row
 from .scopes import CustomerScope, ProductScope, ScopeError
-from .trees import path_of
+from .trees import path_of, paths
 
 STRATEGY_PREFIX = "ps_"
 _KEEP: Any = object()
@@ -320,6 +323,7 @@ def create_strategy(session: Session, *, code: str, owner: str, name: str, rule:
     session.add(row)
     session.flush()
     _write_tiers(session, row.id, strategy, sku_ids)
+    snapshots.bump(session, snapshots.strategies_key(seller.id))
     audit.record(session, actor=actor, action="strategy.create", subject_type="strategy",
                  subject=code, details={"owner": seller.code, "priority": strategy.priority,
                                         "rule": strategy.rule, "tiers": len(strategy.tiers)})
@@ -363,6 +367,7 @@ def update_strategy(session: Session, code: str, *, name: str = _KEEP, status: s
     if tiers is not _KEEP:
         session.execute(delete(PriceTier).where(PriceTier.strategy_id == row.id))
         _write_tiers(session, row.id, strategy, sku_ids)
+    snapshots.bump(session, snapshots.strategies_key(row.owner_id))
     audit.record(session, actor=actor, action="strategy.update", subject_type="strategy",
                  subject=row.code, details={"changed": changed, "version": row.version})
     session.flush()
@@ -394,62 +399,77 @@ def list_strategies(session: Session, *, owner: str | None = None, status: str |
 
 # -- resolving prices ----------------------------------------------------------------------
 
-def _load_strategies(session: Session, seller: Party, *, at: datetime | None,
-                     buyer=None, sku_id: int | None = None) -> list[pricing.Strategy]:
-    """The seller's strategies as pricing values. With ``at``: only those
-    active and valid then whose customer scope matches ``buyer`` (the price
-    list's fast path); without: all of them (an explanation lists losers
-    too). With ``sku_id``: only the tiers that can price that SKU."""
-    query = select(PriceStrategy).where(PriceStrategy.owner_id == seller.id)
-    if at is not None:
-        query = query.where(PriceStrategy.status == "active", PriceStrategy.valid_from <= at,
-                            or_(PriceStrategy.valid_to.is_(None), PriceStrategy.valid_to > at))
-    heads = []
-    for row in session.scalars(query):
-        customers = CustomerScope.from_json(row.customer_scope)
-        if at is not None and buyer is not None and not customers.matches(buyer):
-            continue
-        heads.append((row, customers))
-    if not heads:
-        return []
-    tier_query = (select(PriceTier.strategy_id, Sku.code, PriceTier.min_qty,
-                         PriceTier.price_minor, PriceTier.percent_bp)
-                  .outerjoin(Sku, Sku.id == PriceTier.sku_id)
-                  .where(PriceTier.strategy_id.in_([row.id for row, _ in heads])))
-    if sku_id is not None:
-        tier_query = tier_query.where(or_(PriceTier.sku_id == sku_id, PriceTier.sku_id.is_(None)))
+def _load_strategies(session: Session, seller: Party) -> tuple[pricing.Strategy, ...]:
+    """Every strategy of the seller with all its tiers, as pricing values
+    (two queries; cached per process under the seller's token)."""
+    rows = list(session.scalars(select(PriceStrategy).where(PriceStrategy.owner_id == seller.id)
+                                .order_by(PriceStrategy.code)))
+    if not rows:
+        return ()
     tiers: dict[int, list[pricing.Tier]] = {}
-    for strategy_id, sku, min_qty, price, percent in session.execute(tier_query):
+    for strategy_id, sku, min_qty, price, percent in session.execute(
+            select(PriceTier.strategy_id, Sku.code, PriceTier.min_qty, PriceTier.price_minor,
+                   PriceTier.percent_bp)
+            .outerjoin(Sku, Sku.id == PriceTier.sku_id)
+            .where(PriceTier.strategy_id.in_([row.id for row in rows]))):
         tiers.setdefault(strategy_id, []).append(pricing.Tier(sku, min_qty, price, percent))
-    return [pricing.Strategy(
+    return tuple(pricing.Strategy(
         code=row.code, owner=seller.code, priority=row.priority, rule=row.rule,
         currency=row.currency, product_scope=ProductScope.from_json(row.product_scope),
-        customer_scope=customers, valid_from=as_utc(row.valid_from),
-        valid_to=as_utc(row.valid_to) if row.valid_to else None, status=row.status,
-        tiers=tuple(tiers.get(row.id, ())), version=row.version) for row, customers in heads]
-
-
-def _one_sku(session: Session, code: str) -> tuple[int, pricing.PricedSku, bool]:
-    found = session.execute(
-        select(Sku.id, Sku.code, Sku.list_price_minor, Sku.currency, Sku.status,
-               Product.status, Product.category_id)
-        .join(Product, Product.id == Sku.product_id)
-        .where(or_(Sku.code == code, Sku.public_id == code))).one_or_none()
-    if found is None:
-        raise SkuNotFound(f"no SKU {code!r}", field="sku", code=code)
-    sku_id, sku_code, price, currency, status, product_status, category_id = found
-    priced = pricing.PricedSku(sku_code, price, currency, path_of(session, Category, category_id))
-    return sku_id, priced, status == "active" and product_status == "active"
+        customer_scope=CustomerScope.from_json(row.customer_scope),
+        valid_from=as_utc(row.valid_from), valid_to=as_utc(row.valid_to) if row.valid_to else None,
+        status=row.status, tiers=tuple(tiers.get(row.id, ())), version=row.version)
+        for row in rows)
 
 
 def _pair(session: Session, seller: str, buyer: str) -> tuple[Party, Party]:
-    rows = {}
-    for field, code in (("seller", seller), ("buyer", buyer)):
-        try:
-            rows[field] = party_row(session, code)
-        except PartyNotFound:
-            raise PartyNotFound(f"no {field} {code!r}", field=field, code=code) from None
-    return rows["seller"], rows["buyer"]
+    """Both parties in one query, by code or public id."""
+    keys = [seller, buyer]
+    rows = list(session.scalars(select(Party).where(
+        or_(Party.code.in_(keys), Party.public_id.in_(keys)))))
+    found = {}
+    for field, key in (("seller", seller), ("buyer", buyer)):
+        match = next((r for r in rows if r.public_id == key), None) or next(
+            (r for r in rows if r.code == key), None)
+        if match is None:
+            raise PartyNotFound(f"no {field} {key!r}", field=field, code=key)
+        found[field] = match
+    return found["seller"], found["buyer"]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What one price request works from: the assortment, the buyer's facts,
+    the catalog and the seller's strategies (the last two from the caches)."""
+
+    allowed: Any
+    facts: Any
+    catalog: Any
+    strategies: tuple[pricing.Strategy, ...]
+    seller: Party
+    buyer: Party
+
+
+def _context(session: Session, seller: str, buyer: str, at: datetime) -> _Context:
+    """Three statements: the parties; the relationship with the seller's sale
+    permission; the buyer's labels with the cache tokens. The trees, the
+    catalog and the strategies come from ``snapshots`` unless their token moved."""
+    seller_row, buyer_row = _pair(session, seller, buyer)
+    strategies_name = snapshots.strategies_key(seller_row.id)
+    grade, groups, tags, tokens = labels_and_tokens(
+        session, buyer_row, (snapshots.TREES, snapshots.CATALOG, strategies_name))
+    tree = snapshots.cached(session, snapshots.TREES, tokens[snapshots.TREES],
+                            lambda: snapshots.Trees(paths(session, Region),
+                                                    paths(session, CustomerType)))
+    facts = buyer_facts(session, buyer_row, region_paths=tree.region_paths,
+                        customer_type_paths=tree.customer_type_paths,
+                        labels=(grade, groups, tags))
+    allowed = assortment_of(session, seller_row, buyer_row, at, region_path=facts.region_path)
+    catalog = snapshots.cached(session, snapshots.CATALOG, tokens[snapshots.CATALOG],
+                               lambda: load_catalog(session))
+    strategies = snapshots.cached(session, strategies_name, tokens[strategies_name],
+                                  lambda: _load_strategies(session, seller_row))
+    return _Context(allowed, facts, catalog, strategies, seller_row, buyer_row)
 
 
 def _quantity(value: Any) -> int:
@@ -465,20 +485,22 @@ def price_for(session: Session, *, seller: str, buyer: str, sku: str, quantity: 
     (why this price). ``NotPurchasable`` when the buyer may not buy it."""
     quantity = _quantity(quantity)
     at = utcnow() if at is None else _moment(at, "at")
-    seller_row, buyer_row = _pair(session, seller, buyer)
-    allowed = assortment_of(session, seller_row, buyer_row, at)
-    sku_id, priced, active = _one_sku(session, sku)
-    if not active:
-        raise NotPurchasable(f"{priced.code} is not for sale", reason="sku_inactive",
-                             field="sku", sku=priced.code)
-    why_not = allowed.why_not(priced.code, priced.category_path)
+    ctx = _context(session, seller, buyer, at)
+    found = ctx.catalog.by_key.get(sku)
+    if found is None:
+        raise SkuNotFound(f"no SKU {sku!r}", field="sku", code=sku)
+    facts, sellable = found
+    if not sellable:
+        raise NotPurchasable(f"{facts.code} is not for sale", reason="sku_inactive",
+                             field="sku", sku=facts.code)
+    why_not = ctx.allowed.why_not(facts.code, facts.category_path)
     if why_not is not None:
-        raise NotPurchasable(f"{allowed.buyer_code} may not buy {priced.code} from "
-                             f"{allowed.seller_code}", reason=why_not, field="sku", sku=priced.code)
-    facts = buyer_facts(session, buyer_row)
-    strategies = _load_strategies(session, seller_row, at=None, sku_id=sku_id)
-    resolution = pricing.resolve(strategies, facts, priced, quantity, at, seller=seller_row.code)
-    return PriceQuote(seller_row.code, buyer_row.code, at, allowed.relationship, resolution)
+        raise NotPurchasable(f"{ctx.allowed.buyer_code} may not buy {facts.code} from "
+                             f"{ctx.allowed.seller_code}", reason=why_not, field="sku",
+                             sku=facts.code)
+    resolution = pricing.resolve(ctx.strategies, ctx.facts, facts, quantity, at,
+                                 seller=ctx.seller.code)
+    return PriceQuote(ctx.seller.code, ctx.buyer.code, at, ctx.allowed.relationship, resolution)
 
 
 def price_list(session: Session, *, seller: str, buyer: str, at: datetime | None = None,
@@ -487,18 +509,18 @@ def price_list(session: Session, *, seller: str, buyer: str, at: datetime | None
     quantity 1, in SKU code order (the hot read path of a signed-in store).
     ``after``/``limit`` page through it; without a limit, the whole list."""
     at = utcnow() if at is None else _moment(at, "at")
-    seller_row, buyer_row = _pair(session, seller, buyer)
-    allowed = assortment_of(session, seller_row, buyer_row, at)
-    facts = buyer_facts(session, buyer_row)
-    strategies = _load_strategies(session, seller_row, at=at, buyer=facts)
-    skus = [s for s in sku_facts(session) if (after is None or s.code > after)
-            and allowed.covers(s.code, s.category_path)]
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InvalidInput("limit must be a whole number of at least 1", field="limit")
+    ctx = _context(session, seller, buyer, at)
+    skus: Sequence[Any] = ctx.catalog.sellable
+    if after is not None:
+        skus = skus[bisect_right([s.code for s in skus], after):]
+    scopes = [scope for scope in ctx.allowed.scopes if not scope.all]
+    if scopes:  # "everything" scopes (the usual case) need no per-SKU test
+        skus = [s for s in skus if all(scope.covers(s.code, s.category_path) for scope in scopes)]
     next_cursor = None
-    if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise InvalidInput("limit must be a whole number of at least 1", field="limit")
-        if len(skus) > limit:
-            skus, next_cursor = skus[:limit], skus[limit - 1].code
-    lines = pricing.price_list(strategies, facts, skus, at, seller=seller_row.code)
-    return PriceList(seller_row.code, buyer_row.code, at, allowed.relationship, tuple(lines),
+    if limit is not None and len(skus) > limit:
+        skus, next_cursor = skus[:limit], skus[limit - 1].code
+    lines = pricing.price_list(ctx.strategies, ctx.facts, skus, at, seller=ctx.seller.code)
+    return PriceList(ctx.seller.code, ctx.buyer.code, at, ctx.allowed.relationship, tuple(lines),
                      next_cursor)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ledger import utcnow
 
-from .. import audit
+from .. import audit, snapshots
 from ..errors import InvalidInput, NotFound
 from ..models import ImportRun
 from . import catalog, coded, network, parties, strategies
@@ -25,6 +25,12 @@ from .framework import FileError, ImportReport, Progress, RowError, read_csv, re
 KINDS: dict[str, ModuleType | coded.Kind] = {**coded.KINDS, "parties": parties,
                                              "catalog": catalog, **network.KINDS,
                                              "strategies": strategies}
+
+
+# What the price path caches each kind feeds (strategies bump per seller themselves).
+CACHES = {"regions": (snapshots.TREES,), "customer_types": (snapshots.TREES,),
+          "categories": (snapshots.CATALOG,), "units": (snapshots.CATALOG,),
+          "catalog": (snapshots.CATALOG,)}
 
 
 def _kind(kind: str) -> ModuleType | coded.Kind:
@@ -50,6 +56,8 @@ def import_csv(session: Session, kind: str, data: bytes | str, *, actor: str,
     created = updated = unchanged = 0
     if not rows.error_count:
         created, updated, unchanged = module.apply(session, plan, progress)
+        if created or updated:
+            snapshots.bump(session, *CACHES.get(kind, ()))
     report = record_run(session, kind=kind, data=data, actor=actor, rows=rows, created=created,
                         updated=updated, unchanged=unchanged, started_at=started)
     if report.status == "applied":

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ledger import DomainError, as_utc, new_uuid7, utcnow
 
-from .. import prices
+from .. import prices, snapshots
 from ..catalog import sku_facts, validate_code, validate_currency
 from ..models import (
     Category,
@@ -265,6 +265,7 @@ def apply(session: Session, plan: dict, progress: Progress | None) -> tuple[int,
         written += len(part)
         if progress:
             progress("tiers", written, len(tier_rows))
+    snapshots.bump(session, *{snapshots.strategies_key(item["owner_id"]) for item in replaced})
     return len(inserts), len(updates), unchanged
 
 

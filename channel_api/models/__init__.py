@@ -1,6 +1,6 @@
 """ORM rows of channel_api, one module per area; they never leave the
 package (use cases return the values of ``values.py``)."""
-from .access import ApiKey, IdempotencyRecord, ImportRun
+from .access import ApiKey, CacheVersion, IdempotencyRecord, ImportRun
 from .catalog import CATALOG_STATUSES, Category, Product, Sku, Unit
 from .network import (
     PARTY_ROLES,
@@ -23,7 +23,7 @@ from .network import (
 from .pricing import STRATEGY_RULES, STRATEGY_STATUSES, PriceStrategy, PriceTier
 
 __all__ = [
-    "ApiKey", "IdempotencyRecord", "ImportRun",
+    "ApiKey", "CacheVersion", "IdempotencyRecord", "ImportRun",
     "CATALOG_STATUSES", "Category", "Product", "Sku", "Unit",
     "PARTY_ROLES", "PARTY_STATUSES", "SUPPLY_ORIGINS", "SUPPLY_STATUSES", "AuditRecord",
     "CustomerType", "DynamicTag", "Grade", "Party", "PartyGroup", "PartyGroupMember",

@@ -62,3 +62,17 @@ class ImportRun(Base):
     errors: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CacheVersion(Base):
+    """A token that changes whenever what a cache holds changes (the catalog,
+    the region and customer-type trees, one seller's strategies). Readers
+    compare tokens in one query and reload only what moved. Tokens are random,
+    never counters: a token written by a rolled-back transaction never comes
+    back, so nothing cached inside it can be mistaken for committed data."""
+
+    __tablename__ = "channel_cache_version"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
