@@ -812,6 +812,14 @@ def measure_latency(Session, world: World, args, sku_ids: dict[str, int]) -> dic
     log(f"single price: {len(pairs) - warmup} (store, SKU) pairs ...")
     run = run_pairs(pairs, price_for, pk, warmup, meter)
     out["store_price"] = {**series(run), "baseline": summary(run["base"])}
+    # Steady state: a server that has been up a while has every seller's
+    # strategies cached (the series above touches about 1,100 of the 1,800
+    # level-2 sellers for the first time). Warm them, then time the same pairs.
+    for l2, store, sku in pairs:
+        price_for(l2, store, sku)
+    log(f"single price, sellers' strategies cached: {len(pairs) - warmup} pairs again ...")
+    run = run_pairs(pairs, price_for, pk, warmup, meter)
+    out["store_price_warm"] = {**series(run), "baseline": summary(run["base"])}
     pairs = [(BRAND, l1, rng.choice(world.skus))
              for l1 in (rng.choice(world.l1) for _ in range(args.l1_samples + warmup))]
     log(f"single price: {len(pairs) - warmup} (level-1 distributor, SKU) pairs from the brand ...")
@@ -1108,6 +1116,8 @@ def report_latency(res: dict, args) -> None:
             ("  floor: SELECT code, list_price + tuples", lat["l1_list"]["floor"]),
             ("single price, store from its L2 distributor", lat["store_price"]),
             ("  baseline: SKU by primary key", lat["store_price"]["baseline"]),
+            ("  the same, sellers' strategies cached", lat["store_price_warm"]),
+            ("  baseline: SKU by primary key", lat["store_price_warm"]["baseline"]),
             ("single price, L1 distributor from the brand", lat["l1_price"]),
             ("  baseline: SKU by primary key", lat["l1_price"]["baseline"])]
     for label, s in rows:
@@ -1117,7 +1127,8 @@ def report_latency(res: dict, args) -> None:
               f"{s['p99_ms']:>9.2f}{s['max_ms']:>9.2f}{extra}")
     print("\nThe garbage collector's part (ms of CPython's cyclic collector inside ours' calls)")
     for label, key in (("store price list", "store_list"), ("L1 price list", "l1_list"),
-                       ("store single price", "store_price"), ("L1 single price", "l1_price")):
+                       ("store single price", "store_price"),
+                       ("store single, cached", "store_price_warm"), ("L1 single price", "l1_price")):
         s = lat[key]
         w = s["without_gc"]
         print(f"  {label:<20} {s['full_collections']:>4} full collections "
@@ -1130,6 +1141,8 @@ def report_latency(res: dict, args) -> None:
                         ("L1 price list / floor", lat["l1_list"], lat["l1_list"]["floor"]),
                         ("store single price / PK select", lat["store_price"],
                          lat["store_price"]["baseline"]),
+                        ("  sellers' strategies cached", lat["store_price_warm"],
+                         lat["store_price_warm"]["baseline"]),
                         ("L1 single price / PK select", lat["l1_price"], lat["l1_price"]["baseline"])):
         print(f"  {label:<34} median {a['median_ms'] / b['median_ms']:6.1f}x   "
               f"p99 {a['p99_ms'] / b['p99_ms']:6.1f}x")
@@ -1138,7 +1151,10 @@ def report_latency(res: dict, args) -> None:
     targets = [
         ("whole import < 10 min", imp["total_s"] if imp else None, TARGET_IMPORT_S, "s"),
         ("store price list p99 < 100 ms", lat["store_list"]["p99_ms"], TARGET_LIST_P99_MS, "ms"),
-        ("single price p99 < 5 ms", lat["store_price"]["p99_ms"], TARGET_PRICE_P99_MS, "ms"),
+        ("single price p99 < 5 ms (first touch)", lat["store_price"]["p99_ms"],
+         TARGET_PRICE_P99_MS, "ms"),
+        ("single price p99 < 5 ms (cached)", lat["store_price_warm"]["p99_ms"],
+         TARGET_PRICE_P99_MS, "ms"),
     ]
     res["targets"] = []
     for label, value, target, unit in targets:
@@ -1147,7 +1163,7 @@ def report_latency(res: dict, args) -> None:
             continue
         v = verdict(value, target, args.scale, args.backend)
         res["targets"].append({"target": label, "value": value, "limit": target, "result": v})
-        print(f"  {label:<32} {value:>10.2f} {unit:<3} {v}")
+        print(f"  {label:<38} {value:>10.2f} {unit:<3} {v}")
 
 
 # --------------------------------------------------------------------------
@@ -1240,6 +1256,13 @@ def main(argv=None) -> int:
             res["import"]["party_baseline"] = party_copy_baseline(engine, args.backend,
                                                                   world.csv["parties"])
         world.csv.clear()
+        # The timed calls should run in a heap like a server's, not a data
+        # generator's: 300,000 (store, distributor) tuples would make every
+        # full collection of CPython's cyclic GC scan them (~200 ms each).
+        # Sampling from a uniform 10,000-store sample is still uniform.
+        if len(world.stores) > 10_000:
+            world.stores = random.Random(args.seed).sample(world.stores, 10_000)
+        gc.collect()
         with Session() as s:
             sku_ids = dict(s.execute(text("SELECT code, id FROM catalog_sku")).all())
         if args.gc_threshold:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ledger import as_utc, utcnow
@@ -49,21 +49,33 @@ def _check_relationship(rel: SupplyRelationship | None, seller: Party, buyer: Pa
     return rel
 
 
-def _sale_scope(session: Session, seller: Party, buyer: Party,
-                permission: SalePermission | None,
+def _sale_scope(session: Session, seller, buyer, found,
                 region_path: tuple[str, ...] | None) -> ProductScope | None:
     """The seller's sale permission (None: the brand, unrestricted), after
     checking the buyer lies in its regions."""
     if seller.role == "brand":
         return None
-    if permission is None:
+    if found.sale_party_id is None:
         return ProductScope()  # no permission row: sells nothing
-    regions = RegionScope.from_json(permission.regions)
+    regions = RegionScope.from_json(found.sale_regions)
     # The region path may cost a query, so only when there is a restriction.
     if regions.regions and not regions.covers(
             region_path or path_of(session, Region, buyer.region_id)):
         raise _refuse("outside_sale_region", seller, buyer)
-    return ProductScope.from_json(permission.product_scope)
+    return ProductScope.from_json(found.sale_product_scope)
+
+
+# Built once (the price path runs it on every request): the relationship
+# and the seller's sale permission, as plain rows.
+_REL = SupplyRelationship.__table__.c
+_PERM = SalePermission.__table__.c
+_RELATIONSHIP_AND_PERMISSION = (
+    select(_REL.public_id, _REL.status, _REL.valid_from, _REL.valid_to, _REL.product_scope,
+           _PERM.party_id.label("sale_party_id"), _PERM.regions.label("sale_regions"),
+           _PERM.product_scope.label("sale_product_scope"))
+    .select_from(SupplyRelationship.__table__)
+    .outerjoin(SalePermission.__table__, _PERM.party_id == _REL.seller_id)
+    .where(_REL.seller_id == bindparam("seller_id"), _REL.buyer_id == bindparam("buyer_id")))
 
 
 def assortment(session: Session, *, seller: str, buyer: str,
@@ -78,19 +90,16 @@ def assortment(session: Session, *, seller: str, buyer: str,
     return assortment_of(session, seller_row, buyer_row, at)
 
 
-def assortment_of(session: Session, seller_row: Party, buyer_row: Party, at: datetime, *,
+def assortment_of(session: Session, seller_row, buyer_row, at: datetime, *,
                   region_path: tuple[str, ...] | None = None) -> Assortment:
-    """``assortment`` for parties already loaded (the price use cases load
-    them once and use them for the buyer's facts too). The relationship and
-    the seller's sale permission come in one statement."""
-    found = session.execute(
-        select(SupplyRelationship, SalePermission)
-        .outerjoin(SalePermission, SalePermission.party_id == SupplyRelationship.seller_id)
-        .where(SupplyRelationship.seller_id == seller_row.id,
-               SupplyRelationship.buyer_id == buyer_row.id)).one_or_none()
-    rel, permission = found if found is not None else (None, None)
-    rel = _check_relationship(rel, seller_row, buyer_row, at)
-    sale = _sale_scope(session, seller_row, buyer_row, permission, region_path)
+    """``assortment`` for parties already loaded (``Party`` objects or rows
+    with their columns; the price use cases load them once and use them for
+    the buyer's facts too). The relationship and the seller's sale
+    permission come in one statement."""
+    found = session.execute(_RELATIONSHIP_AND_PERMISSION,
+                            {"seller_id": seller_row.id, "buyer_id": buyer_row.id}).one_or_none()
+    rel = _check_relationship(found, seller_row, buyer_row, at)
+    sale = _sale_scope(session, seller_row, buyer_row, rel, region_path)
     return Assortment(relationship=rel.public_id, seller_code=seller_row.code,
                       buyer_code=buyer_row.code,
                       purchase_scope=ProductScope.from_json(rel.product_scope), sale_scope=sale)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import literal, select, union_all
+from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -25,32 +25,38 @@ from .scopes import BuyerFacts
 from .trees import path_of
 
 
-def labels_and_tokens(session: Session, party: Party, token_names: Sequence[str] = ()
+# Built once: on the price path, building a statement costs as much as running it.
+_LABELS = union_all(
+    select(literal("grade").label("kind"), Grade.code.label("key"), literal("").label("value"))
+    .where(Grade.id == bindparam("grade_id")),
+    select(literal("group"), PartyGroup.code, literal(""))
+    .join(PartyGroupMember, PartyGroupMember.group_id == PartyGroup.id)
+    .where(PartyGroupMember.party_id == bindparam("party_id")),
+    select(literal("tag"), PartyTag.tag, literal("")).where(PartyTag.party_id == bindparam("party_id")),
+    select(literal("token"), CacheVersion.name, CacheVersion.token)
+    .where(CacheVersion.name.in_(bindparam("names", expanding=True))),
+)
+
+
+def labels_and_tokens(session: Session, party, token_names: Sequence[str] = ()
                       ) -> tuple[str | None, frozenset[str], frozenset[str], dict[str, str | None]]:
-    """(grade, groups, tags, {cache name: token}) in one round trip."""
-    parts = [
-        select(literal("grade").label("kind"), Grade.code.label("key"), literal("").label("value"))
-        .where(Grade.id == party.grade_id),
-        select(literal("group"), PartyGroup.code, literal(""))
-        .join(PartyGroupMember, PartyGroupMember.group_id == PartyGroup.id)
-        .where(PartyGroupMember.party_id == party.id),
-        select(literal("tag"), PartyTag.tag, literal("")).where(PartyTag.party_id == party.id),
-    ]
-    if token_names:
-        parts.append(select(literal("token"), CacheVersion.name, CacheVersion.token)
-                     .where(CacheVersion.name.in_(list(token_names))))
+    """(grade, groups, tags, {cache name: token}) in one round trip. ``party``
+    is a ``Party`` or a row with its columns."""
     found: dict[str, set[str]] = {"grade": set(), "group": set(), "tag": set()}
     tokens: dict[str, str | None] = {name: None for name in token_names}
-    for kind, key, value in session.execute(union_all(*parts)):
+    rows = session.execute(_LABELS, {"grade_id": party.grade_id, "party_id": party.id,
+                                     "names": list(token_names) or [""]})
+    for kind, key, value in rows:
         if kind == "token":
-            tokens[key] = value
+            if key in tokens:
+                tokens[key] = value
         else:
             found[kind].add(key)
     return (next(iter(found["grade"]), None), frozenset(found["group"]), frozenset(found["tag"]),
             tokens)
 
 
-def buyer_facts(session: Session, party: Party, *,
+def buyer_facts(session: Session, party, *,
                 region_paths: dict[int, tuple[str, ...]] | None = None,
                 customer_type_paths: dict[int, tuple[str, ...]] | None = None,
                 labels: tuple[str | None, frozenset[str], frozenset[str]] | None = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import bindparam, delete, insert, or_, select
 from sqlalchemy.orm import Session
 
 from ledger import as_utc, new_uuid7, utcnow
@@ -422,11 +422,16 @@ def _load_strategies(session: Session, seller: Party) -> tuple[pricing.Strategy,
         for row in rows)
 
 
-def _pair(session: Session, seller: str, buyer: str) -> tuple[Party, Party]:
-    """Both parties in one query, by code or public id."""
-    keys = [seller, buyer]
-    rows = list(session.scalars(select(Party).where(
-        or_(Party.code.in_(keys), Party.public_id.in_(keys)))))
+_PARTIES = Party.__table__
+_PAIR = select(_PARTIES).where(or_(
+    _PARTIES.c.code.in_([bindparam("seller"), bindparam("buyer")]),
+    _PARTIES.c.public_id.in_([bindparam("seller"), bindparam("buyer")])))
+
+
+def _pair(session: Session, seller: str, buyer: str):
+    """Both parties in one prebuilt query, by code or public id, as rows with
+    the party columns (lighter than ORM objects; only read here)."""
+    rows = session.execute(_PAIR, {"seller": seller, "buyer": buyer}).all()
     found = {}
     for field, key in (("seller", seller), ("buyer", buyer)):
         match = next((r for r in rows if r.public_id == key), None) or next(
