@@ -399,27 +399,37 @@ def list_strategies(session: Session, *, owner: str | None = None, status: str |
 
 # -- resolving prices ----------------------------------------------------------------------
 
-def _load_strategies(session: Session, seller: Party) -> tuple[pricing.Strategy, ...]:
+_S = PriceStrategy.__table__.c
+_T = PriceTier.__table__.c
+# One statement for a seller's strategies and their tiers (built once).
+_SELLER_STRATEGIES = (
+    select(_S.id, _S.code, _S.priority, _S.rule, _S.currency, _S.product_scope,
+           _S.customer_scope, _S.valid_from, _S.valid_to, _S.status, _S.version,
+           Sku.__table__.c.code.label("tier_sku"), _T.min_qty, _T.price_minor, _T.percent_bp)
+    .select_from(PriceStrategy.__table__)
+    .outerjoin(PriceTier.__table__, _T.strategy_id == _S.id)
+    .outerjoin(Sku.__table__, Sku.__table__.c.id == _T.sku_id)
+    .where(_S.owner_id == bindparam("owner_id"))
+    .order_by(_S.code))
+
+
+def _load_strategies(session: Session, seller) -> tuple[pricing.Strategy, ...]:
     """Every strategy of the seller with all its tiers, as pricing values
-    (two queries; cached per process under the seller's token)."""
-    rows = list(session.scalars(select(PriceStrategy).where(PriceStrategy.owner_id == seller.id)
-                                .order_by(PriceStrategy.code)))
-    if not rows:
-        return ()
+    (one statement; cached per process under the seller's token)."""
+    heads: dict[int, Any] = {}
     tiers: dict[int, list[pricing.Tier]] = {}
-    for strategy_id, sku, min_qty, price, percent in session.execute(
-            select(PriceTier.strategy_id, Sku.code, PriceTier.min_qty, PriceTier.price_minor,
-                   PriceTier.percent_bp)
-            .outerjoin(Sku, Sku.id == PriceTier.sku_id)
-            .where(PriceTier.strategy_id.in_([row.id for row in rows]))):
-        tiers.setdefault(strategy_id, []).append(pricing.Tier(sku, min_qty, price, percent))
+    for row in session.execute(_SELLER_STRATEGIES, {"owner_id": seller.id}):
+        heads.setdefault(row.id, row)
+        if row.min_qty is not None:
+            tiers.setdefault(row.id, []).append(
+                pricing.Tier(row.tier_sku, row.min_qty, row.price_minor, row.percent_bp))
     return tuple(pricing.Strategy(
         code=row.code, owner=seller.code, priority=row.priority, rule=row.rule,
         currency=row.currency, product_scope=ProductScope.from_json(row.product_scope),
         customer_scope=CustomerScope.from_json(row.customer_scope),
         valid_from=as_utc(row.valid_from), valid_to=as_utc(row.valid_to) if row.valid_to else None,
-        status=row.status, tiers=tuple(tiers.get(row.id, ())), version=row.version)
-        for row in rows)
+        status=row.status, tiers=tuple(tiers.get(strategy_id, ())), version=row.version)
+        for strategy_id, row in heads.items())
 
 
 _PARTIES = Party.__table__

@@ -2,6 +2,13 @@
 
 Settings come from the ``CL_*`` environment variables of the gunicorn process.
 """
+import gc
+
 from service.app import create_app
 
 app = create_app()
+# Everything alive now (modules, the app, SQLAlchemy's metadata) lives as long
+# as the process: move it out of the cyclic collector's way, so a full
+# collection during a price request scans only what requests and caches made.
+gc.collect()
+gc.freeze()
