@@ -432,6 +432,25 @@ def _load_strategies(session: Session, seller) -> tuple[pricing.Strategy, ...]:
         for strategy_id, row in heads.items())
 
 
+def warm_caches(session: Session) -> int:
+    """Load the trees, the catalog and every seller's strategies into this
+    process's caches (a server calls it at start, so that no buyer waits for
+    a seller's first load). Returns the number of sellers warmed."""
+    names = [snapshots.TREES, snapshots.CATALOG]
+    sellers = list(session.execute(select(Party.__table__.c.id, Party.__table__.c.code).where(
+        Party.__table__.c.id.in_(select(PriceStrategy.owner_id).distinct()))))
+    names += [snapshots.strategies_key(seller.id) for seller in sellers]
+    tokens = snapshots.tokens(session, names)
+    snapshots.cached(session, snapshots.TREES, tokens[snapshots.TREES],
+                     lambda: snapshots.Trees(paths(session, Region), paths(session, CustomerType)))
+    snapshots.cached(session, snapshots.CATALOG, tokens[snapshots.CATALOG],
+                     lambda: load_catalog(session))
+    for seller in sellers:
+        name = snapshots.strategies_key(seller.id)
+        snapshots.cached(session, name, tokens[name], lambda: _load_strategies(session, seller))
+    return len(sellers)
+
+
 _PARTIES = Party.__table__
 _PAIR = select(_PARTIES).where(or_(
     _PARTIES.c.code.in_([bindparam("seller"), bindparam("buyer")]),

@@ -27,7 +27,7 @@ from service.db import make_engine, make_session_factory
 from service.logs import configure_logging, init_request_ids
 from service.metrics import init_http_metrics, instrument_session_factory
 from service.problems import http_problem, init_problem_handlers
-from service.request_db import db_session, init_request_sessions
+from service.request_db import EXTENSION_KEY, db_session, init_request_sessions
 from service.schemas_ledger import HealthSchema, ProblemSchema
 from service.settings import Settings, ensure_database_dir, load_settings
 
@@ -99,6 +99,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app
+
+
+def warm_price_caches(app: Flask) -> None:
+    """Fill this process's price caches before the first request (every
+    seller's strategies, the catalog, the trees), so no buyer pays for a
+    seller's first load. Called by the WSGI entry and ``serve``, not by
+    ``create_app`` (tests build many apps)."""
+    from time import perf_counter
+
+    from channel_api import prices
+
+    started = perf_counter()
+    with app.extensions[EXTENSION_KEY]() as session, session.begin():
+        sellers = prices.warm_caches(session)
+    log.info("price caches warm: %d sellers' strategies, catalog and trees in %.1f s",
+             sellers, perf_counter() - started)
 
 
 def _ephemeral_secret_key() -> str:

@@ -67,11 +67,12 @@ pass_runtime = click.make_pass_decorator(Runtime)
 @pass_runtime
 def serve(runtime: Runtime, host: str | None, port: int | None) -> None:
     """Run the development web server (production: gunicorn service.wsgi:app)."""
-    from service.app import create_app
+    from service.app import create_app, warm_price_caches
 
     host = host or runtime.settings.host
     port = port or runtime.settings.port
     app = create_app(runtime.settings, engine=runtime.get_engine())
+    warm_price_caches(app)
     click.echo(f"channel-ledger (development server) on http://{host}:{port}/  "
                f"API document: http://{host}:{port}/v1/openapi.json")
     app.run(host=host, port=port, debug=False, use_reloader=False)

@@ -140,3 +140,26 @@ def test_a_warm_price_request_costs_three_statements(session_factory, shop, engi
         event.remove(engine, "before_cursor_execute", count)
     selects = [st for st in statements if st.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert len(selects) == 6, statements
+
+
+def test_warming_loads_every_seller_so_the_first_price_is_three_statements(session_factory, shop, engine):
+    u = shop
+    change(session_factory, lambda s: prices.create_strategy(
+        s, code=f"{u}-w", owner=f"{u}-D", name="W", rule="percent", product_scope={"all": True},
+        tiers=[{"sku": None, "min_qty": 1, "percent_bp": 9000}],
+        valid_from=utcnow() - timedelta(hours=1), actor=A))
+    with session_factory() as s, s.begin():
+        assert prices.warm_caches(s) >= 1
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_factory() as s, s.begin():
+            quote = prices.price_for(s, seller=f"{u}-D", buyer=f"{u}-S", sku=f"{u}-a")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert quote.resolution.unit_price_minor == 900
+    assert len([st for st in statements if st.lstrip().upper().startswith(("SELECT", "WITH"))]) == 3
