@@ -111,8 +111,14 @@ def warm_price_caches(app: Flask) -> None:
     from channel_api import prices
 
     started = perf_counter()
-    with app.extensions[EXTENSION_KEY]() as session, session.begin():
-        sellers = prices.warm_caches(session)
+    try:
+        with app.extensions[EXTENSION_KEY]() as session, session.begin():
+            sellers = prices.warm_caches(session)
+    except SQLAlchemyError:
+        # Not fatal: the caches fill on demand; /health reports the database.
+        log.warning("price caches not warmed (database unreachable or not migrated)",
+                    exc_info=True)
+        return
     log.info("price caches warm: %d sellers' strategies, catalog and trees in %.1f s",
              sellers, perf_counter() - started)
 

@@ -289,3 +289,18 @@ def test_seed_demo_builds_a_complete_channel_that_prices(migrated_fresh):
         assert {l.sku for l in hz} == {"green-tea-500x24", "green-tea-1lx12", "jasmine-tea-500x24"}
         wholesale = prices.price_for(s, seller="brand", buyer="dist-east", sku="water-5lx4", quantity=100)
         assert wholesale.resolution.unit_price_minor == 3600 * 78 // 100
+
+
+def test_the_wsgi_warm_up_is_not_fatal_on_an_unmigrated_database(tmp_path, caplog):
+    import logging
+
+    from service.app import create_app, warm_price_caches
+    from service.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/empty.sqlite3", log_format="text",
+                        secret_key="k" * 32)
+    app = create_app(settings)
+    with caplog.at_level(logging.WARNING, logger="service.app"):
+        warm_price_caches(app)
+    assert "price caches not warmed" in caplog.text
+    assert app.test_client().get("/health").status_code in (200, 503)
