@@ -220,6 +220,14 @@ def recompute_dynamic_tags(
     return results
 
 
+def purge_idempotency_records(session_factory: sessionmaker[Session]) -> int:
+    """Forget stored answers of mutating calls older than a week."""
+    with session_factory() as session, session.begin():
+        purged = idempotency.purge(session)
+    log.info("purged %d idempotency records", purged)
+    return purged
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -240,17 +248,10 @@ def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> boo
 # --- the process ------------------------------------------------------------------
 
 
-def purge_idempotency_records(session_factory: sessionmaker[Session]) -> int:
-    """Forget stored answers of mutating calls older than a week."""
-    with session_factory() as session, session.begin():
-        purged = idempotency.purge(session)
-    log.info("purged %d idempotency records", purged)
-    return purged
-
-
 def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lease):
-    """A BlockingScheduler with the lease keeper, the two ledger jobs and the
-    daily dynamic-tag recompute (at RECOMPUTE_TAGS_HOUR, business timezone)."""
+    """A BlockingScheduler with the lease keeper, the two ledger jobs, the
+    daily dynamic-tag recompute (at RECOMPUTE_TAGS_HOUR, business timezone)
+    and, half an hour later, the purge of old idempotency records."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     scheduler = BlockingScheduler(
