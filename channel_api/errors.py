@@ -180,3 +180,13 @@ class IdempotencyKeyReused(ChannelError):
 
     code = "idempotency_key_reused"
     http_status = 409
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+
+class OrderExists(Exists):
+    """The buyer's client_reference names another order with other content."""
+
+    code = "order_exists"

@@ -537,6 +537,33 @@ def price_for(session: Session, *, seller: str, buyer: str, sku: str, quantity: 
     return PriceQuote(ctx.seller.code, ctx.buyer.code, at, ctx.allowed.relationship, resolution)
 
 
+def quote_lines(session: Session, *, seller: str, buyer: str,
+                lines: Sequence[tuple[str, int]], at: datetime
+                ) -> tuple[Any, list[tuple[Any, pricing.Resolution]]]:
+    """Resolve several (SKU, quantity) lines for one buyer and seller with one
+    context (the order use case): the parties, the relationship (public
+    id) and, per line, the SKU's facts and its resolution. A line the buyer
+    may not buy raises ``NotPurchasable`` naming ``lines[i].sku``."""
+    ctx = _context(session, seller, buyer, at)
+    out = []
+    for index, (sku, quantity) in enumerate(lines):
+        field = f"lines[{index}].sku"
+        found = ctx.catalog.by_key.get(sku)
+        if found is None:
+            raise SkuNotFound(f"no SKU {sku!r}", field=field, code=sku)
+        facts, sellable = found
+        if not sellable:
+            raise NotPurchasable(f"{facts.code} is not for sale", reason="sku_inactive",
+                                 field=field, sku=facts.code)
+        why_not = ctx.allowed.why_not(facts.code, facts.category_path)
+        if why_not is not None:
+            raise NotPurchasable(f"{ctx.buyer.code} may not buy {facts.code} from "
+                                 f"{ctx.seller.code}", reason=why_not, field=field, sku=facts.code)
+        out.append((facts, pricing.resolve(ctx.strategies, ctx.facts, facts, quantity, at,
+                                           seller=ctx.seller.code)))
+    return ctx, out
+
+
 def price_list(session: Session, *, seller: str, buyer: str, at: datetime | None = None,
                after: str | None = None, limit: int | None = None) -> PriceList:
     """Every SKU ``buyer`` may buy from ``seller``, with its unit price for

@@ -1,0 +1,279 @@
+"""Use cases of orders: place an order through one supply relationship with
+prices resolved on the server and frozen on its lines; move it through the
+state machine (``order_states``) with every transition recorded; read and
+list; link an upstream order to the downstream orders it serves.
+
+The payment plan (rebate, prepaid, credit, offline transfer, gateways) and
+its ledger postings are the next slice of issue 4: today ``reserve`` and
+``fund`` are plain transitions for the plan's use cases to call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger import as_utc, new_uuid7, utcnow
+
+from . import prices
+from .catalog import validate_limit
+from .errors import InvalidInput, OrderExists, OrderNotFound
+from .models import Order, OrderEvent, OrderLine, OrderLink, Party, Sku, SupplyRelationship
+from .order_states import STATES, allowed_actions, transition
+from .parties import party_row
+
+ORDER_PREFIX = "ord_"
+MAX_LINES = 500
+MAX_QUANTITY = 1_000_000
+
+
+@dataclass(frozen=True)
+class OrderLineView:
+    line_no: int
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    list_price_minor: int
+    price_source: str
+    strategy_code: str | None
+    strategy_version: int | None
+    discount_minor: int
+    line_total_minor: int
+
+
+@dataclass(frozen=True)
+class OrderEventView:
+    action: str
+    from_state: str | None
+    to_state: str
+    actor: str
+    at: datetime
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OrderView:
+    public_id: str
+    buyer_code: str
+    seller_code: str
+    relationship: str
+    state: str
+    currency: str
+    subtotal_minor: int
+    discount_minor: int
+    total_minor: int
+    client_reference: str | None
+    note: str
+    placed_at: datetime
+    updated_at: datetime
+    version: int
+    lines: tuple[OrderLineView, ...]
+    allowed_actions: tuple[str, ...]
+
+
+def _lines(lines: Any) -> list[tuple[str, int]]:
+    """Only SKU and quantity come from the client: a price, a total or a
+    discount in a line is refused, never used."""
+    if not isinstance(lines, (list, tuple)) or not 1 <= len(lines) <= MAX_LINES:
+        raise InvalidInput(f"an order has 1 to {MAX_LINES} lines", field="lines")
+    out: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        field = f"lines[{index}]"
+        if not isinstance(line, dict):
+            raise InvalidInput("a line is {sku, quantity}", field=field)
+        extra = sorted(set(line) - {"sku", "quantity"})
+        if extra:
+            raise InvalidInput(f"a line takes only sku and quantity (the server sets prices); "
+                               f"refused: {', '.join(extra)}", field=f"{field}.{extra[0]}")
+        sku, quantity = line.get("sku"), line.get("quantity")
+        if not isinstance(sku, str) or not sku:
+            raise InvalidInput("sku must be a SKU code", field=f"{field}.sku")
+        if (not isinstance(quantity, int) or isinstance(quantity, bool)
+                or not 1 <= quantity <= MAX_QUANTITY):
+            raise InvalidInput(f"quantity must be a whole number from 1 to {MAX_QUANTITY}",
+                               field=f"{field}.quantity")
+        if sku in seen:
+            raise InvalidInput(f"SKU {sku} is also on line {seen[sku]}; put it on one line",
+                               field=f"{field}.sku")
+        seen[sku] = index
+        out.append((sku, quantity))
+    return out
+
+
+def _text(value: Any, field: str, max_length: int) -> str:
+    if not isinstance(value, str) or len(value) > max_length:
+        raise InvalidInput(f"{field} must be text of at most {max_length} characters", field=field)
+    return value.strip()
+
+
+def _views(session: Session, rows: list[Order]) -> list[OrderView]:
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    codes = dict(session.execute(select(Party.id, Party.code).where(
+        Party.id.in_({r.buyer_id for r in rows} | {r.seller_id for r in rows}))).all())
+    relationships = dict(session.execute(
+        select(SupplyRelationship.id, SupplyRelationship.public_id).where(
+            SupplyRelationship.id.in_({r.relationship_id for r in rows}))).all())
+    lines: dict[int, list[OrderLineView]] = {}
+    for line, sku in session.execute(
+            select(OrderLine, Sku.code).join(Sku, Sku.id == OrderLine.sku_id)
+            .where(OrderLine.order_id.in_(ids)).order_by(OrderLine.order_id, OrderLine.line_no)):
+        lines.setdefault(line.order_id, []).append(OrderLineView(
+            line.line_no, sku, line.quantity, line.unit_price_minor, line.list_price_minor,
+            line.price_source, line.strategy_code, line.strategy_version, line.discount_minor,
+            line.line_total_minor))
+    return [OrderView(
+        r.public_id, codes[r.buyer_id], codes[r.seller_id], relationships[r.relationship_id],
+        r.state, r.currency, r.subtotal_minor, r.discount_minor, r.total_minor,
+        r.client_reference, r.note, as_utc(r.placed_at), as_utc(r.updated_at), r.version,
+        tuple(lines.get(r.id, ())), allowed_actions(r.state)) for r in rows]
+
+
+def _order(session: Session, public_id: str, *, lock: bool = False) -> Order:
+    query = select(Order).where(Order.public_id == public_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        raise OrderNotFound(f"no order {public_id!r}", field="order", order=public_id)
+    return row
+
+
+def _event(session: Session, order: Order, action: str, from_state: str | None, *, actor: str,
+           details: dict[str, Any] | None = None) -> None:
+    session.add(OrderEvent(order_id=order.id, action=action, from_state=from_state,
+                           to_state=order.state, actor=actor, at=order.updated_at,
+                           details=dict(details or {})))
+
+
+def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
+                client_reference: str | None = None, note: str = "",
+                at: datetime | None = None, actor: str) -> OrderView:
+    """An order of ``buyer`` from ``seller``: each line priced now by the
+    seller's strategies (unit price, strategy code and version frozen), the
+    totals computed here. Refused, with nothing written, when the
+    relationship, a permission or a party's status does not allow a line.
+    With a ``client_reference``, placing the same order again returns it."""
+    parsed = _lines(lines)
+    note = _text(note, "note", 500)
+    if client_reference is not None:
+        client_reference = _text(client_reference, "client_reference", 64)
+        if not client_reference:
+            raise InvalidInput("client_reference must not be empty", field="client_reference")
+    at = utcnow() if at is None else as_utc(at)
+    ctx, quoted = prices.quote_lines(session, seller=seller, buyer=buyer, lines=parsed, at=at)
+    currencies = {facts.currency for facts, _ in quoted}
+    if len(currencies) > 1:
+        raise InvalidInput("all lines of an order are in one currency", field="lines",
+                           currencies=sorted(currencies))
+    if client_reference is not None:
+        existing = session.scalars(select(Order).where(
+            Order.buyer_id == ctx.buyer.id, Order.client_reference == client_reference)
+        ).one_or_none()
+        if existing is not None:
+            view = _views(session, [existing])[0]
+            if (view.seller_code, [(l.sku, l.quantity) for l in view.lines]) != (
+                    ctx.seller.code, [(facts.code, r.quantity) for facts, r in quoted]):
+                raise OrderExists(f"client_reference {client_reference!r} names another order",
+                                  field="client_reference", order=view.public_id)
+            return view
+    subtotal = sum(r.line_total_minor for _, r in quoted)
+    rel_id = session.scalar(select(SupplyRelationship.id).where(
+        SupplyRelationship.public_id == ctx.allowed.relationship))
+    order = Order(public_id=ORDER_PREFIX + new_uuid7().hex, buyer_id=ctx.buyer.id,
+                  seller_id=ctx.seller.id, relationship_id=rel_id, state="placed",
+                  currency=currencies.pop(), subtotal_minor=subtotal, discount_minor=0,
+                  total_minor=subtotal, client_reference=client_reference, note=note,
+                  placed_at=at, updated_at=at, version=1)
+    session.add(order)
+    session.flush()
+    for line_no, (facts, r) in enumerate(quoted, start=1):
+        session.add(OrderLine(
+            order_id=order.id, line_no=line_no, sku_id=facts.sku_id, quantity=r.quantity,
+            unit_price_minor=r.unit_price_minor, list_price_minor=r.list_price_minor,
+            price_source=r.source, strategy_code=r.strategy_code,
+            strategy_version=r.strategy_version, discount_minor=0,
+            line_total_minor=r.line_total_minor))
+    _event(session, order, "place", None, actor=actor,
+           details={"lines": len(quoted), "total_minor": subtotal})
+    session.flush()
+    return _views(session, [order])[0]
+
+
+def apply_action(session: Session, order: str, action: str, *, actor: str,
+                 details: dict[str, Any] | None = None) -> OrderView:
+    """The one way an order changes state: lock it, check the move against the
+    state machine (``illegal_transition`` otherwise), record the event."""
+    row = _order(session, order, lock=True)
+    before = row.state
+    row.state = transition(before, action)
+    row.updated_at = utcnow()
+    row.version += 1
+    _event(session, row, action, before, actor=actor, details=details)
+    session.flush()
+    return _views(session, [row])[0]
+
+
+def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") -> OrderView:
+    """Cancel before shipment (the plan's holds are released by its slice)."""
+    return apply_action(session, order, "cancel", actor=actor,
+                        details={"reason": _text(reason, "reason", 500)} if reason else None)
+
+
+def get_order(session: Session, order: str) -> OrderView:
+    return _views(session, [_order(session, order)])[0]
+
+
+def order_events(session: Session, order: str) -> list[OrderEventView]:
+    row = _order(session, order)
+    return [OrderEventView(e.action, e.from_state, e.to_state, e.actor, as_utc(e.at),
+                           dict(e.details or {}))
+            for e in session.scalars(select(OrderEvent).where(OrderEvent.order_id == row.id)
+                                     .order_by(OrderEvent.id))]
+
+
+def list_orders(session: Session, *, buyer: str | None = None, seller: str | None = None,
+                state: str | None = None, after: str | None = None, limit: int = 100
+                ) -> tuple[list[OrderView], str | None]:
+    """Newest first; ``after`` is the cursor (the last order id seen)."""
+    limit = validate_limit(limit)
+    query = select(Order)
+    if buyer is not None:
+        query = query.where(Order.buyer_id == party_row(session, buyer).id)
+    if seller is not None:
+        query = query.where(Order.seller_id == party_row(session, seller).id)
+    if state is not None:
+        if state not in STATES:
+            raise InvalidInput(f"state must be one of {', '.join(STATES)}", field="state")
+        query = query.where(Order.state == state)
+    if after is not None:
+        query = query.where(Order.public_id < after)
+    rows = list(session.scalars(query.order_by(Order.public_id.desc()).limit(limit + 1)))
+    views = _views(session, rows[:limit])
+    return views, (views[-1].public_id if len(rows) > limit else None)
+
+
+def link_orders(session: Session, *, upstream: str, downstream: str, actor: str) -> None:
+    """Record that ``upstream`` (a distributor buying) serves ``downstream``
+    (that distributor selling): the upstream buyer must be the downstream
+    seller. Idempotent."""
+    up, down = _order(session, upstream), _order(session, downstream)
+    if up.buyer_id != down.seller_id:
+        raise InvalidInput("the upstream order's buyer must be the downstream order's seller",
+                           field="downstream")
+    if session.get(OrderLink, (up.id, down.id)) is None:
+        session.add(OrderLink(upstream_id=up.id, downstream_id=down.id, linked_at=utcnow(),
+                              actor=actor))
+        session.flush()
+
+
+def downstream_orders(session: Session, upstream: str) -> list[OrderView]:
+    up = _order(session, upstream)
+    rows = list(session.scalars(select(Order).join(OrderLink, OrderLink.downstream_id == Order.id)
+                                .where(OrderLink.upstream_id == up.id).order_by(Order.id)))
+    return _views(session, rows)
