@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import (
     api_channel_bulk,
     api_channel_network,
+    api_channel_orders,
     api_channel_parties,
     api_channel_pricing,
     api_ledger,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(api_channel_network.blp)
     api.register_blueprint(api_channel_pricing.blp)
     api.register_blueprint(api_channel_bulk.blp)
+    api.register_blueprint(api_channel_orders.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

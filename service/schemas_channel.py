@@ -646,3 +646,93 @@ class HabitOut(ma.Schema):
     top_categories = fields.List(fields.Tuple((fields.String(), fields.Integer())))
     category_totals = fields.Dict(keys=fields.String(), values=fields.Integer())
     updated_at = UtcDateTime()
+
+
+# --- orders ----------------------------------------------------------------------------------
+
+ORDER_STATES = ("placed", "held", "awaiting_payment", "paid", "shipped", "delivered",
+                "completed", "cancelled")
+
+
+class OrderLineIn(StrictSchema):
+    """Only what the buyer chooses: the server sets every price and total."""
+
+    sku = fields.String(required=True, **CODE)
+    quantity = fields.Integer(required=True, strict=True,
+                              validate=validate.Range(min=1, max=1_000_000))
+
+
+class OrderIn(StrictSchema):
+    seller = fields.String(required=True, **CODE)
+    lines = fields.List(fields.Nested(OrderLineIn), required=True,
+                        validate=validate.Length(min=1, max=500))
+    client_reference = fields.String(load_default=None, allow_none=True,
+                                      validate=validate.Length(min=1, max=64),
+                                      metadata={"description": "Your order number: placing "
+                                                "the same one again returns the first order."})
+    note = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class OrderLineOut(ma.Schema):
+    line_no = fields.Integer()
+    sku = fields.String()
+    quantity = fields.Integer()
+    unit_price_minor = fields.Integer()
+    list_price_minor = fields.Integer()
+    price_source = fields.String()
+    strategy_code = fields.String(allow_none=True)
+    strategy_version = fields.Integer(allow_none=True)
+    discount_minor = fields.Integer()
+    line_total_minor = fields.Integer()
+
+
+class OrderOut(ma.Schema):
+    public_id = fields.String()
+    buyer_code = fields.String()
+    seller_code = fields.String()
+    relationship = fields.String()
+    state = fields.String()
+    currency = fields.String()
+    subtotal_minor = fields.Integer()
+    discount_minor = fields.Integer()
+    total_minor = fields.Integer()
+    client_reference = fields.String(allow_none=True)
+    note = fields.String()
+    placed_at = UtcDateTime()
+    updated_at = UtcDateTime()
+    version = fields.Integer()
+    lines = fields.List(fields.Nested(OrderLineOut))
+    allowed_actions = fields.List(fields.String())
+
+
+class OrderListArgs(PageArgs):
+    role = fields.String(load_default="buyer", validate=validate.OneOf(("buyer", "seller")),
+                         metadata={"description": "Your orders as buyer, or your sales as seller."})
+    state = fields.String(validate=validate.OneOf(ORDER_STATES))
+    party = fields.String(**CODE, metadata={"description": "Brand managers: whose orders."})
+
+
+class OrderPage(ma.Schema):
+    items = fields.List(fields.Nested(OrderOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class CancelIn(StrictSchema):
+    reason = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class OrderEventOut(ma.Schema):
+    action = fields.String()
+    from_state = fields.String(allow_none=True)
+    to_state = fields.String()
+    actor = fields.String()
+    at = UtcDateTime()
+    details = fields.Dict()
+
+
+OrderEventList = _list_of(OrderEventOut, "OrderEventList")
+OrderList = _list_of(OrderOut, "OrderList")
+
+
+class OrderLinkIn(StrictSchema):
+    downstream = fields.String(required=True, validate=validate.Length(min=1, max=40))

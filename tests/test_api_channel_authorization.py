@@ -8,13 +8,16 @@ cannot be added without saying who may use it.
 * ``denied``: 403, whatever the body.
 * ``own``: allowed, but the answer holds nothing of D1, S1 or S2.
 * ``shared``: reference data every key may read (regions, categories...).
+* ``refused``: a 4xx (403, 404 or 422): the caller acts only for itself and
+  the network does not let it (placing an order with a seller it does not
+  buy from).
 """
 from __future__ import annotations
 
 import pytest
 
 import channel_api as ca
-from channel_api import bulk, catalog, keys, network, prices, tags
+from channel_api import bulk, catalog, keys, network, orders, prices, tags
 from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
 
 
@@ -41,6 +44,8 @@ def world(engine):
             "s1_key": [k.key_id for k in keys.list_api_keys(s, party=c["s1"])][0],
             "rel": network.list_relationships(s, seller=c["d1"], buyer=c["s1"])[0][0].public_id,
             "import": bulk.import_csv(s, "groups", f"code,name\n{u}-grp2,G2\n", actor="t").import_id,
+            "order": orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
+                                        lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id,
         }
     return net
 
@@ -113,6 +118,13 @@ def requests(net):
         "channel_bulk.list_imports": ("GET", "/v1/imports", None, both("denied")),
         "channel_bulk.get_import": ("GET", f"/v1/imports/id/{x['import']}", None, both("denied")),
         "channel_bulk.export_file": ("GET", f"/v1/exports/relationships.csv?seller={c['d1']}", None, both("denied")),
+        "channel_orders.place_order": ("POST", "/v1/orders", {"seller": c["d1"], "lines": [{"sku": f"{u}-sku", "quantity": 1}]}, both("refused")),
+        "channel_orders.list_orders": ("GET", "/v1/orders", None, both("own")),
+        "channel_orders.get_order": ("GET", f"/v1/orders/{x['order']}", None, both("denied")),
+        "channel_orders.order_events": ("GET", f"/v1/orders/{x['order']}/events", None, both("denied")),
+        "channel_orders.cancel_order": ("POST", f"/v1/orders/{x['order']}/cancel", {}, both("denied")),
+        "channel_orders.downstream_orders": ("GET", f"/v1/orders/{x['order']}/downstream", None, both("denied")),
+        "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
 
@@ -136,6 +148,8 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         text = response.get_data(as_text=True)
         if expected == "denied":
             ok = response.status_code == 403 and response.json["code"] == "access_denied"
+        elif expected == "refused":
+            ok = response.status_code in (403, 404, 422)
         elif expected == "own":
             ok = response.status_code == 200 and not any(marker in text for marker in foreign)
         else:
@@ -152,3 +166,5 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         assert prices.get_strategy(s, f"{world.u}-d1-strategy").priority == 0
         assert network.get_relationship(s, world.extra["rel"]).status == "active"
         assert keys.get_api_key(s, world.extra["s1_key"]).revoked_at is None
+        assert orders.get_order(s, world.extra["order"]).state == "placed"
+        assert orders.list_orders(s, seller=c["d1"])[0][0].public_id == world.extra["order"]

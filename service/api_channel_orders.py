@@ -1,0 +1,113 @@
+"""Channel API: orders (first slice of issue 4).
+
+A buyer places orders with its storefront key (it is always the buyer:
+``seller`` is in the body, prices are set by the server); the seller's
+managers see their sales; the brand's managers see every order. Cancelling
+is open to the buyer and the seller's managers. A distributor links its
+purchase (upstream) to the sales it serves (downstream).
+"""
+from __future__ import annotations
+
+from channel_api import AccessDenied, access, orders
+from service.channel_edge import ChannelBlueprint, actor, caller, mutation
+from service.request_db import db_session
+from service.schemas_channel import (
+    CancelIn,
+    OrderEventList,
+    OrderIn,
+    OrderLinkIn,
+    OrderList,
+    OrderListArgs,
+    OrderOut,
+    OrderPage,
+)
+
+blp = ChannelBlueprint("channel_orders", __name__, url_prefix="/v1",
+                       description="Orders: place, read, list, cancel, events, links.")
+
+
+def _visible(order) -> None:
+    """The buyer, the seller's managers and the brand's managers see an order."""
+    who = caller()
+    if who.is_brand and "manage" in who.scopes:
+        return
+    if who.party_code == order.buyer_code:
+        return
+    if who.party_code == order.seller_code and "manage" in who.scopes:
+        return
+    raise AccessDenied("this order is not yours")
+
+
+@blp.route("/orders", methods=["POST"])
+@mutation
+@blp.arguments(OrderIn)
+@blp.response(201, OrderOut)
+def place_order(body):
+    """Place an order as the key's party; each line is priced by the seller's
+    strategies now and frozen."""
+    who = caller()
+    access.require_scope(who, "storefront")
+    return orders.place_order(db_session(), buyer=who.party_code, actor=actor(), **body)
+
+
+@blp.route("/orders", methods=["GET"])
+@blp.arguments(OrderListArgs, location="query", as_kwargs=True)
+@blp.response(200, OrderPage)
+def list_orders(role: str, party: str | None = None, **filters):
+    """Your orders as buyer (default) or your sales as seller, newest first."""
+    who = caller()
+    if party is not None and party != who.party_code:
+        access.require_brand_manager(who)
+    party = party or who.party_code
+    if role == "seller" and party == who.party_code:
+        access.require_scope(who, "manage")
+    items, next_cursor = orders.list_orders(db_session(), **{role: party}, **filters)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/orders/<order_id>", methods=["GET"])
+@blp.response(200, OrderOut)
+def get_order(order_id: str):
+    order = orders.get_order(db_session(), order_id)
+    _visible(order)
+    return order
+
+
+@blp.route("/orders/<order_id>/events", methods=["GET"])
+@blp.response(200, OrderEventList)
+def order_events(order_id: str):
+    """Every transition of the order, with who made it."""
+    _visible(orders.get_order(db_session(), order_id))
+    return {"items": orders.order_events(db_session(), order_id)}
+
+
+@blp.route("/orders/<order_id>/cancel", methods=["POST"])
+@mutation
+@blp.arguments(CancelIn)
+@blp.response(200, OrderOut)
+def cancel_order(body, order_id: str):
+    """Cancel before shipment (the buyer, or the seller's managers)."""
+    _visible(orders.get_order(db_session(), order_id))
+    return orders.cancel_order(db_session(), order_id, actor=actor(), reason=body["reason"])
+
+
+@blp.route("/orders/<order_id>/downstream", methods=["GET"])
+@blp.response(200, OrderList)
+def downstream_orders(order_id: str):
+    """The downstream orders this (upstream) order serves."""
+    _visible(orders.get_order(db_session(), order_id))
+    return {"items": orders.downstream_orders(db_session(), order_id)}
+
+
+@blp.route("/orders/<order_id>/downstream", methods=["POST"])
+@mutation
+@blp.arguments(OrderLinkIn)
+@blp.response(200, OrderList)
+def link_downstream(body, order_id: str):
+    """Link a sale to the purchase that serves it: the caller is the
+    distributor that bought upstream and sells downstream."""
+    upstream = orders.get_order(db_session(), order_id)
+    access.require_manager_of(caller(), upstream.buyer_code)
+    orders.link_orders(db_session(), upstream=order_id, downstream=body["downstream"],
+                       actor=actor())
+    return {"items": orders.downstream_orders(db_session(), order_id)}

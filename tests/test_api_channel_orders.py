@@ -1,0 +1,95 @@
+"""Orders over HTTP: the buyer places with its key and gets server prices;
+a price in the body is refused; the seller sees its sales; cancel; events;
+Idempotency-Key and client_reference."""
+from __future__ import annotations
+
+import pytest
+
+from channel_api import catalog, network, prices
+from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def net(session_factory, unique):
+    net = build_network(session_factory, unique)
+    u = unique
+    with session_factory() as s, s.begin():
+        catalog.create_category(s, f"{u}-tea", "Tea")
+        catalog.create_unit(s, f"{u}-case", "Case")
+        catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
+        catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
+                           list_price_minor=1000)
+        network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
+                                    actor="t")
+        prices.create_strategy(s, code=f"{u}-p", owner=net.codes["d1"], name="P", rule="percent",
+                               product_scope={"all": True}, actor="t",
+                               tiers=[{"sku": None, "min_qty": 1, "percent_bp": 9500}])
+    return net
+
+
+def body(net, **extra):
+    return {"seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": 3}], **extra}
+
+
+def test_a_store_places_an_order_priced_by_the_server(client, net):
+    placed = client.post("/v1/orders", headers=net.auth("s1"), json=body(net))
+    assert placed.status_code == 201, placed.json
+    order = placed.json
+    assert (order["buyer_code"], order["state"], order["total_minor"]) == (net.codes["s1"], "placed", 2850)
+    assert order["lines"][0]["strategy_code"] == f"{net.u}-p"
+    mine = client.get("/v1/orders", headers=net.auth("s1")).json["items"]
+    assert [o["public_id"] for o in mine] == [order["public_id"]]
+    sales = client.get("/v1/orders?role=seller", headers=net.auth("d1")).json["items"]
+    assert [o["public_id"] for o in sales] == [order["public_id"]]
+    assert client.get("/v1/orders?role=seller", headers=net.auth("s1")).status_code == 403
+    seen = client.get(f"/v1/orders/{order['public_id']}", headers=net.auth("d1"))
+    assert seen.status_code == 200 and seen.json == order
+
+
+def test_a_price_in_the_body_is_refused(client, net):
+    bad = body(net)
+    bad["lines"][0]["unit_price_minor"] = 1
+    refused = client.post("/v1/orders", headers=net.auth("s1"), json=bad)
+    assert refused.status_code == 422
+    assert refused.json["errors"][0]["field"] == "lines.0.unit_price_minor"
+    total = client.post("/v1/orders", headers=net.auth("s1"), json=body(net, total_minor=1))
+    assert total.status_code == 422 and total.json["errors"][0]["field"] == "total_minor"
+    assert client.get("/v1/orders", headers=net.auth("s1")).json["items"] == []
+
+
+def test_cancel_and_the_event_trail(client, net):
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    cancelled = client.post(f"/v1/orders/{order['public_id']}/cancel", headers=net.auth("s1"),
+                            json={"reason": "ordered twice"})
+    assert cancelled.status_code == 200 and cancelled.json["state"] == "cancelled"
+    again = client.post(f"/v1/orders/{order['public_id']}/cancel", headers=net.auth("s1"), json={})
+    assert again.status_code == 409 and again.json["code"] == "illegal_transition"
+    events = client.get(f"/v1/orders/{order['public_id']}/events", headers=net.auth("s1")).json["items"]
+    assert [(e["action"], e["to_state"]) for e in events] == [("place", "placed"), ("cancel", "cancelled")]
+    assert events[1]["details"] == {"reason": "ordered twice"} and events[1]["actor"].startswith("api:key_")
+
+
+def test_retries_do_not_place_twice(client, net):
+    headers = {**net.auth("s1"), "Idempotency-Key": f"{net.u}-o1"}
+    first = client.post("/v1/orders", headers=headers, json=body(net))
+    replay = client.post("/v1/orders", headers=headers, json=body(net))
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json == first.json
+    by_ref = [client.post("/v1/orders", headers=net.auth("s1"), json=body(net, client_reference="PO-7"))
+              for _ in range(2)]
+    assert by_ref[0].json["public_id"] == by_ref[1].json["public_id"]
+    assert len(client.get("/v1/orders", headers=net.auth("s1")).json["items"]) == 2
+
+
+def test_a_distributor_links_its_purchase_to_the_sales_it_serves(client, net, session_factory):
+    upstream = client.post("/v1/orders", headers=net.auth("d1"),
+                           json={"seller": net.codes["brand"],
+                                 "lines": [{"sku": f"{net.u}-a", "quantity": 30}]})
+    assert upstream.status_code == 201, upstream.json
+    downstream = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    linked = client.post(f"/v1/orders/{upstream.json['public_id']}/downstream", headers=net.auth("d1"),
+                         json={"downstream": downstream["public_id"]})
+    assert linked.status_code == 200, linked.json
+    assert [o["public_id"] for o in linked.json["items"]] == [downstream["public_id"]]
+    # The brand sees the chain.
+    chain = client.get(f"/v1/orders/{upstream.json['public_id']}/downstream", headers=net.auth("brand"))
+    assert [o["buyer_code"] for o in chain.json["items"]] == [net.codes["s1"]]
