@@ -8,11 +8,15 @@ purchase (upstream) to the sales it serves (downstream).
 """
 from __future__ import annotations
 
-from channel_api import AccessDenied, access, orders
+import channel_api as ca
+from channel_api import AccessDenied, access, funding, orders
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import db_session
 from service.schemas_channel import (
+    BalanceArgs,
     CancelIn,
+    DepositIn,
+    DepositOut,
     OrderEventList,
     OrderIn,
     OrderLinkIn,
@@ -20,6 +24,7 @@ from service.schemas_channel import (
     OrderListArgs,
     OrderOut,
     OrderPage,
+    PrepaidBalanceOut,
 )
 
 blp = ChannelBlueprint("channel_orders", __name__, url_prefix="/v1",
@@ -86,9 +91,49 @@ def order_events(order_id: str):
 @blp.arguments(CancelIn)
 @blp.response(200, OrderOut)
 def cancel_order(body, order_id: str):
-    """Cancel before shipment (the buyer, or the seller's managers)."""
+    """Cancel before shipment (the buyer, or the seller's managers); what was
+    paid goes back to its source."""
     _visible(orders.get_order(db_session(), order_id))
-    return orders.cancel_order(db_session(), order_id, actor=actor(), reason=body["reason"])
+    return funding.cancel_order(db_session(), order_id, actor=actor(), reason=body["reason"])
+
+
+@blp.route("/orders/<order_id>/pay/prepaid", methods=["POST"])
+@mutation
+@blp.response(200, OrderOut)
+def pay_with_prepaid(order_id: str):
+    """Pay the whole order from your prepaid deposit at its seller."""
+    who = caller()
+    access.require_scope(who, "storefront")
+    if orders.get_order(db_session(), order_id).buyer_code != who.party_code:
+        raise AccessDenied("only the buyer pays its order")
+    return funding.pay_with_prepaid(db_session(), order_id, actor=actor())
+
+
+@blp.route("/sellers/<seller>/balances", methods=["GET"])
+@blp.arguments(BalanceArgs, location="query", as_kwargs=True)
+@blp.response(200, PrepaidBalanceOut)
+def prepaid_balance(seller: str, buyer: str | None = None):
+    """Your prepaid deposit at a seller (its managers may ask for a buyer)."""
+    who = caller()
+    if buyer is None or buyer == who.party_code:
+        access.require_scope(who, "storefront")
+        buyer = who.party_code
+    else:
+        access.require_manager_of(who, seller)
+        if not ca.is_buyer_of(db_session(), seller, buyer):
+            raise AccessDenied(f"{buyer} does not buy from {seller}", field="buyer")
+    return funding.prepaid_balance(db_session(), buyer=buyer, seller=seller)
+
+
+@blp.route("/deposits", methods=["POST"])
+@mutation
+@blp.arguments(DepositIn)
+@blp.response(201, DepositOut)
+def confirm_deposit(body):
+    """Finance confirms an offline bank transfer into a prepaid deposit (the
+    brand's managers until finance users exist); a bank reference counts once."""
+    access.require_brand_manager(caller())
+    return funding.confirm_deposit(db_session(), actor=actor(), **body)
 
 
 @blp.route("/orders/<order_id>/downstream", methods=["GET"])

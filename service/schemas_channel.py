@@ -736,3 +736,35 @@ OrderList = _list_of(OrderOut, "OrderList")
 
 class OrderLinkIn(StrictSchema):
     downstream = fields.String(required=True, validate=validate.Length(min=1, max=40))
+
+
+class PrepaidBalanceOut(ma.Schema):
+    buyer = fields.String()
+    seller = fields.String()
+    currency = fields.String()
+    posted_minor = fields.Integer()
+    reserved_minor = fields.Integer(metadata={"description": "Held by orders not yet captured."})
+    available_minor = fields.Integer()
+
+
+class BalanceArgs(StrictSchema):
+    buyer = fields.String(**CODE, metadata={"description": "Managers: which buyer (default: you)."})
+
+
+class DepositIn(StrictSchema):
+    buyer = fields.String(required=True, **CODE)
+    seller = fields.String(required=True, **CODE)
+    amount_minor = fields.Integer(required=True, strict=True)
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
+    bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                                   metadata={"description": "Credited once per seller."})
+
+
+class DepositOut(ma.Schema):
+    buyer = fields.String()
+    seller = fields.String()
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    bank_reference = fields.String()
+    entry_id = fields.String()
+    balance = fields.Nested(PrepaidBalanceOut)

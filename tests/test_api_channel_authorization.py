@@ -124,6 +124,9 @@ def requests(net):
         "channel_orders.order_events": ("GET", f"/v1/orders/{x['order']}/events", None, both("denied")),
         "channel_orders.cancel_order": ("POST", f"/v1/orders/{x['order']}/cancel", {}, both("denied")),
         "channel_orders.downstream_orders": ("GET", f"/v1/orders/{x['order']}/downstream", None, both("denied")),
+        "channel_orders.pay_with_prepaid": ("POST", f"/v1/orders/{x['order']}/pay/prepaid", None, both("denied")),
+        "channel_orders.prepaid_balance": ("GET", f"/v1/sellers/{c['d1']}/balances?buyer={c['s1']}", None, both("denied")),
+        "channel_orders.confirm_deposit": ("POST", "/v1/deposits", {"buyer": c["s3"], "seller": c["d2"], "amount_minor": 100, "bank_reference": "X1"}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 

@@ -93,3 +93,31 @@ def test_a_distributor_links_its_purchase_to_the_sales_it_serves(client, net, se
     # The brand sees the chain.
     chain = client.get(f"/v1/orders/{upstream.json['public_id']}/downstream", headers=net.auth("brand"))
     assert [o["buyer_code"] for o in chain.json["items"]] == [net.codes["s1"]]
+
+
+def test_a_store_pays_from_its_deposit_and_a_cancel_gives_it_back(client, net):
+    c = net.codes
+    deposit = client.post("/v1/deposits", headers=net.auth("brand"),
+                          json={"buyer": c["s1"], "seller": c["d1"], "amount_minor": 5000,
+                                "bank_reference": f"{net.u}-R1"})
+    assert deposit.status_code == 201, deposit.json
+    assert client.post("/v1/deposits", headers=net.auth("d1"), json={
+        "buyer": c["s1"], "seller": c["d1"], "amount_minor": 1, "bank_reference": "x"}).status_code == 403
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    assert client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("d1")).status_code == 403
+    paid = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
+    assert paid.status_code == 200 and paid.json["state"] == "paid"
+    balance = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json
+    assert balance["available_minor"] == 5000 - 2850
+    again = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
+    assert again.status_code == 409 and again.json["code"] == "illegal_transition"
+    client.post(f"/v1/orders/{order['public_id']}/cancel", headers=net.auth("d1"), json={})
+    seen_by_seller = client.get(f"/v1/sellers/{c['d1']}/balances?buyer={c['s1']}", headers=net.auth("d1")).json
+    assert seen_by_seller["available_minor"] == 5000
+
+
+def test_paying_more_than_the_deposit_is_a_clear_refusal(client, net):
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    refused = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
+    assert refused.status_code == 422 and refused.json["code"] == "insufficient_funds"
+    assert client.get(f"/v1/orders/{order['public_id']}", headers=net.auth("s1")).json["state"] == "placed"

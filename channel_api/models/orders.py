@@ -106,3 +106,28 @@ class OrderLink(Base):
                                                primary_key=True)
     linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(80))
+
+
+PART_STATES = ("reserved", "captured", "voided", "refunded")
+
+
+class PaymentPart(Base):
+    """One method's part of an order's payment plan, with its own state and
+    the ledger entries that moved it."""
+
+    __tablename__ = "channel_payment_part"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("state IN ('reserved','captured','voided','refunded')", name="state"),
+        UniqueConstraint("order_id", "method"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_order.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(12))
+    pending_entry_id: Mapped[str | None] = mapped_column(String(40))
+    entry_id: Mapped[str | None] = mapped_column(String(40))
+    refund_entry_id: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
