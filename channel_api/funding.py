@@ -1,43 +1,61 @@
-"""Funding orders (issue 4, second slice): prepaid deposits confirmed from
-offline bank transfers, an order paid from the buyer's prepaid deposit at
-its seller, and cancelling that returns the money to where it came from.
+"""Funding orders (issue 4): an order's payment plan mixes prepaid deposit,
+rebate and an offline bank transfer; each part has its own state; the plan
+must add up to the order total to the fen.
 
 Every money effect is a ledger entry, per ``docs/accounting.md``:
 
-* deposit confirmed: Dr ``custody:bank`` / Cr ``prepaid:B@S``;
-* paying: a pending entry Dr ``prepaid:B@S`` / Cr ``order:O:escrow``
-  reserves the amount at once, and is posted when the plan is fully funded
-  (a prepaid-only plan is, at once);
-* cancelling: a reserved part is voided, a captured one reversed.
+* deposit confirmed (offline transfer): Dr ``custody:bank`` / Cr ``prepaid:B@S``;
+* rebate granted by finance: Dr ``party:S:rebates_granted`` / Cr ``rebate:B@S``;
+* setting the plan **reserves** the prepaid and rebate parts at once with
+  pending entries (Dr ``prepaid:B@S`` / Cr ``order:O:escrow``; Dr
+  ``rebate:B@S`` / Cr ``party:S:rebates_granted``) that expire with the
+  payment window; an offline part awaits its money;
+* the offline transfer confirmed by finance: Dr ``custody:bank`` / Cr
+  ``order:O:escrow``;
+* when every part is funded, the pending entries are posted (captured) and
+  the order is paid;
+* cancelling voids what is reserved and reverses what was captured (prepaid
+  and rebate back; an offline payment back to the buyer's deposit at the
+  seller); an unpaid order past its window is expired by a job.
 
-Each ledger call has an idempotency key derived from the order (or the bank
-reference), so a retried use case never moves money twice. Rebate, credit,
-offline payment of an order and gateways are the next parts of the plan.
+Every ledger call carries an idempotency key derived from the order (or the
+bank reference), so a retried use case never moves money twice. Credit lines
+and gateways are the next parts of the plan.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import ledger
-from ledger import EntryRequest, PostingLine, utcnow
+from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
 from . import audit, orders
 from .errors import InvalidInput
-from .models import Order, PaymentPart
+from .models import PART_METHODS, Order, PaymentPart, RebateRule
 from .order_states import transition
 from .parties import is_buyer_of, party_row
 
 CUSTODY = "custody:bank"
+PAYMENT_WINDOW = timedelta(hours=24)  # how long a plan's holds wait for the rest of the money
 _REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 
 def prepaid_account(buyer: str, seller: str) -> str:
     return f"prepaid:{buyer}@{seller}"
+
+
+def rebate_account(buyer: str, seller: str) -> str:
+    return f"rebate:{buyer}@{seller}"
+
+
+def rebates_granted_account(seller: str) -> str:
+    return f"party:{seller}:rebates_granted"
 
 
 def escrow_account(order: str) -> str:
@@ -55,123 +73,354 @@ def _ensure(session: Session, code: str, name: str, type_: str, currency: str, *
                             min_balance_minor=min_balance)
 
 
-@dataclass(frozen=True)
-class PrepaidBalance:
-    buyer: str
-    seller: str
-    currency: str
-    posted_minor: int
-    reserved_minor: int
-    available_minor: int
-
-
-@dataclass(frozen=True)
-class Deposit:
-    buyer: str
-    seller: str
-    amount_minor: int
-    currency: str
-    bank_reference: str
-    entry_id: str
-    balance: PrepaidBalance
-
-
 def _amount(value: Any, field: str = "amount_minor") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10**15:
         raise InvalidInput(f"{field} must be a positive whole number of minor units", field=field)
     return value
 
 
-def prepaid_balance(session: Session, *, buyer: str, seller: str,
-                    currency: str = "CNY") -> PrepaidBalance:
-    """The buyer's deposit at the seller: posted, reserved by unpaid orders,
-    and available to spend (zero before the first deposit)."""
+def _reference(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
+        raise InvalidInput(f"{field} must be 1-64 letters, digits or _ . : / -", field=field)
+    return value
+
+
+def _pair(session: Session, buyer: str, seller: str):
     b, s = party_row(session, buyer), party_row(session, seller)
+    if not is_buyer_of(session, s.code, b.code):
+        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
+    return b, s
+
+
+# -- balances ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Balance:
+    posted_minor: int
+    reserved_minor: int
+    available_minor: int
+
+
+@dataclass(frozen=True)
+class Balances:
+    """What a buyer can spend at a seller: its prepaid deposit and its
+    rebate credit (zero before the first deposit or grant)."""
+
+    buyer: str
+    seller: str
+    currency: str
+    prepaid: Balance
+    rebate: Balance
+
+
+def _balance(session: Session, code: str) -> Balance:
     try:
-        account = ledger.get_account(session, prepaid_account(b.code, s.code))
+        account = ledger.get_account(session, code)
     except ledger.AccountNotFound:
-        return PrepaidBalance(b.code, s.code, currency, 0, 0, 0)
-    return PrepaidBalance(b.code, s.code, account.currency, account.posted_minor,
-                          account.pending_debits_minor, account.available_minor)
+        return Balance(0, 0, 0)
+    return Balance(account.posted_minor, account.pending_debits_minor, account.available_minor)
+
+
+def balances(session: Session, *, buyer: str, seller: str, currency: str = "CNY") -> Balances:
+    b, s = party_row(session, buyer), party_row(session, seller)
+    return Balances(b.code, s.code, currency, _balance(session, prepaid_account(b.code, s.code)),
+                    _balance(session, rebate_account(b.code, s.code)))
+
+
+# -- deposits and rebates -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Credited:
+    """A deposit confirmed or a rebate granted, with the balances after it."""
+
+    buyer: str
+    seller: str
+    amount_minor: int
+    currency: str
+    reference: str
+    entry_id: str
+    balances: Balances
 
 
 def confirm_deposit(session: Session, *, buyer: str, seller: str, amount_minor: int,
-                    bank_reference: str, currency: str = "CNY", actor: str) -> Deposit:
+                    bank_reference: str, currency: str = "CNY", actor: str) -> Credited:
     """Finance confirms an offline bank transfer into ``buyer``'s prepaid
     deposit at ``seller``. A bank reference is credited once: confirming it
     again returns the same deposit; with another amount it is refused
     (``idempotency_conflict``)."""
     amount = _amount(amount_minor)
-    if not isinstance(bank_reference, str) or not _REFERENCE.fullmatch(bank_reference):
-        raise InvalidInput("bank_reference must be 1-64 letters, digits or _ . : / -",
-                           field="bank_reference")
-    b, s = party_row(session, buyer), party_row(session, seller)
-    if not is_buyer_of(session, s.code, b.code):
-        raise InvalidInput(f"{b.code} does not buy from {s.code}: a deposit is spendable only "
-                           "at a seller it buys from", field="seller")
+    reference = _reference(bank_reference, "bank_reference")
+    b, s = _pair(session, buyer, seller)
     prepaid = prepaid_account(b.code, s.code)
     _ensure(session, CUSTODY, "Custody bank account", "asset", currency)
     _ensure(session, prepaid, f"Prepaid deposit of {b.code} at {s.code}", "liability", currency,
             owner=b.code, min_balance=0)
     entry = ledger.post_entry(session, EntryRequest(
-        code="deposit.offline", description=f"offline transfer {bank_reference}",
-        idempotency_key=f"deposit:{s.code}:{bank_reference}",
-        metadata={"buyer": b.code, "seller": s.code, "bank_reference": bank_reference},
+        code="deposit.offline", description=f"offline transfer {reference}",
+        idempotency_key=f"deposit:{s.code}:{reference}",
+        metadata={"buyer": b.code, "seller": s.code, "bank_reference": reference},
         postings=[PostingLine(CUSTODY, "debit", amount, currency),
                   PostingLine(prepaid, "credit", amount, currency)]))
     audit.record(session, actor=actor, action="deposit.confirm", subject_type="party",
                  subject=b.code, details={"seller": s.code, "amount_minor": amount,
-                                          "bank_reference": bank_reference, "entry": entry.id})
-    return Deposit(b.code, s.code, amount, currency, bank_reference, entry.id,
-                   prepaid_balance(session, buyer=b.code, seller=s.code, currency=currency))
+                                          "bank_reference": reference, "entry": entry.id})
+    return Credited(b.code, s.code, amount, currency, reference, entry.id,
+                    balances(session, buyer=b.code, seller=s.code, currency=currency))
+
+
+def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int,
+                 reference: str, reason: str, currency: str = "CNY", actor: str) -> Credited:
+    """Finance grants ``buyer`` rebate credit at ``seller`` by hand (until
+    rebate programs compute it): audited, once per reference."""
+    amount = _amount(amount_minor)
+    reference = _reference(reference, "reference")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise InvalidInput("say why the rebate is granted (1-500 characters)", field="reason")
+    b, s = _pair(session, buyer, seller)
+    rebate, granted = rebate_account(b.code, s.code), rebates_granted_account(s.code)
+    _ensure(session, granted, f"Rebates granted by {s.code}", "asset", currency, owner=s.code)
+    _ensure(session, rebate, f"Rebate of {b.code} at {s.code}", "liability", currency,
+            owner=b.code, min_balance=0)
+    entry = ledger.post_entry(session, EntryRequest(
+        code="rebate.grant", description=reason.strip(),
+        idempotency_key=f"rebate:{s.code}:{reference}",
+        metadata={"buyer": b.code, "seller": s.code, "reference": reference},
+        postings=[PostingLine(granted, "debit", amount, currency),
+                  PostingLine(rebate, "credit", amount, currency)]))
+    audit.record(session, actor=actor, action="rebate.grant", subject_type="party",
+                 subject=b.code, details={"seller": s.code, "amount_minor": amount,
+                                          "reference": reference, "reason": reason.strip(),
+                                          "entry": entry.id})
+    return Credited(b.code, s.code, amount, currency, reference, entry.id,
+                    balances(session, buyer=b.code, seller=s.code, currency=currency))
+
+
+@dataclass(frozen=True)
+class RebateRuleView:
+    seller: str
+    max_percent_bp: int | None
+    max_amount_minor: int | None
+
+
+def set_rebate_rule(session: Session, seller: str, *, max_percent_bp: int | None,
+                    max_amount_minor: int | None, actor: str) -> RebateRuleView:
+    """How much of an order the seller's buyers may pay with rebate."""
+    s = party_row(session, seller)
+    if s.role == "store":
+        raise InvalidInput("a store sells nothing", field="seller")
+    if max_percent_bp is not None and (not isinstance(max_percent_bp, int) or isinstance(
+            max_percent_bp, bool) or not 0 <= max_percent_bp <= 10_000):
+        raise InvalidInput("max_percent_bp must be 0 to 10000 basis points", field="max_percent_bp")
+    if max_amount_minor is not None and (not isinstance(max_amount_minor, int) or isinstance(
+            max_amount_minor, bool) or max_amount_minor < 0):
+        raise InvalidInput("max_amount_minor must be a whole number of minor units",
+                           field="max_amount_minor")
+    row = session.get(RebateRule, s.id) or RebateRule(seller_id=s.id)
+    row.max_percent_bp, row.max_amount_minor, row.updated_at = (
+        max_percent_bp, max_amount_minor, utcnow())
+    session.add(row)
+    audit.record(session, actor=actor, action="rebate_rule.set", subject_type="party",
+                 subject=s.code, details={"max_percent_bp": max_percent_bp,
+                                          "max_amount_minor": max_amount_minor})
+    session.flush()
+    return RebateRuleView(s.code, max_percent_bp, max_amount_minor)
+
+
+def rebate_cap(rule: RebateRule | None, total_minor: int) -> int:
+    """The most rebate an order of ``total_minor`` may use (pure; rounded
+    down to the fen like every split)."""
+    if rule is None:
+        return 0
+    caps = [total_minor]
+    if rule.max_percent_bp is not None:
+        caps.append(total_minor * rule.max_percent_bp // 10_000)
+    if rule.max_amount_minor is not None:
+        caps.append(rule.max_amount_minor)
+    return min(caps)
+
+
+# -- the payment plan --------------------------------------------------------------------------
+
+def _parts(parts: Any, total: int) -> list[tuple[str, int]]:
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise InvalidInput("a plan has at least one part", field="parts")
+    out: list[tuple[str, int]] = []
+    for index, part in enumerate(parts):
+        field = f"parts[{index}]"
+        if not isinstance(part, dict) or set(part) - {"method", "amount_minor"}:
+            raise InvalidInput("a part is {method, amount_minor}", field=field)
+        method = part.get("method")
+        if method not in PART_METHODS:
+            raise InvalidInput(f"method must be one of {', '.join(PART_METHODS)}",
+                               field=f"{field}.method")
+        if method in {m for m, _ in out}:
+            raise InvalidInput(f"{method} is in the plan twice", field=f"{field}.method")
+        out.append((method, _amount(part.get("amount_minor"), f"{field}.amount_minor")))
+    planned = sum(amount for _, amount in out)
+    if planned != total:
+        raise InvalidInput(f"the parts add up to {planned}; the order total is {total}",
+                           field="parts", planned_minor=planned, total_minor=total)
+    return out
+
+
+def _order_row(session: Session, public_id: str) -> Order:
+    return session.scalars(select(Order).where(Order.public_id == public_id)).one()
+
+
+def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], *,
+                     actor: str, at: datetime | None = None) -> orders.OrderView:
+    """Fund a placed order: reserve its prepaid and rebate parts at once
+    (pending entries expiring with the payment window), await its offline
+    part; when nothing is awaited, capture everything and the order is paid.
+    A shortfall (``insufficient_funds``) or a rule broken writes nothing."""
+    view = orders.get_order(session, order)
+    transition(view.state, "reserve")  # only a placed order takes a plan
+    plan = _parts(parts, view.total_minor)
+    amounts = dict(plan)
+    if "rebate" in amounts:
+        cap = rebate_cap(session.get(RebateRule, _order_row(session, view.public_id).seller_id),
+                         view.total_minor)
+        if amounts["rebate"] > cap:
+            raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
+                               field="parts", rebate_cap_minor=cap)
+    now = as_utc(at) if at is not None else utcnow()
+    b, s, O, ccy = view.buyer_code, view.seller_code, view.public_id, view.currency
+    escrow = escrow_account(O)
+    _ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
+    order_id = _order_row(session, O).id
+    routes = {"prepaid": (prepaid_account(b, s), escrow),
+              "rebate": (rebate_account(b, s), rebates_granted_account(s))}
+    for method, amount in plan:
+        part = PaymentPart(order_id=order_id, method=method, amount_minor=amount,
+                           state="awaiting", updated_at=now)
+        if method in routes:
+            source, destination = routes[method]
+            _ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
+                    min_balance=0)
+            if method == "rebate":
+                _ensure(session, destination, f"Rebates granted by {s}", "asset", ccy, owner=s)
+            held = ledger.post_entry(session, EntryRequest(
+                code=f"order.{method}.reserve", pending=True, expires_at=now + PAYMENT_WINDOW,
+                idempotency_key=f"{O}:{method}:reserve", metadata={"order": O},
+                postings=[PostingLine(source, "debit", amount, ccy),
+                          PostingLine(destination, "credit", amount, ccy)]))
+            part.state, part.pending_entry_id = "reserved", held.id
+        session.add(part)
+    session.flush()
+    orders.apply_action(session, O, "reserve", actor=actor,
+                        details={"plan": {method: amount for method, amount in plan}})
+    return _capture_when_funded(session, O, actor=actor)
+
+
+def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.OrderView:
+    """Post every reserved part once nothing is awaited any more."""
+    order_id = _order_row(session, order).id
+    parts = list(session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)))
+    if any(p.state == "awaiting" for p in parts):
+        return orders.get_order(session, order)
+    captured = {}
+    for part in parts:
+        if part.state == "reserved":
+            entry = ledger.post_pending(session, part.pending_entry_id,
+                                        idempotency_key=f"{order}:{part.method}:capture")
+            part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
+        captured[part.method] = part.amount_minor
+    session.flush()
+    return orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
 
 
 def pay_with_prepaid(session: Session, order: str, *, actor: str) -> orders.OrderView:
-    """Pay a placed order in full from the buyer's prepaid deposit at the
-    seller: reserve (pending entry), then, the plan being fully funded,
-    capture; the order goes placed → awaiting payment → paid. Not enough
-    deposit: ``insufficient_funds``, nothing written."""
+    """Pay the whole order from the buyer's prepaid deposit at the seller."""
+    total = orders.get_order(session, order).total_minor
+    return set_payment_plan(session, order, [{"method": "prepaid", "amount_minor": total}],
+                            actor=actor)
+
+
+def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
+                           bank_reference: str, actor: str) -> orders.OrderView:
+    """Finance confirms the offline transfer that pays an order's offline
+    part (Dr custody:bank / Cr order:O:escrow); the amount must be the
+    part's, to the fen. Once nothing else is awaited the order is paid."""
+    amount = _amount(amount_minor)
+    reference = _reference(bank_reference, "bank_reference")
     view = orders.get_order(session, order)
-    transition(view.state, "reserve")  # an order already paying or paid is refused here
-    prepaid = prepaid_account(view.buyer_code, view.seller_code)
-    escrow = escrow_account(view.public_id)
-    _ensure(session, prepaid, f"Prepaid deposit of {view.buyer_code} at {view.seller_code}",
-            "liability", view.currency, owner=view.buyer_code, min_balance=0)
-    _ensure(session, escrow, f"Escrow of {view.public_id}", "liability", view.currency,
-            min_balance=0)
-    lines = [PostingLine(prepaid, "debit", view.total_minor, view.currency),
-             PostingLine(escrow, "credit", view.total_minor, view.currency)]
-    reserved = ledger.post_entry(session, EntryRequest(
-        code="order.prepaid.reserve", pending=True, postings=lines,
-        idempotency_key=f"{view.public_id}:prepaid:reserve", metadata={"order": view.public_id}))
-    orders.apply_action(session, order, "reserve", actor=actor,
-                        details={"prepaid_minor": view.total_minor})
-    captured = ledger.post_pending(session, reserved.id,
-                                   idempotency_key=f"{view.public_id}:prepaid:capture")
-    order_id = session.scalar(select(Order.id).where(Order.public_id == view.public_id))
-    session.add(PaymentPart(order_id=order_id, method="prepaid", amount_minor=view.total_minor,
-                            state="captured", pending_entry_id=reserved.id, entry_id=captured.id,
-                            updated_at=utcnow()))
-    return orders.apply_action(session, order, "fund", actor=actor,
-                               details={"captured": {"prepaid": view.total_minor}})
+    if view.state != "awaiting_payment":
+        transition(view.state, "fund")  # names the illegal move
+    part = session.scalars(select(PaymentPart).where(
+        PaymentPart.order_id == _order_row(session, view.public_id).id,
+        PaymentPart.method == "offline")).one_or_none()
+    if part is None or part.state != "awaiting":
+        raise InvalidInput("this order awaits no offline transfer", field="order")
+    if amount != part.amount_minor:
+        raise InvalidInput(f"the plan expects {part.amount_minor} by transfer, not {amount}",
+                           field="amount_minor", expected_minor=part.amount_minor)
+    _ensure(session, CUSTODY, "Custody bank account", "asset", view.currency)
+    entry = ledger.post_entry(session, EntryRequest(
+        code="order.offline.capture", description=f"offline transfer {reference}",
+        idempotency_key=f"{view.public_id}:offline:capture",
+        metadata={"order": view.public_id, "bank_reference": reference},
+        postings=[PostingLine(CUSTODY, "debit", amount, view.currency),
+                  PostingLine(escrow_account(view.public_id), "credit", amount, view.currency)]))
+    part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
+    audit.record(session, actor=actor, action="order_transfer.confirm", subject_type="order",
+                 subject=view.public_id, details={"amount_minor": amount,
+                                                  "bank_reference": reference})
+    session.flush()
+    return _capture_when_funded(session, view.public_id, actor=actor)
 
 
-def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") -> orders.OrderView:
-    """Cancel before shipment, returning every funding part to its source:
-    a reserved part is voided, a captured one reversed (prepaid back to the
-    deposit). The transition is checked first: an illegal cancel moves no money."""
-    cancelled = orders.cancel_order(session, order, actor=actor, reason=reason)
-    order_id = session.scalar(select(Order.id).where(Order.public_id == cancelled.public_id))
+def _release(session: Session, order: orders.OrderView) -> None:
+    """Give every part back to its source (after the transition is allowed)."""
+    order_id = _order_row(session, order.public_id).id
     for part in session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)):
-        key = f"{cancelled.public_id}:{part.method}"
+        key = f"{order.public_id}:{part.method}"
         if part.state == "reserved":
-            ledger.void_pending(session, part.pending_entry_id, idempotency_key=f"{key}:void",
-                                reason="order cancelled")
+            try:
+                ledger.void_pending(session, part.pending_entry_id, idempotency_key=f"{key}:void",
+                                    reason="order cancelled")
+            except (ledger.AlreadyVoided, ledger.PendingExpired):
+                pass  # the ledger's expiry job released it already
             part.state = "voided"
+        elif part.state == "captured" and part.method == "offline":
+            # Cash by transfer goes back to the buyer's deposit at the seller.
+            prepaid = prepaid_account(order.buyer_code, order.seller_code)
+            _ensure(session, prepaid, f"Prepaid deposit of {order.buyer_code} at "
+                    f"{order.seller_code}", "liability", order.currency, owner=order.buyer_code,
+                    min_balance=0)
+            refund = ledger.post_entry(session, EntryRequest(
+                code="order.offline.refund", idempotency_key=f"{key}:refund",
+                metadata={"order": order.public_id},
+                postings=[PostingLine(escrow_account(order.public_id), "debit", part.amount_minor,
+                                      order.currency),
+                          PostingLine(prepaid, "credit", part.amount_minor, order.currency)]))
+            part.state, part.refund_entry_id = "refunded", refund.id
         elif part.state == "captured":
             refund = ledger.reverse_entry(session, part.entry_id, idempotency_key=f"{key}:refund",
                                           description="order cancelled: back to its source")
             part.state, part.refund_entry_id = "refunded", refund.id
+        elif part.state == "awaiting":
+            part.state = "voided"
         part.updated_at = utcnow()
     session.flush()
+
+
+def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") -> orders.OrderView:
+    """Cancel before shipment, returning every part to its source. The
+    transition is checked first: an illegal cancel moves no money."""
+    cancelled = orders.cancel_order(session, order, actor=actor, reason=reason)
+    _release(session, cancelled)
     return cancelled
+
+
+def expire_unpaid_orders(session: Session, *, now: datetime | None = None,
+                         limit: int = 500) -> int:
+    """The payment-window job: orders awaiting payment longer than the window
+    are expired and their holds released. Returns how many."""
+    cutoff = (as_utc(now) if now is not None else utcnow()) - PAYMENT_WINDOW
+    due = list(session.scalars(select(Order.public_id).where(
+        Order.state == "awaiting_payment", Order.updated_at <= cutoff)
+        .order_by(Order.id).limit(limit)))
+    for public_id in due:
+        expired = orders.apply_action(session, public_id, "expire", actor="scheduler")
+        _release(session, expired)
+    return len(due)

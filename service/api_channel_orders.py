@@ -14,9 +14,15 @@ from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import db_session
 from service.schemas_channel import (
     BalanceArgs,
+    BalancesOut,
     CancelIn,
+    CreditedOut,
     DepositIn,
-    DepositOut,
+    PlanIn,
+    RebateGrantIn,
+    RebateRuleIn,
+    RebateRuleOut,
+    TransferIn,
     OrderEventList,
     OrderIn,
     OrderLinkIn,
@@ -24,7 +30,6 @@ from service.schemas_channel import (
     OrderListArgs,
     OrderOut,
     OrderPage,
-    PrepaidBalanceOut,
 )
 
 blp = ChannelBlueprint("channel_orders", __name__, url_prefix="/v1",
@@ -109,11 +114,58 @@ def pay_with_prepaid(order_id: str):
     return funding.pay_with_prepaid(db_session(), order_id, actor=actor())
 
 
+@blp.route("/orders/<order_id>/plan", methods=["POST"])
+@mutation
+@blp.arguments(PlanIn)
+@blp.response(200, OrderOut)
+def set_payment_plan(body, order_id: str):
+    """Fund your order with a mix of prepaid, rebate and an offline transfer,
+    adding up to its total: prepaid and rebate are reserved at once; the
+    order is paid when the transfer is confirmed (or at once without one)."""
+    who = caller()
+    access.require_scope(who, "storefront")
+    if orders.get_order(db_session(), order_id).buyer_code != who.party_code:
+        raise AccessDenied("only the buyer pays its order")
+    return funding.set_payment_plan(db_session(), order_id, body["parts"], actor=actor())
+
+
+@blp.route("/orders/<order_id>/transfers", methods=["POST"])
+@mutation
+@blp.arguments(TransferIn)
+@blp.response(200, OrderOut)
+def confirm_order_transfer(body, order_id: str):
+    """Finance confirms the offline transfer of an order's plan (the brand's
+    managers until finance users exist)."""
+    access.require_brand_manager(caller())
+    return funding.confirm_order_transfer(db_session(), order_id, actor=actor(), **body)
+
+
+@blp.route("/rebates", methods=["POST"])
+@mutation
+@blp.arguments(RebateGrantIn)
+@blp.response(201, CreditedOut)
+def grant_rebate(body):
+    """Finance grants a buyer rebate credit at a seller by hand (audited)."""
+    access.require_brand_manager(caller())
+    return funding.grant_rebate(db_session(), actor=actor(), **body)
+
+
+@blp.route("/parties/<code>/rebate-rule", methods=["PUT"])
+@mutation
+@blp.arguments(RebateRuleIn)
+@blp.response(200, RebateRuleOut)
+def set_rebate_rule(body, code: str):
+    """How much of an order the seller's buyers may pay with rebate."""
+    access.require_manager_of(caller(), code)
+    return funding.set_rebate_rule(db_session(), code, actor=actor(), **body)
+
+
 @blp.route("/sellers/<seller>/balances", methods=["GET"])
 @blp.arguments(BalanceArgs, location="query", as_kwargs=True)
-@blp.response(200, PrepaidBalanceOut)
-def prepaid_balance(seller: str, buyer: str | None = None):
-    """Your prepaid deposit at a seller (its managers may ask for a buyer)."""
+@blp.response(200, BalancesOut)
+def balances(seller: str, buyer: str | None = None):
+    """Your prepaid deposit and rebate credit at a seller (its managers may
+    ask for one of its buyers)."""
     who = caller()
     if buyer is None or buyer == who.party_code:
         access.require_scope(who, "storefront")
@@ -122,13 +174,13 @@ def prepaid_balance(seller: str, buyer: str | None = None):
         access.require_manager_of(who, seller)
         if not ca.is_buyer_of(db_session(), seller, buyer):
             raise AccessDenied(f"{buyer} does not buy from {seller}", field="buyer")
-    return funding.prepaid_balance(db_session(), buyer=buyer, seller=seller)
+    return funding.balances(db_session(), buyer=buyer, seller=seller)
 
 
 @blp.route("/deposits", methods=["POST"])
 @mutation
 @blp.arguments(DepositIn)
-@blp.response(201, DepositOut)
+@blp.response(201, CreditedOut)
 def confirm_deposit(body):
     """Finance confirms an offline bank transfer into a prepaid deposit (the
     brand's managers until finance users exist); a bank reference counts once."""

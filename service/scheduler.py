@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import idempotency, tags
+from channel_api import funding, idempotency, tags
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
@@ -47,6 +47,7 @@ LOCK_NAME = "ledger-jobs"
 VOID_BATCH_SIZE = 1000
 # Dynamic tags are recomputed once a day at this hour of the business timezone.
 RECOMPUTE_TAGS_HOUR = 2
+EXPIRE_ORDERS_SECONDS = 300  # an unpaid order's holds outlive its window by at most this
 
 log = logging.getLogger("service.scheduler")
 Clock = Callable[[], datetime]
@@ -228,6 +229,21 @@ def purge_idempotency_records(session_factory: sessionmaker[Session]) -> int:
     return purged
 
 
+def expire_unpaid_orders(session_factory: sessionmaker[Session]) -> int:
+    """Expire orders left awaiting payment past the window, releasing their
+    holds, in transactions of at most 500 orders."""
+    total = 0
+    while True:
+        with session_factory() as session, session.begin():
+            expired = funding.expire_unpaid_orders(session, limit=500)
+        total += expired
+        if expired < 500:
+            break
+    if total:
+        log.info("expired %d unpaid orders", total)
+    return total
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -279,6 +295,10 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         # Daily: a scheduler that was down at the hour still runs it within the next hour.
         misfire_grace_time=3600,
         args=(lease, "recompute_dynamic_tags", lambda: recompute_dynamic_tags(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="expire_unpaid_orders", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "expire_unpaid_orders", lambda: expire_unpaid_orders(session_factory)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="purge_idempotency_records",

@@ -738,13 +738,18 @@ class OrderLinkIn(StrictSchema):
     downstream = fields.String(required=True, validate=validate.Length(min=1, max=40))
 
 
-class PrepaidBalanceOut(ma.Schema):
-    buyer = fields.String()
-    seller = fields.String()
-    currency = fields.String()
+class BalanceOut(ma.Schema):
     posted_minor = fields.Integer()
     reserved_minor = fields.Integer(metadata={"description": "Held by orders not yet captured."})
     available_minor = fields.Integer()
+
+
+class BalancesOut(ma.Schema):
+    buyer = fields.String()
+    seller = fields.String()
+    currency = fields.String()
+    prepaid = fields.Nested(BalanceOut)
+    rebate = fields.Nested(BalanceOut)
 
 
 class BalanceArgs(StrictSchema):
@@ -760,11 +765,48 @@ class DepositIn(StrictSchema):
                                    metadata={"description": "Credited once per seller."})
 
 
-class DepositOut(ma.Schema):
+class CreditedOut(ma.Schema):
     buyer = fields.String()
     seller = fields.String()
     amount_minor = fields.Integer()
     currency = fields.String()
-    bank_reference = fields.String()
+    reference = fields.String()
     entry_id = fields.String()
-    balance = fields.Nested(PrepaidBalanceOut)
+    balances = fields.Nested(BalancesOut)
+
+
+class RebateGrantIn(StrictSchema):
+    buyer = fields.String(required=True, **CODE)
+    seller = fields.String(required=True, **CODE)
+    amount_minor = fields.Integer(required=True, strict=True)
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
+    reference = fields.String(required=True, validate=validate.Length(min=1, max=64),
+                              metadata={"description": "Granted once per seller."})
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class RebateRuleIn(StrictSchema):
+    max_percent_bp = fields.Integer(load_default=None, allow_none=True, strict=True)
+    max_amount_minor = fields.Integer(load_default=None, allow_none=True, strict=True)
+
+
+class RebateRuleOut(ma.Schema):
+    seller = fields.String()
+    max_percent_bp = fields.Integer(allow_none=True)
+    max_amount_minor = fields.Integer(allow_none=True)
+
+
+class PlanPartIn(StrictSchema):
+    method = fields.String(required=True, validate=validate.OneOf(("prepaid", "rebate", "offline")))
+    amount_minor = fields.Integer(required=True, strict=True)
+
+
+class PlanIn(StrictSchema):
+    parts = fields.List(fields.Nested(PlanPartIn), required=True,
+                        validate=validate.Length(min=1, max=3),
+                        metadata={"description": "Must add up to the order total to the fen."})
+
+
+class TransferIn(StrictSchema):
+    amount_minor = fields.Integer(required=True, strict=True)
+    bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=64))

@@ -108,12 +108,12 @@ def test_a_store_pays_from_its_deposit_and_a_cancel_gives_it_back(client, net):
     paid = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
     assert paid.status_code == 200 and paid.json["state"] == "paid"
     balance = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json
-    assert balance["available_minor"] == 5000 - 2850
+    assert balance["prepaid"]["available_minor"] == 5000 - 2850
     again = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
     assert again.status_code == 409 and again.json["code"] == "illegal_transition"
     client.post(f"/v1/orders/{order['public_id']}/cancel", headers=net.auth("d1"), json={})
     seen_by_seller = client.get(f"/v1/sellers/{c['d1']}/balances?buyer={c['s1']}", headers=net.auth("d1")).json
-    assert seen_by_seller["available_minor"] == 5000
+    assert seen_by_seller["prepaid"]["available_minor"] == 5000
 
 
 def test_paying_more_than_the_deposit_is_a_clear_refusal(client, net):
@@ -121,3 +121,24 @@ def test_paying_more_than_the_deposit_is_a_clear_refusal(client, net):
     refused = client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
     assert refused.status_code == 422 and refused.json["code"] == "insufficient_funds"
     assert client.get(f"/v1/orders/{order['public_id']}", headers=net.auth("s1")).json["state"] == "placed"
+
+
+def test_a_mixed_plan_through_the_api(client, net):
+    c = net.codes
+    client.put(f"/v1/parties/{c['d1']}/rebate-rule", headers=net.auth("d1"), json={"max_percent_bp": 2000})
+    granted = client.post("/v1/rebates", headers=net.auth("brand"), json={
+        "buyer": c["s1"], "seller": c["d1"], "amount_minor": 1000, "reference": f"{net.u}-q3",
+        "reason": "Q3 volume"})
+    assert granted.status_code == 201 and granted.json["balances"]["rebate"]["posted_minor"] == 1000
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json  # 2,850
+    too_much = client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"), json={"parts": [
+        {"method": "rebate", "amount_minor": 600}, {"method": "offline", "amount_minor": 2250}]})
+    assert too_much.status_code == 422 and too_much.json["details"]["rebate_cap_minor"] == 570
+    planned = client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"), json={"parts": [
+        {"method": "rebate", "amount_minor": 570}, {"method": "offline", "amount_minor": 2280}]})
+    assert planned.status_code == 200 and planned.json["state"] == "awaiting_payment"
+    paid = client.post(f"/v1/orders/{order['public_id']}/transfers", headers=net.auth("brand"),
+                       json={"amount_minor": 2280, "bank_reference": f"{net.u}-t"})
+    assert paid.status_code == 200 and paid.json["state"] == "paid"
+    left = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json
+    assert left["rebate"]["posted_minor"] == 430

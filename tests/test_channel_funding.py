@@ -11,6 +11,7 @@ import pytest
 import channel_api as ca
 import ledger
 from channel_api import catalog, funding, network, orders
+from channel_api.errors import InvalidInput
 from channel_api.order_states import IllegalTransition
 from ledger import utcnow
 
@@ -40,21 +41,26 @@ def shop(session):
 
 
 def balances(s, order_id=None):
+    # custody:bank is shared with other tests' committed data: compare deltas only.
     out = {"custody": ledger.get_account(s, funding.CUSTODY).posted_minor,
-           "prepaid": funding.prepaid_balance(s, buyer="S", seller="D")}
+           "prepaid": funding.balances(s, buyer="S", seller="D").prepaid}
     if order_id:
         out["escrow"] = ledger.get_account(s, funding.escrow_account(order_id)).posted_minor
     return out
 
 
 def test_deposit_pay_and_cancel_worked_end_to_end(shop):
+    try:
+        custody_before = ledger.get_account(shop, funding.CUSTODY).posted_minor
+    except ledger.AccountNotFound:
+        custody_before = 0
     deposit = funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
                                       bank_reference="BANK-0001", actor="finance")
-    assert (deposit.balance.posted_minor, deposit.balance.available_minor) == (10_000, 10_000)
-    assert balances(shop)["custody"] == 10_000
+    assert (deposit.balances.prepaid.posted_minor, deposit.balances.prepaid.available_minor) == (10_000, 10_000)
+    assert balances(shop)["custody"] - custody_before == 10_000
     again = funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
                                     bank_reference="BANK-0001", actor="finance")
-    assert again.entry_id == deposit.entry_id and again.balance.posted_minor == 10_000
+    assert again.entry_id == deposit.entry_id and again.balances.prepaid.posted_minor == 10_000
 
     order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 3}],
                                actor="store")
@@ -62,7 +68,7 @@ def test_deposit_pay_and_cancel_worked_end_to_end(shop):
     assert paid.state == "paid"
     after = balances(shop, order.public_id)
     assert after["prepaid"].posted_minor == 7_000 and after["prepaid"].available_minor == 7_000
-    assert after["escrow"] == 3_000 and after["custody"] == 10_000
+    assert after["escrow"] == 3_000 and after["custody"] - custody_before == 10_000
     assert [e.action for e in orders.order_events(shop, order.public_id)] == ["place", "reserve", "fund"]
 
     cancelled = funding.cancel_order(shop, order.public_id, actor="store", reason="mistake")
@@ -140,5 +146,114 @@ def test_orders_racing_for_one_deposit_never_overspend_it(session_factory, uniqu
         t.join()
     assert results.count("paid") == 3 and results.count("refused") == 9
     with session_factory() as s:
-        balance = funding.prepaid_balance(s, buyer=f"{u}S", seller=f"{u}D")
+        balance = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid
         assert (balance.posted_minor, balance.available_minor) == (1_000, 1_000)
+
+
+def test_a_mixed_plan_reserves_at_once_and_captures_when_the_transfer_arrives(shop):
+    """The issue's example: 100 rebate + 300 prepaid + 600 by transfer on a 1,000 order."""
+    def custody():  # shared with other tests' committed data: count what this test adds
+        try:
+            return ledger.get_account(shop, funding.CUSTODY).posted_minor
+        except ledger.AccountNotFound:
+            return 0
+
+    custody_before = custody()
+    funding.set_rebate_rule(shop, "D", max_percent_bp=1000, max_amount_minor=None, actor="finance")
+    funding.grant_rebate(shop, buyer="S", seller="D", amount_minor=500, reference="Q3",
+                         reason="Q3 volume", actor="finance")
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=2_000,
+                            bank_reference="DEP-1", actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
+                               actor="store")
+    assert order.total_minor == 1_000
+    plan = [{"method": "rebate", "amount_minor": 100}, {"method": "prepaid", "amount_minor": 300},
+            {"method": "offline", "amount_minor": 600}]
+    waiting = funding.set_payment_plan(shop, order.public_id, plan, actor="store")
+    assert waiting.state == "awaiting_payment"
+    now = funding.balances(shop, buyer="S", seller="D")
+    assert (now.prepaid.posted_minor, now.prepaid.available_minor) == (2_000, 1_700)
+    assert (now.rebate.posted_minor, now.rebate.available_minor) == (500, 400)
+    assert ledger.get_account(shop, funding.escrow_account(order.public_id)).posted_minor == 0
+
+    with pytest.raises(InvalidInput) as wrong:
+        funding.confirm_order_transfer(shop, order.public_id, amount_minor=599,
+                                       bank_reference="T-1", actor="finance")
+    assert wrong.value.details["field"] == "amount_minor"
+    paid = funding.confirm_order_transfer(shop, order.public_id, amount_minor=600,
+                                          bank_reference="T-1", actor="finance")
+    assert paid.state == "paid"
+    after = funding.balances(shop, buyer="S", seller="D")
+    assert (after.prepaid.posted_minor, after.rebate.posted_minor) == (1_700, 400)
+    # The escrow holds the cash only (prepaid 300 + transfer 600); rebate is a discount.
+    assert ledger.get_account(shop, funding.escrow_account(order.public_id)).posted_minor == 900
+    assert custody() - custody_before == 2_600
+    assert ledger.get_account(shop, funding.rebates_granted_account("D")).posted_minor == 400
+
+    funding.cancel_order(shop, order.public_id, actor="dist", reason="out of stock")
+    back = funding.balances(shop, buyer="S", seller="D")
+    # Prepaid and rebate back; the transfer's 600 lands in the deposit.
+    assert (back.prepaid.posted_minor, back.rebate.posted_minor) == (2_600, 500)
+    assert ledger.get_account(shop, funding.escrow_account(order.public_id)).posted_minor == 0
+    assert ledger.check_ledger(shop) == []
+
+
+@pytest.mark.parametrize("plan, field", [
+    ([{"method": "prepaid", "amount_minor": 999}], "parts"),
+    ([{"method": "prepaid", "amount_minor": 500}, {"method": "prepaid", "amount_minor": 500}],
+     "parts[1].method"),
+    ([{"method": "cash", "amount_minor": 1000}], "parts[0].method"),
+    ([{"method": "prepaid", "amount_minor": 1000.0}], "parts[0].amount_minor"),
+    ([{"method": "rebate", "amount_minor": 200}, {"method": "offline", "amount_minor": 800}], "parts"),
+])
+def test_plans_that_break_a_rule_are_refused_and_write_nothing(shop, plan, field):
+    funding.set_rebate_rule(shop, "D", max_percent_bp=1000, max_amount_minor=150, actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
+                               actor="store")
+    with pytest.raises(InvalidInput) as refused:
+        funding.set_payment_plan(shop, order.public_id, plan, actor="store")
+    assert refused.value.details["field"] == field
+    assert orders.get_order(shop, order.public_id).state == "placed"
+
+
+def test_the_rebate_cap_is_the_smallest_of_the_rules():
+    from channel_api.models import RebateRule
+
+    assert funding.rebate_cap(None, 1000) == 0
+    assert funding.rebate_cap(RebateRule(max_percent_bp=1000, max_amount_minor=None), 999) == 99
+    assert funding.rebate_cap(RebateRule(max_percent_bp=5000, max_amount_minor=120), 1000) == 120
+    assert funding.rebate_cap(RebateRule(max_percent_bp=None, max_amount_minor=None), 700) == 700
+
+
+def test_an_unpaid_order_expires_after_the_window_and_its_holds_are_released(shop):
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=1_000,
+                            bank_reference="DEP-2", actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
+                               actor="store")
+    funding.set_payment_plan(shop, order.public_id, [
+        {"method": "prepaid", "amount_minor": 400}, {"method": "offline", "amount_minor": 600}],
+        actor="store")
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.available_minor == 600
+    assert funding.expire_unpaid_orders(shop) == 0
+    later = utcnow() + funding.PAYMENT_WINDOW + timedelta(minutes=1)
+    assert funding.expire_unpaid_orders(shop, now=later) == 1
+    assert orders.get_order(shop, order.public_id).state == "cancelled"
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.available_minor == 1_000
+    assert [e.action for e in orders.order_events(shop, order.public_id)][-1] == "expire"
+
+
+def test_the_scheduler_job_expires_committed_unpaid_orders(session_factory, unique, monkeypatch):
+    from service import scheduler
+
+    u = unique + "-"
+    with session_factory() as s, s.begin():
+        build(s, u)
+        order = orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
+                                   lines=[{"sku": f"{u}g1", "quantity": 1}]).public_id
+        funding.set_payment_plan(s, order, [{"method": "offline", "amount_minor": 1_000}],
+                                 actor="store")
+    # Move the clock past the window instead of waiting a day.
+    monkeypatch.setattr(funding, "PAYMENT_WINDOW", timedelta(seconds=-1))
+    assert scheduler.expire_unpaid_orders(session_factory) >= 1
+    with session_factory() as s:
+        assert orders.get_order(s, order).state == "cancelled"

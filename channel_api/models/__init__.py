@@ -20,7 +20,7 @@ from .network import (
     SalePermission,
     SupplyRelationship,
 )
-from .orders import Order, OrderEvent, OrderLine, OrderLink, PaymentPart
+from .orders import PART_METHODS, Order, OrderEvent, OrderLine, OrderLink, PaymentPart, RebateRule
 from .pricing import STRATEGY_RULES, STRATEGY_STATUSES, PriceStrategy, PriceTier
 
 __all__ = [
@@ -30,5 +30,5 @@ __all__ = [
     "CustomerType", "DynamicTag", "Grade", "Party", "PartyGroup", "PartyGroupMember",
     "PartyTag", "PurchaseHabit", "Region", "SalePermission", "SupplyRelationship",
     "STRATEGY_RULES", "STRATEGY_STATUSES", "PriceStrategy", "PriceTier",
-    "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart",
+    "PART_METHODS", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
 ]

@@ -108,17 +108,22 @@ class OrderLink(Base):
     actor: Mapped[str] = mapped_column(String(80))
 
 
-PART_STATES = ("reserved", "captured", "voided", "refunded")
+PART_STATES = ("awaiting", "reserved", "captured", "voided", "refunded")
+PART_METHODS = ("prepaid", "rebate", "offline")
 
 
 class PaymentPart(Base):
     """One method's part of an order's payment plan, with its own state and
-    the ledger entries that moved it."""
+    the ledger entries that moved it: ``reserved`` (a pending entry holds
+    it), ``awaiting`` (money to come: an offline transfer), ``captured``,
+    then ``voided`` or ``refunded`` if the order is cancelled."""
 
     __tablename__ = "channel_payment_part"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
-        CheckConstraint("state IN ('reserved','captured','voided','refunded')", name="state"),
+        CheckConstraint("state IN ('awaiting','reserved','captured','voided','refunded')",
+                        name="state"),
+        CheckConstraint("method IN ('prepaid','rebate','offline')", name="method"),
         UniqueConstraint("order_id", "method"),
     )
 
@@ -130,4 +135,17 @@ class PaymentPart(Base):
     pending_entry_id: Mapped[str | None] = mapped_column(String(40))
     entry_id: Mapped[str | None] = mapped_column(String(40))
     refund_entry_id: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RebateRule(Base):
+    """How much of an order a seller lets its buyers pay with rebate: at most
+    ``max_percent_bp`` of the total and/or ``max_amount_minor`` (None: no
+    limit of that kind). A seller without a rule accepts no rebate."""
+
+    __tablename__ = "channel_rebate_rule"
+
+    seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
+    max_percent_bp: Mapped[int | None] = mapped_column(Integer)
+    max_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
