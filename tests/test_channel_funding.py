@@ -14,6 +14,8 @@ from channel_api import catalog, funding, network, orders
 from channel_api.errors import InvalidInput
 from channel_api.order_states import IllegalTransition
 from ledger import utcnow
+from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
+
 
 A = "test"
 

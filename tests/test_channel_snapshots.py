@@ -12,6 +12,8 @@ from sqlalchemy import event
 import channel_api as ca
 from channel_api import bulk, catalog, network, prices
 from ledger import utcnow
+from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
+
 
 A = "test"
 
