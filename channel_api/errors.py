@@ -190,3 +190,11 @@ class OrderExists(Exists):
     """The buyer's client_reference names another order with other content."""
 
     code = "order_exists"
+
+
+class CreditUnavailable(ChannelError):
+    """The plan's credit part cannot be used: no line, a frozen line, or one
+    not valid now; ``details["reason"]`` says which."""
+
+    code = "credit_unavailable"
+    http_status = 422

@@ -19,8 +19,12 @@ Every money effect is a ledger entry, per ``docs/accounting.md``:
   seller); an unpaid order past its window is expired by a job.
 
 Every ledger call carries an idempotency key derived from the order (or the
-bank reference), so a retried use case never moves money twice. Credit lines
-and gateways are the next parts of the plan.
+bank reference), so a retried use case never moves money twice.
+
+A credit part reserves Dr ``credit:B@S`` / Cr ``party:S:credit_issued``; the
+line's limit is that account's upper bound in the ledger. Repayments, due
+dates and aging, credit-check rules (hold for approval) and gateways are
+the next parts of the plan.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
 from . import audit, orders
-from .errors import InvalidInput
-from .models import PART_METHODS, Order, PaymentPart, RebateRule
+from .errors import CreditUnavailable, InvalidInput
+from .models import PART_METHODS, CreditLine, Order, PaymentPart, RebateRule
 from .order_states import transition
 from .parties import is_buyer_of, party_row
 
@@ -56,6 +60,14 @@ def rebate_account(buyer: str, seller: str) -> str:
 
 def rebates_granted_account(seller: str) -> str:
     return f"party:{seller}:rebates_granted"
+
+
+def credit_account(buyer: str, seller: str) -> str:
+    return f"credit:{buyer}@{seller}"
+
+
+def credit_issued_account(seller: str) -> str:
+    return f"party:{seller}:credit_issued"
 
 
 def escrow_account(order: str) -> str:
@@ -102,15 +114,26 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class CreditBalance:
+    limit_minor: int
+    used_minor: int
+    reserved_minor: int
+    available_minor: int
+    valid_to: datetime | None
+    status: str | None  # None: no credit line
+
+
+@dataclass(frozen=True)
 class Balances:
-    """What a buyer can spend at a seller: its prepaid deposit and its
-    rebate credit (zero before the first deposit or grant)."""
+    """What a buyer can spend at a seller: its prepaid deposit, its rebate
+    credit and its credit line (zero before the first deposit, grant or line)."""
 
     buyer: str
     seller: str
     currency: str
     prepaid: Balance
     rebate: Balance
+    credit: CreditBalance
 
 
 def _balance(session: Session, code: str) -> Balance:
@@ -121,10 +144,22 @@ def _balance(session: Session, code: str) -> Balance:
     return Balance(account.posted_minor, account.pending_debits_minor, account.available_minor)
 
 
+def _credit_balance(session: Session, buyer, seller) -> CreditBalance:
+    line = session.get(CreditLine, (seller.id, buyer.id))
+    if line is None:
+        return CreditBalance(0, 0, 0, 0, None, None)
+    used = _balance(session, credit_account(buyer.code, seller.code))
+    # credit:B@S is debit-normal: what the buyer owes; pending debits are holds.
+    available = max(0, line.limit_minor - used.posted_minor - used.reserved_minor)
+    return CreditBalance(line.limit_minor, used.posted_minor, used.reserved_minor, available,
+                         as_utc(line.valid_to) if line.valid_to else None, line.status)
+
+
 def balances(session: Session, *, buyer: str, seller: str, currency: str = "CNY") -> Balances:
     b, s = party_row(session, buyer), party_row(session, seller)
     return Balances(b.code, s.code, currency, _balance(session, prepaid_account(b.code, s.code)),
-                    _balance(session, rebate_account(b.code, s.code)))
+                    _balance(session, rebate_account(b.code, s.code)),
+                    _credit_balance(session, b, s))
 
 
 # -- deposits and rebates -------------------------------------------------------------------
@@ -193,6 +228,57 @@ def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int
                                           "entry": entry.id})
     return Credited(b.code, s.code, amount, currency, reference, entry.id,
                     balances(session, buyer=b.code, seller=s.code, currency=currency))
+
+
+def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: int,
+                    terms_days: int = 30, valid_to: datetime | None = None,
+                    status: str = "active", currency: str = "CNY", actor: str) -> Balances:
+    """Grant or change ``buyer``'s credit line at ``seller``. The limit is the
+    upper bound of ``credit:B@S`` in the ledger, so no posting can take the
+    debt beyond it, however many orders race. Lowering it below what is
+    owed refuses new credit until repaid. Audited."""
+    if not isinstance(limit_minor, int) or isinstance(limit_minor, bool) or not 0 <= limit_minor <= 10**15:
+        raise InvalidInput("limit_minor must be a whole number of minor units", field="limit_minor")
+    if not isinstance(terms_days, int) or isinstance(terms_days, bool) or not 0 <= terms_days <= 365:
+        raise InvalidInput("terms_days must be 0 to 365", field="terms_days")
+    if status not in ("active", "frozen"):
+        raise InvalidInput("status must be active or frozen", field="status")
+    if valid_to is not None and (not isinstance(valid_to, datetime) or valid_to.tzinfo is None):
+        raise InvalidInput("valid_to must be a date-time with a time zone", field="valid_to")
+    b, s = _pair(session, buyer, seller)
+    debt, issued = credit_account(b.code, s.code), credit_issued_account(s.code)
+    _ensure(session, issued, f"Credit issued by {s.code}", "liability", currency, owner=s.code)
+    try:
+        ledger.get_account(session, debt)
+        ledger.set_account_bounds(session, debt, min_balance_minor=None,
+                                  max_balance_minor=limit_minor)
+    except ledger.AccountNotFound:
+        ledger.open_account(session, debt, f"Credit of {b.code} at {s.code}", "asset", currency,
+                            owner_party_id=s.code, max_balance_minor=limit_minor)
+    now = utcnow()
+    line = session.get(CreditLine, (s.id, b.id)) or CreditLine(
+        seller_id=s.id, buyer_id=b.id, currency=currency, valid_from=now)
+    line.limit_minor, line.terms_days, line.status = limit_minor, terms_days, status
+    line.valid_to = as_utc(valid_to) if valid_to is not None else None
+    line.updated_at = now
+    session.add(line)
+    audit.record(session, actor=actor, action="credit_line.set", subject_type="party",
+                 subject=b.code, details={"seller": s.code, "limit_minor": limit_minor,
+                                          "terms_days": terms_days, "status": status,
+                                          "valid_to": line.valid_to.isoformat()
+                                          if line.valid_to else None})
+    session.flush()
+    return balances(session, buyer=b.code, seller=s.code, currency=currency)
+
+
+def _check_credit(session: Session, order_row: Order, now: datetime) -> None:
+    line = session.get(CreditLine, (order_row.seller_id, order_row.buyer_id))
+    reason = ("no_credit_line" if line is None else "credit_frozen" if line.status != "active"
+              else "credit_expired" if line.valid_to is not None and as_utc(line.valid_to) <= now
+              else None)
+    if reason is not None:
+        raise CreditUnavailable(f"the credit part cannot be used: {reason.replace('_', ' ')}",
+                                reason=reason, field="parts")
 
 
 @dataclass(frozen=True)
@@ -277,26 +363,30 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
     transition(view.state, "reserve")  # only a placed order takes a plan
     plan = _parts(parts, view.total_minor)
     amounts = dict(plan)
+    now = as_utc(at) if at is not None else utcnow()
+    if "credit" in amounts:
+        _check_credit(session, _order_row(session, view.public_id), now)
     if "rebate" in amounts:
         cap = rebate_cap(session.get(RebateRule, _order_row(session, view.public_id).seller_id),
                          view.total_minor)
         if amounts["rebate"] > cap:
             raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
                                field="parts", rebate_cap_minor=cap)
-    now = as_utc(at) if at is not None else utcnow()
     b, s, O, ccy = view.buyer_code, view.seller_code, view.public_id, view.currency
     escrow = escrow_account(O)
     _ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
     order_id = _order_row(session, O).id
     routes = {"prepaid": (prepaid_account(b, s), escrow),
-              "rebate": (rebate_account(b, s), rebates_granted_account(s))}
+              "rebate": (rebate_account(b, s), rebates_granted_account(s)),
+              "credit": (credit_account(b, s), credit_issued_account(s))}
     for method, amount in plan:
         part = PaymentPart(order_id=order_id, method=method, amount_minor=amount,
                            state="awaiting", updated_at=now)
         if method in routes:
             source, destination = routes[method]
-            _ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
-                    min_balance=0)
+            if method != "credit":  # the credit line opened its accounts
+                _ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
+                        min_balance=0)
             if method == "rebate":
                 _ensure(session, destination, f"Rebates granted by {s}", "asset", ccy, owner=s)
             held = ledger.post_entry(session, EntryRequest(

@@ -16,6 +16,7 @@ from service.schemas_channel import (
     BalanceArgs,
     BalancesOut,
     CancelIn,
+    CreditLineIn,
     CreditedOut,
     DepositIn,
     PlanIn,
@@ -158,6 +159,17 @@ def set_rebate_rule(body, code: str):
     """How much of an order the seller's buyers may pay with rebate."""
     access.require_manager_of(caller(), code)
     return funding.set_rebate_rule(db_session(), code, actor=actor(), **body)
+
+
+@blp.route("/parties/<seller>/credit-lines/<buyer>", methods=["PUT"])
+@mutation
+@blp.arguments(CreditLineIn)
+@blp.response(200, BalancesOut)
+def set_credit_line(body, seller: str, buyer: str):
+    """Grant or change a buyer's credit line (the seller's managers): the
+    limit is enforced by the ledger itself."""
+    access.require_manager_of(caller(), seller)
+    return funding.set_credit_line(db_session(), seller=seller, buyer=buyer, actor=actor(), **body)
 
 
 @blp.route("/sellers/<seller>/balances", methods=["GET"])

@@ -744,12 +744,31 @@ class BalanceOut(ma.Schema):
     available_minor = fields.Integer()
 
 
+class CreditBalanceOut(ma.Schema):
+    limit_minor = fields.Integer()
+    used_minor = fields.Integer(metadata={"description": "Owed on captured orders."})
+    reserved_minor = fields.Integer(metadata={"description": "Held by orders not yet captured."})
+    available_minor = fields.Integer()
+    valid_to = UtcDateTime(allow_none=True)
+    status = fields.String(allow_none=True, metadata={"description": "null: no credit line."})
+
+
 class BalancesOut(ma.Schema):
     buyer = fields.String()
     seller = fields.String()
     currency = fields.String()
     prepaid = fields.Nested(BalanceOut)
     rebate = fields.Nested(BalanceOut)
+    credit = fields.Nested(CreditBalanceOut)
+
+
+class CreditLineIn(StrictSchema):
+    limit_minor = fields.Integer(required=True, strict=True)
+    terms_days = fields.Integer(load_default=30, strict=True,
+                                metadata={"description": "Due this many days after delivery."})
+    valid_to = UtcDateTime(load_default=None, allow_none=True)
+    status = fields.String(load_default="active", validate=validate.OneOf(("active", "frozen")))
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
 
 
 class BalanceArgs(StrictSchema):
@@ -797,13 +816,14 @@ class RebateRuleOut(ma.Schema):
 
 
 class PlanPartIn(StrictSchema):
-    method = fields.String(required=True, validate=validate.OneOf(("prepaid", "rebate", "offline")))
+    method = fields.String(required=True,
+                           validate=validate.OneOf(("prepaid", "rebate", "credit", "offline")))
     amount_minor = fields.Integer(required=True, strict=True)
 
 
 class PlanIn(StrictSchema):
     parts = fields.List(fields.Nested(PlanPartIn), required=True,
-                        validate=validate.Length(min=1, max=3),
+                        validate=validate.Length(min=1, max=4),
                         metadata={"description": "Must add up to the order total to the fen."})
 
 

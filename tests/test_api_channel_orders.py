@@ -142,3 +142,22 @@ def test_a_mixed_plan_through_the_api(client, net):
     assert paid.status_code == 200 and paid.json["state"] == "paid"
     left = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json
     assert left["rebate"]["posted_minor"] == 430
+
+
+def test_a_seller_grants_credit_and_its_buyer_pays_with_it(client, net):
+    c = net.codes
+    line = client.put(f"/v1/parties/{c['d1']}/credit-lines/{c['s1']}", headers=net.auth("d1"),
+                      json={"limit_minor": 3000, "terms_days": 45})
+    assert line.status_code == 200, line.json
+    assert line.json["credit"] == {"limit_minor": 3000, "used_minor": 0, "reserved_minor": 0,
+                                   "available_minor": 3000, "valid_to": None, "status": "active"}
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json  # 2,850
+    paid = client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"),
+                       json={"parts": [{"method": "credit", "amount_minor": 2850}]})
+    assert paid.status_code == 200 and paid.json["state"] == "paid"
+    second = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    over = client.post(f"/v1/orders/{second['public_id']}/plan", headers=net.auth("s1"),
+                       json={"parts": [{"method": "credit", "amount_minor": 2850}]})
+    assert over.status_code == 422 and over.json["code"] == "limit_exceeded"
+    seen = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json["credit"]
+    assert (seen["used_minor"], seen["available_minor"]) == (2850, 150)

@@ -259,3 +259,88 @@ def test_the_scheduler_job_expires_committed_unpaid_orders(session_factory, uniq
     assert scheduler.expire_unpaid_orders(session_factory) >= 1
     with session_factory() as s:
         assert orders.get_order(s, order).state == "cancelled"
+
+
+def test_a_credit_line_funds_orders_up_to_its_limit(shop):
+    line = funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, terms_days=30,
+                                   actor="seller")
+    assert (line.credit.limit_minor, line.credit.available_minor) == (5_000, 5_000)
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=1_000,
+                            bank_reference="DEP-C", actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 4}],
+                               actor="store")
+    paid = funding.set_payment_plan(shop, order.public_id, [
+        {"method": "credit", "amount_minor": 3_000}, {"method": "prepaid", "amount_minor": 1_000}],
+        actor="store")
+    assert paid.state == "paid"
+    now = funding.balances(shop, buyer="S", seller="D").credit
+    assert (now.used_minor, now.reserved_minor, now.available_minor) == (3_000, 0, 2_000)
+    # Credit is a claim between the parties, never cash: the escrow holds the prepaid part only.
+    assert ledger.get_account(shop, funding.escrow_account(order.public_id)).posted_minor == 1_000
+    assert ledger.get_account(shop, funding.credit_issued_account("D")).posted_minor == 3_000
+
+    big = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 3}],
+                             actor="store")
+    with shop.begin_nested():
+        with pytest.raises(ledger.LimitExceeded):
+            funding.set_payment_plan(shop, big.public_id,
+                                     [{"method": "credit", "amount_minor": 3_000}], actor="store")
+    assert orders.get_order(shop, big.public_id).state == "placed"
+
+    funding.cancel_order(shop, order.public_id, actor="store")
+    restored = funding.balances(shop, buyer="S", seller="D").credit
+    assert (restored.used_minor, restored.available_minor) == (0, 5_000)
+    assert ledger.check_ledger(shop) == []
+
+
+@pytest.mark.parametrize("line, reason", [
+    (None, "no_credit_line"),
+    (dict(status="frozen"), "credit_frozen"),
+    (dict(valid_to=utcnow() - timedelta(days=1)), "credit_expired"),
+])
+def test_credit_that_cannot_be_used_is_refused_with_a_reason(shop, line, reason):
+    from channel_api.errors import CreditUnavailable
+
+    if line is not None:
+        funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, actor="seller",
+                                **line)
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
+                               actor="store")
+    with pytest.raises(CreditUnavailable) as refused:
+        funding.set_payment_plan(shop, order.public_id,
+                                 [{"method": "credit", "amount_minor": 1_000}], actor="store")
+    assert refused.value.details["reason"] == reason
+
+
+@pytest.mark.postgres_only
+def test_orders_racing_for_one_credit_line_never_exceed_it(session_factory, unique):
+    u = unique + "-"
+    with session_factory() as s, s.begin():
+        build(s, u)
+        funding.set_credit_line(s, seller=f"{u}D", buyer=f"{u}S", limit_minor=10_000,
+                                actor="seller")
+        placed = [orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
+                                     lines=[{"sku": f"{u}g1", "quantity": 3}]).public_id
+                  for _ in range(20)]
+    results: list[str] = []
+    barrier = threading.Barrier(len(placed))
+
+    def pay(order_id):
+        barrier.wait()
+        try:
+            with session_factory() as s, s.begin():
+                funding.set_payment_plan(s, order_id, [{"method": "credit", "amount_minor": 3_000}],
+                                         actor="store")
+            results.append("paid")
+        except ledger.LimitExceeded:
+            results.append("refused")
+
+    threads = [threading.Thread(target=pay, args=(o,)) for o in placed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("paid") == 3 and results.count("refused") == 17
+    with session_factory() as s:
+        credit = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").credit
+        assert (credit.used_minor, credit.available_minor) == (9_000, 1_000)

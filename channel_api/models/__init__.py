@@ -20,7 +20,16 @@ from .network import (
     SalePermission,
     SupplyRelationship,
 )
-from .orders import PART_METHODS, Order, OrderEvent, OrderLine, OrderLink, PaymentPart, RebateRule
+from .orders import (
+    PART_METHODS,
+    CreditLine,
+    Order,
+    OrderEvent,
+    OrderLine,
+    OrderLink,
+    PaymentPart,
+    RebateRule,
+)
 from .pricing import STRATEGY_RULES, STRATEGY_STATUSES, PriceStrategy, PriceTier
 
 __all__ = [
@@ -30,5 +39,5 @@ __all__ = [
     "CustomerType", "DynamicTag", "Grade", "Party", "PartyGroup", "PartyGroupMember",
     "PartyTag", "PurchaseHabit", "Region", "SalePermission", "SupplyRelationship",
     "STRATEGY_RULES", "STRATEGY_STATUSES", "PriceStrategy", "PriceTier",
-    "PART_METHODS", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
+    "PART_METHODS", "CreditLine", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
 ]

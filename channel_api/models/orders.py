@@ -109,7 +109,7 @@ class OrderLink(Base):
 
 
 PART_STATES = ("awaiting", "reserved", "captured", "voided", "refunded")
-PART_METHODS = ("prepaid", "rebate", "offline")
+PART_METHODS = ("prepaid", "rebate", "credit", "offline")
 
 
 class PaymentPart(Base):
@@ -123,7 +123,7 @@ class PaymentPart(Base):
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("state IN ('awaiting','reserved','captured','voided','refunded')",
                         name="state"),
-        CheckConstraint("method IN ('prepaid','rebate','offline')", name="method"),
+        CheckConstraint("method IN ('prepaid','rebate','credit','offline')", name="method"),
         UniqueConstraint("order_id", "method"),
     )
 
@@ -148,4 +148,26 @@ class RebateRule(Base):
     seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
     max_percent_bp: Mapped[int | None] = mapped_column(Integer)
     max_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CreditLine(Base):
+    """A credit line a seller grants a buyer on their relationship: the limit
+    is the upper bound of the ledger account ``credit:B@S``; due dates follow
+    ``terms_days`` after delivery (repayments and aging: a later slice)."""
+
+    __tablename__ = "channel_credit_line"
+    __table_args__ = (
+        CheckConstraint("limit_minor >= 0", name="limit_not_negative"),
+        CheckConstraint("status IN ('active','frozen')", name="status"),
+    )
+
+    seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
+    buyer_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    limit_minor: Mapped[int] = mapped_column(BigInteger)
+    terms_days: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(8))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
