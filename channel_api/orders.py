@@ -10,7 +10,7 @@ its ledger postings are the next slice of issue 4: today ``reserve`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -277,3 +277,29 @@ def downstream_orders(session: Session, upstream: str) -> list[OrderView]:
     rows = list(session.scalars(select(Order).join(OrderLink, OrderLink.downstream_id == Order.id)
                                 .where(OrderLink.upstream_id == up.id).order_by(Order.id)))
     return _views(session, rows)
+
+
+AUTO_CONFIRM_AFTER = timedelta(days=7)  # a shipped order counts as received after this
+
+
+def ship_order(session: Session, order: str, *, actor: str, tracking: str = "") -> OrderView:
+    """The seller ships a paid order (no cancel after this)."""
+    details = {"tracking": _text(tracking, "tracking", 100)} if tracking else None
+    return apply_action(session, order, "ship", actor=actor, details=details)
+
+
+def confirm_receipt(session: Session, order: str, *, actor: str) -> OrderView:
+    """The buyer confirms it received a shipped order."""
+    return apply_action(session, order, "confirm_receipt", actor=actor)
+
+
+def auto_confirm_receipts(session: Session, *, now: datetime | None = None,
+                          after: timedelta | None = None, limit: int = 500) -> int:
+    """The job: shipped orders not confirmed within ``after`` (default
+    AUTO_CONFIRM_AFTER) of their shipment count as delivered."""
+    cutoff = (as_utc(now) if now is not None else utcnow()) - (after or AUTO_CONFIRM_AFTER)
+    due = list(session.scalars(select(Order.public_id).where(
+        Order.state == "shipped", Order.updated_at <= cutoff).order_by(Order.id).limit(limit)))
+    for public_id in due:
+        apply_action(session, public_id, "auto_confirm", actor="scheduler")
+    return len(due)

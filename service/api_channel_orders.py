@@ -23,6 +23,7 @@ from service.schemas_channel import (
     RebateGrantIn,
     RebateRuleIn,
     RebateRuleOut,
+    ShipIn,
     TransferIn,
     OrderEventList,
     OrderIn,
@@ -101,6 +102,28 @@ def cancel_order(body, order_id: str):
     paid goes back to its source."""
     _visible(orders.get_order(db_session(), order_id))
     return funding.cancel_order(db_session(), order_id, actor=actor(), reason=body["reason"])
+
+
+@blp.route("/orders/<order_id>/ship", methods=["POST"])
+@mutation
+@blp.arguments(ShipIn)
+@blp.response(200, OrderOut)
+def ship_order(body, order_id: str):
+    """The seller ships a paid order."""
+    access.require_manager_of(caller(), orders.get_order(db_session(), order_id).seller_code)
+    return orders.ship_order(db_session(), order_id, actor=actor(), **body)
+
+
+@blp.route("/orders/<order_id>/confirm-receipt", methods=["POST"])
+@mutation
+@blp.response(200, OrderOut)
+def confirm_receipt(order_id: str):
+    """The buyer confirms it received the order (or a job does, after 7 days)."""
+    who = caller()
+    access.require_scope(who, "storefront")
+    if orders.get_order(db_session(), order_id).buyer_code != who.party_code:
+        raise AccessDenied("only the buyer confirms receipt")
+    return orders.confirm_receipt(db_session(), order_id, actor=actor())
 
 
 @blp.route("/orders/<order_id>/pay/prepaid", methods=["POST"])

@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import funding, idempotency, tags
+from channel_api import funding, idempotency, orders, tags
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
@@ -244,6 +244,20 @@ def expire_unpaid_orders(session_factory: sessionmaker[Session]) -> int:
     return total
 
 
+def auto_confirm_receipts(session_factory: sessionmaker[Session]) -> int:
+    """Shipped orders not confirmed within the window count as delivered."""
+    total = 0
+    while True:
+        with session_factory() as session, session.begin():
+            confirmed = orders.auto_confirm_receipts(session, limit=500)
+        total += confirmed
+        if confirmed < 500:
+            break
+    if total:
+        log.info("auto-confirmed %d shipped orders", total)
+    return total
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -299,6 +313,10 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
     scheduler.add_job(
         run_if_leader, "interval", id="expire_unpaid_orders", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "expire_unpaid_orders", lambda: expire_unpaid_orders(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="auto_confirm_receipts", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "auto_confirm_receipts", lambda: auto_confirm_receipts(session_factory)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="purge_idempotency_records",

@@ -830,3 +830,7 @@ class PlanIn(StrictSchema):
 class TransferIn(StrictSchema):
     amount_minor = fields.Integer(required=True, strict=True)
     bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class ShipIn(StrictSchema):
+    tracking = fields.String(load_default="", validate=validate.Length(max=100))

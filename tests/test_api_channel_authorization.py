@@ -124,6 +124,8 @@ def requests(net):
         "channel_orders.order_events": ("GET", f"/v1/orders/{x['order']}/events", None, both("denied")),
         "channel_orders.cancel_order": ("POST", f"/v1/orders/{x['order']}/cancel", {}, both("denied")),
         "channel_orders.downstream_orders": ("GET", f"/v1/orders/{x['order']}/downstream", None, both("denied")),
+        "channel_orders.ship_order": ("POST", f"/v1/orders/{x['order']}/ship", {}, both("denied")),
+        "channel_orders.confirm_receipt": ("POST", f"/v1/orders/{x['order']}/confirm-receipt", None, both("denied")),
         "channel_orders.pay_with_prepaid": ("POST", f"/v1/orders/{x['order']}/pay/prepaid", None, both("denied")),
         "channel_orders.set_payment_plan": ("POST", f"/v1/orders/{x['order']}/plan", {"parts": [{"method": "offline", "amount_minor": 1}]}, both("denied")),
         "channel_orders.confirm_order_transfer": ("POST", f"/v1/orders/{x['order']}/transfers", {"amount_minor": 1, "bank_reference": "X"}, both("denied")),

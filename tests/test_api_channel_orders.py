@@ -161,3 +161,20 @@ def test_a_seller_grants_credit_and_its_buyer_pays_with_it(client, net):
     assert over.status_code == 422 and over.json["code"] == "limit_exceeded"
     seen = client.get(f"/v1/sellers/{c['d1']}/balances", headers=net.auth("s1")).json["credit"]
     assert (seen["used_minor"], seen["available_minor"]) == (2850, 150)
+
+
+def test_the_seller_ships_and_the_buyer_confirms_receipt(client, net):
+    c = net.codes
+    client.post("/v1/deposits", headers=net.auth("brand"), json={
+        "buyer": c["s1"], "seller": c["d1"], "amount_minor": 5000, "bank_reference": f"{net.u}-S"})
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    early = client.post(f"/v1/orders/{order['public_id']}/ship", headers=net.auth("d1"), json={})
+    assert early.status_code == 409 and early.json["details"]["state"] == "placed"
+    client.post(f"/v1/orders/{order['public_id']}/pay/prepaid", headers=net.auth("s1"))
+    assert client.post(f"/v1/orders/{order['public_id']}/ship", headers=net.auth("s1"), json={}).status_code == 403
+    shipped = client.post(f"/v1/orders/{order['public_id']}/ship", headers=net.auth("d1"),
+                          json={"tracking": "SF1"})
+    assert shipped.status_code == 200 and shipped.json["state"] == "shipped"
+    assert client.post(f"/v1/orders/{order['public_id']}/confirm-receipt", headers=net.auth("d1")).status_code == 403
+    received = client.post(f"/v1/orders/{order['public_id']}/confirm-receipt", headers=net.auth("s1"))
+    assert received.status_code == 200 and received.json["state"] == "delivered"

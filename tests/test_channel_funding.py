@@ -344,3 +344,22 @@ def test_orders_racing_for_one_credit_line_never_exceed_it(session_factory, uniq
     with session_factory() as s:
         credit = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").credit
         assert (credit.used_minor, credit.available_minor) == (9_000, 1_000)
+
+
+def test_a_paid_order_is_shipped_then_received_by_the_buyer_or_the_job(shop):
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=5_000,
+                            bank_reference="DEP-S", actor="finance")
+    first, second = (orders.place_order(shop, buyer="S", seller="D", actor="store",
+                                        lines=[{"sku": "g1", "quantity": 1}]).public_id
+                     for _ in range(2))
+    for order in (first, second):
+        funding.pay_with_prepaid(shop, order, actor="store")
+        shipped = orders.ship_order(shop, order, actor="dist", tracking="SF123")
+        assert shipped.state == "shipped" and "cancel" not in shipped.allowed_actions
+    assert orders.confirm_receipt(shop, first, actor="store").state == "delivered"
+    assert orders.auto_confirm_receipts(shop) == 0
+    later = utcnow() + orders.AUTO_CONFIRM_AFTER + timedelta(minutes=1)
+    assert orders.auto_confirm_receipts(shop, now=later) == 1
+    events = orders.order_events(shop, second)
+    assert [(e.action, e.actor) for e in events][-2:] == [("ship", "dist"), ("auto_confirm", "scheduler")]
+    assert events[-2].details == {"tracking": "SF123"}

@@ -274,7 +274,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     assert {f.name: str(f) for f in daily.trigger.fields}["hour"] == "2"
     assert {name: job.trigger.interval.total_seconds() for name, job in jobs.items()} == {
         "renew_lease": 10, "void_expired_pending": 45, "check_ledger": 900,
-        "expire_unpaid_orders": 300}
+        "expire_unpaid_orders": 300, "auto_confirm_receipts": 300}
 
 
 def _utc(value: datetime) -> datetime:
