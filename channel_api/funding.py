@@ -41,7 +41,15 @@ from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
 from . import audit, orders
 from .errors import CreditUnavailable, InvalidInput
-from .models import PART_METHODS, CreditLine, Order, PaymentPart, RebateRule
+from .models import (
+    PART_METHODS,
+    CreditDebt,
+    CreditLine,
+    Order,
+    OrderEvent,
+    PaymentPart,
+    RebateRule,
+)
 from .order_states import transition
 from .parties import is_buyer_of, party_row
 
@@ -409,11 +417,18 @@ def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.
     if any(p.state == "awaiting" for p in parts):
         return orders.get_order(session, order)
     captured = {}
+    row = _order_row(session, order)
     for part in parts:
         if part.state == "reserved":
             entry = ledger.post_pending(session, part.pending_entry_id,
                                         idempotency_key=f"{order}:{part.method}:capture")
             part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
+            if part.method == "credit":
+                line = session.get(CreditLine, (row.seller_id, row.buyer_id))
+                session.add(CreditDebt(order_id=row.id, seller_id=row.seller_id,
+                                       buyer_id=row.buyer_id, amount_minor=part.amount_minor,
+                                       repaid_minor=0, terms_days=line.terms_days,
+                                       created_at=utcnow()))
         captured[part.method] = part.amount_minor
     session.flush()
     return orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
@@ -485,6 +500,13 @@ def _release(session: Session, order: orders.OrderView) -> None:
                           PostingLine(prepaid, "credit", part.amount_minor, order.currency)]))
             part.state, part.refund_entry_id = "refunded", refund.id
         elif part.state == "captured":
+            if part.method == "credit":
+                debt = session.scalars(select(CreditDebt).where(
+                    CreditDebt.order_id == order_id)).one()
+                if debt.repaid_minor:
+                    raise InvalidInput("part of this order's credit is already repaid: refund "
+                                       "it as a return, not a cancel", field="order")
+                debt.cancelled = True
             refund = ledger.reverse_entry(session, part.entry_id, idempotency_key=f"{key}:refund",
                                           description="order cancelled: back to its source")
             part.state, part.refund_entry_id = "refunded", refund.id
@@ -514,3 +536,131 @@ def expire_unpaid_orders(session: Session, *, now: datetime | None = None,
         expired = orders.apply_action(session, public_id, "expire", actor="scheduler")
         _release(session, expired)
     return len(due)
+
+
+# -- credit debts: due dates, aging, repayments ----------------------------------------------
+
+AGING_BUCKETS = ("not_due", "0-30", "31-60", "61-90", "90+")
+
+
+def aging_bucket(due_at: datetime | None, now: datetime) -> str:
+    """Pure: which bucket an outstanding debt falls in. A debt is not due
+    before delivery (no due date) or before its due date; then by whole days
+    overdue: 0-30, 31-60, 61-90, 90+."""
+    if due_at is None or now < due_at:
+        return "not_due"
+    days = (now - due_at).days
+    return "0-30" if days <= 30 else "31-60" if days <= 60 else "61-90" if days <= 90 else "90+"
+
+
+@dataclass(frozen=True)
+class DebtView:
+    order: str
+    amount_minor: int
+    repaid_minor: int
+    outstanding_minor: int
+    delivered_at: datetime | None
+    due_at: datetime | None
+    bucket: str
+
+
+@dataclass(frozen=True)
+class CreditAging:
+    buyer: str
+    seller: str
+    at: datetime
+    outstanding_minor: int
+    buckets: dict[str, int]
+    debts: tuple[DebtView, ...]
+
+
+def _open_debts(session: Session, seller_id: int, buyer_id: int, now: datetime) -> list[tuple]:
+    """(debt row, order public id, delivered_at, due_at), oldest due first:
+    delivered debts by due date, then undelivered ones by creation."""
+    rows = session.execute(
+        select(CreditDebt, Order.public_id)
+        .join(Order, Order.id == CreditDebt.order_id)
+        .where(CreditDebt.seller_id == seller_id, CreditDebt.buyer_id == buyer_id,
+               CreditDebt.cancelled.is_(False),
+               CreditDebt.repaid_minor < CreditDebt.amount_minor)
+        .order_by(CreditDebt.id)).all()
+    delivered = dict(session.execute(
+        select(OrderEvent.order_id, OrderEvent.at).where(
+            OrderEvent.order_id.in_([debt.order_id for debt, _ in rows]),
+            OrderEvent.to_state == "delivered")).all()) if rows else {}
+    out = []
+    for debt, public_id in rows:
+        at = as_utc(delivered[debt.order_id]) if debt.order_id in delivered else None
+        due = at + timedelta(days=debt.terms_days) if at is not None else None
+        out.append((debt, public_id, at, due))
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    out.sort(key=lambda item: (item[3] or far, item[0].id))
+    return out
+
+
+def credit_aging(session: Session, *, buyer: str, seller: str,
+                 at: datetime | None = None) -> CreditAging:
+    """What the buyer owes the seller on credit, by how overdue it is."""
+    b, s = party_row(session, buyer), party_row(session, seller)
+    now = as_utc(at) if at is not None else utcnow()
+    buckets = {name: 0 for name in AGING_BUCKETS}
+    debts = []
+    for debt, public_id, delivered_at, due_at in _open_debts(session, s.id, b.id, now):
+        outstanding = debt.amount_minor - debt.repaid_minor
+        bucket = aging_bucket(due_at, now)
+        buckets[bucket] += outstanding
+        debts.append(DebtView(public_id, debt.amount_minor, debt.repaid_minor, outstanding,
+                              delivered_at, due_at, bucket))
+    return CreditAging(b.code, s.code, now, sum(buckets.values()), buckets, tuple(debts))
+
+
+def repay_credit(session: Session, *, buyer: str, seller: str, amount_minor: int,
+                 bank_reference: str, actor: str) -> CreditAging:
+    """Finance confirms a credit repayment by bank transfer. It is allocated
+    to the oldest due debts first; for each order repaid, in one entry: the
+    cash into the order's escrow (Dr custody:bank / Cr order:O:escrow, to be
+    cleared like any cash) and the line restored (Dr party:S:credit_issued /
+    Cr credit:B@S). More than is owed is refused. Once per bank reference."""
+    amount = _amount(amount_minor)
+    reference = _reference(bank_reference, "bank_reference")
+    b, s = party_row(session, buyer), party_row(session, seller)
+    done = ledger.find_entry_by_key(session, f"repay:{s.code}:{reference}")
+    if done is not None:  # a retry: the repayment was allocated and posted already
+        if done.metadata.get("amount_minor") != amount:
+            raise ledger.IdempotencyConflict(
+                f"bank reference {reference} was a repayment of another amount",
+                field="bank_reference")
+        return credit_aging(session, buyer=b.code, seller=s.code)
+    now = utcnow()
+    debts = _open_debts(session, s.id, b.id, now)
+    owed = sum(debt.amount_minor - debt.repaid_minor for debt, *_ in debts)
+    if amount > owed:
+        raise InvalidInput(f"{b.code} owes {s.code} {owed} on credit; {amount} is more",
+                           field="amount_minor", owed_minor=owed)
+    line = session.get(CreditLine, (s.id, b.id))
+    currency = line.currency
+    postings, allocated, left = [], {}, amount
+    for debt, public_id, _, _ in debts:
+        if not left:
+            break
+        part = min(left, debt.amount_minor - debt.repaid_minor)
+        debt.repaid_minor += part
+        allocated[public_id] = part
+        left -= part
+        postings += [PostingLine(CUSTODY, "debit", part, currency),
+                     PostingLine(escrow_account(public_id), "credit", part, currency),
+                     PostingLine(credit_issued_account(s.code), "debit", part, currency),
+                     PostingLine(credit_account(b.code, s.code), "credit", part, currency)]
+    _ensure(session, CUSTODY, "Custody bank account", "asset", currency)
+    entry = ledger.post_entry(session, EntryRequest(
+        code="credit.repayment", description=f"credit repayment {reference}",
+        idempotency_key=f"repay:{s.code}:{reference}",
+        metadata={"buyer": b.code, "seller": s.code, "amount_minor": amount,
+                  "allocated": allocated},
+        postings=postings))
+    audit.record(session, actor=actor, action="credit.repay", subject_type="party",
+                 subject=b.code, details={"seller": s.code, "amount_minor": amount,
+                                          "bank_reference": reference, "allocated": allocated,
+                                          "entry": entry.id})
+    session.flush()
+    return credit_aging(session, buyer=b.code, seller=s.code)

@@ -44,7 +44,14 @@ from .ids import new_uuid7
 from .locking import preload_accounts
 from .timeutil import as_utc, utcnow
 from .writer import add_write_listener
-from .queries import balance_at, get_entry, list_entries, statement, trial_balance
+from .queries import (
+    balance_at,
+    find_entry_by_key,
+    get_entry,
+    list_entries,
+    statement,
+    trial_balance,
+)
 from .values import (
     AccountStatus,
     AccountType,

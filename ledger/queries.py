@@ -53,6 +53,14 @@ def get_entry(session: Session, entry_id: str) -> EntryView:
     return _entry_views(session, [entry])[0]
 
 
+def find_entry_by_key(session: Session, idempotency_key: str) -> EntryView | None:
+    """The entry posted under an idempotency key, if any (a caller that must
+    not redo its own bookkeeping on a retry asks this first)."""
+    entry = session.scalars(select(JournalEntry).where(
+        JournalEntry.idempotency_key == idempotency_key)).one_or_none()
+    return _entry_views(session, [entry])[0] if entry is not None else None
+
+
 def list_entries(
     session: Session, *, account: str | None = None, code: str | None = None,
     after: str | None = None, limit: int = 100,

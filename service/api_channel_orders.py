@@ -8,14 +8,21 @@ purchase (upstream) to the sales it serves (downstream).
 """
 from __future__ import annotations
 
-import channel_api as ca
 from channel_api import AccessDenied, access, funding, orders
-from service.channel_edge import ChannelBlueprint, actor, caller, mutation
+from service.channel_edge import (
+    ChannelBlueprint,
+    actor,
+    buyer_seen_by_caller,
+    caller,
+    mutation,
+)
 from service.request_db import db_session
 from service.schemas_channel import (
+    AgingArgs,
     BalanceArgs,
     BalancesOut,
     CancelIn,
+    CreditAgingOut,
     CreditLineIn,
     CreditedOut,
     DepositIn,
@@ -23,6 +30,7 @@ from service.schemas_channel import (
     RebateGrantIn,
     RebateRuleIn,
     RebateRuleOut,
+    RepaymentIn,
     ShipIn,
     TransferIn,
     OrderEventList,
@@ -201,15 +209,26 @@ def set_credit_line(body, seller: str, buyer: str):
 def balances(seller: str, buyer: str | None = None):
     """Your prepaid deposit and rebate credit at a seller (its managers may
     ask for one of its buyers)."""
-    who = caller()
-    if buyer is None or buyer == who.party_code:
-        access.require_scope(who, "storefront")
-        buyer = who.party_code
-    else:
-        access.require_manager_of(who, seller)
-        if not ca.is_buyer_of(db_session(), seller, buyer):
-            raise AccessDenied(f"{buyer} does not buy from {seller}", field="buyer")
-    return funding.balances(db_session(), buyer=buyer, seller=seller)
+    return funding.balances(db_session(), buyer=buyer_seen_by_caller(seller, buyer), seller=seller)
+
+
+@blp.route("/sellers/<seller>/credit/aging", methods=["GET"])
+@blp.arguments(AgingArgs, location="query", as_kwargs=True)
+@blp.response(200, CreditAgingOut)
+def credit_aging(seller: str, buyer: str | None = None, at=None):
+    """What you owe the seller on credit, order by order, by days overdue."""
+    return funding.credit_aging(db_session(), buyer=buyer_seen_by_caller(seller, buyer), seller=seller, at=at)
+
+
+@blp.route("/credit-repayments", methods=["POST"])
+@mutation
+@blp.arguments(RepaymentIn)
+@blp.response(200, CreditAgingOut)
+def repay_credit(body):
+    """Finance confirms a credit repayment by transfer (the brand's managers
+    until finance users exist): allocated to the oldest due debts first."""
+    access.require_brand_manager(caller())
+    return funding.repay_credit(db_session(), actor=actor(), **body)
 
 
 @blp.route("/deposits", methods=["POST"])

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from flask_smorest import abort
 
-import channel_api as ca
 from channel_api import AccessDenied, access, habits, prices, tags
-from service.channel_edge import ChannelBlueprint, actor, caller, mutation, require_party_visible
+from service.channel_edge import (
+    ChannelBlueprint,
+    actor,
+    buyer_seen_by_caller,
+    caller,
+    mutation,
+    require_party_visible,
+)
 from service.request_db import db_session
 from service.schemas_channel import (
     DynamicTagIn,
@@ -36,19 +42,6 @@ blp = ChannelBlueprint(
     description="Price strategies, price lists, prices with explanations, dynamic tags, habits.",
 )
 QUERY = {"location": "query", "as_kwargs": True}
-
-
-def _buyer(seller: str, buyer: str | None) -> str:
-    """Whose prices the caller may see: its own, or as the seller's manager,
-    one of the seller's buyers."""
-    who = caller()
-    if buyer is None or buyer == who.party_code:
-        access.require_scope(who, "storefront")
-        return who.party_code
-    access.require_manager_of(who, seller)
-    if not ca.is_buyer_of(db_session(), seller, buyer):
-        raise AccessDenied(f"{buyer} does not buy from {seller}", field="buyer")
-    return buyer
 
 
 # --- strategies ------------------------------------------------------------------------
@@ -106,7 +99,7 @@ def update_strategy(body, code: str):
 @blp.response(200, PriceListOut)
 def price_list(seller: str, buyer: str | None = None, **kwargs):
     """Every SKU the buyer may buy from the seller, with its unit price."""
-    buyer = _buyer(seller, buyer)
+    buyer = buyer_seen_by_caller(seller, buyer)
     return prices.price_list(db_session(), seller=seller, buyer=buyer, **kwargs)
 
 
@@ -116,7 +109,7 @@ def price_list(seller: str, buyer: str | None = None, **kwargs):
 def price(seller: str, sku: str, buyer: str | None = None, **kwargs):
     """One SKU's price for a quantity, and why: the winning strategy, the
     ones it beat, and those that could not apply."""
-    buyer = _buyer(seller, buyer)
+    buyer = buyer_seen_by_caller(seller, buyer)
     return prices.price_for(db_session(), seller=seller, buyer=buyer, sku=sku, **kwargs)
 
 

@@ -87,6 +87,20 @@ def require_party_visible(code: str) -> None:
         raise AccessDenied("this party is not one of your buyers", party=code)
 
 
+def buyer_seen_by_caller(seller: str, buyer: str | None) -> str:
+    """The buyer whose prices or money at ``seller`` the caller may see: its
+    own (storefront scope), or, as the seller's manager (or the brand's), one
+    of the seller's buyers."""
+    who = g.caller
+    if buyer is None or buyer == who.party_code:
+        access.require_scope(who, "storefront")
+        return who.party_code
+    access.require_manager_of(who, seller)
+    if not is_buyer_of(db_session(), seller, buyer):
+        raise AccessDenied(f"{buyer} does not buy from {seller}", field="buyer")
+    return buyer
+
+
 def actor() -> str:
     """How the audit trail names the caller."""
     return f"api:{g.caller.key_id}"

@@ -834,3 +834,34 @@ class TransferIn(StrictSchema):
 
 class ShipIn(StrictSchema):
     tracking = fields.String(load_default="", validate=validate.Length(max=100))
+
+
+class DebtOut(ma.Schema):
+    order = fields.String()
+    amount_minor = fields.Integer()
+    repaid_minor = fields.Integer()
+    outstanding_minor = fields.Integer()
+    delivered_at = UtcDateTime(allow_none=True)
+    due_at = UtcDateTime(allow_none=True)
+    bucket = fields.String(metadata={"description": "not_due, 0-30, 31-60, 61-90 or 90+ days overdue."})
+
+
+class CreditAgingOut(ma.Schema):
+    buyer = fields.String()
+    seller = fields.String()
+    at = UtcDateTime()
+    outstanding_minor = fields.Integer()
+    buckets = fields.Dict(keys=fields.String(), values=fields.Integer())
+    debts = fields.List(fields.Nested(DebtOut))
+
+
+class AgingArgs(StrictSchema):
+    buyer = fields.String(**CODE, metadata={"description": "Managers: which buyer (default: you)."})
+    at = UtcDateTime(metadata={"description": "Aged at this instant (default now)."})
+
+
+class RepaymentIn(StrictSchema):
+    buyer = fields.String(required=True, **CODE)
+    seller = fields.String(required=True, **CODE)
+    amount_minor = fields.Integer(required=True, strict=True)
+    bank_reference = fields.String(required=True, validate=validate.Length(min=1, max=64))

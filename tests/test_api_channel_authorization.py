@@ -132,6 +132,8 @@ def requests(net):
         "channel_orders.grant_rebate": ("POST", "/v1/rebates", {"buyer": c["s1"], "seller": c["d1"], "amount_minor": 1, "reference": "R", "reason": "r"}, both("denied")),
         "channel_orders.set_rebate_rule": ("PUT", f"/v1/parties/{c['d1']}/rebate-rule", {"max_percent_bp": 10000}, both("denied")),
         "channel_orders.set_credit_line": ("PUT", f"/v1/parties/{c['d1']}/credit-lines/{c['s1']}", {"limit_minor": 10**9}, both("denied")),
+        "channel_orders.credit_aging": ("GET", f"/v1/sellers/{c['d1']}/credit/aging?buyer={c['s1']}", None, both("denied")),
+        "channel_orders.repay_credit": ("POST", "/v1/credit-repayments", {"buyer": c["s1"], "seller": c["d1"], "amount_minor": 1, "bank_reference": "X"}, both("denied")),
         "channel_orders.balances": ("GET", f"/v1/sellers/{c['d1']}/balances?buyer={c['s1']}", None, both("denied")),
         "channel_orders.confirm_deposit": ("POST", "/v1/deposits", {"buyer": c["s3"], "seller": c["d2"], "amount_minor": 100, "bank_reference": "X1"}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),

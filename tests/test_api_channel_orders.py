@@ -178,3 +178,19 @@ def test_the_seller_ships_and_the_buyer_confirms_receipt(client, net):
     assert client.post(f"/v1/orders/{order['public_id']}/confirm-receipt", headers=net.auth("d1")).status_code == 403
     received = client.post(f"/v1/orders/{order['public_id']}/confirm-receipt", headers=net.auth("s1"))
     assert received.status_code == 200 and received.json["state"] == "delivered"
+
+
+def test_credit_aging_and_repayment_through_the_api(client, net):
+    c = net.codes
+    client.put(f"/v1/parties/{c['d1']}/credit-lines/{c['s1']}", headers=net.auth("d1"),
+               json={"limit_minor": 10000, "terms_days": 10})
+    order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json
+    client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"),
+                json={"parts": [{"method": "credit", "amount_minor": 2850}]})
+    aging = client.get(f"/v1/sellers/{c['d1']}/credit/aging", headers=net.auth("s1")).json
+    assert aging["buckets"]["not_due"] == 2850 and aging["debts"][0]["due_at"] is None
+    repaid = client.post("/v1/credit-repayments", headers=net.auth("brand"), json={
+        "buyer": c["s1"], "seller": c["d1"], "amount_minor": 2850, "bank_reference": f"{net.u}-r"})
+    assert repaid.status_code == 200 and repaid.json["outstanding_minor"] == 0
+    seen = client.get(f"/v1/sellers/{c['d1']}/credit/aging?buyer={c['s1']}", headers=net.auth("d1")).json
+    assert seen["debts"] == []

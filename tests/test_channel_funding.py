@@ -363,3 +363,48 @@ def test_a_paid_order_is_shipped_then_received_by_the_buyer_or_the_job(shop):
     events = orders.order_events(shop, second)
     assert [(e.action, e.actor) for e in events][-2:] == [("ship", "dist"), ("auto_confirm", "scheduler")]
     assert events[-2].details == {"tracking": "SF123"}
+
+
+def test_aging_buckets_are_by_whole_days_overdue():
+    due = utcnow()
+    assert funding.aging_bucket(None, due) == "not_due"
+    assert funding.aging_bucket(due, due - timedelta(seconds=1)) == "not_due"
+    for days, bucket in ((0, "0-30"), (30, "0-30"), (31, "31-60"), (60, "31-60"),
+                         (61, "61-90"), (90, "61-90"), (91, "90+"), (400, "90+")):
+        assert funding.aging_bucket(due, due + timedelta(days=days, hours=1)) == bucket
+
+
+def test_credit_debts_fall_due_after_delivery_and_repayments_go_to_the_oldest_first(shop):
+    funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=30,
+                            actor="seller")
+    ids = []
+    for quantity in (2, 3):  # 2,000 then 3,000
+        order = orders.place_order(shop, buyer="S", seller="D", actor="store",
+                                   lines=[{"sku": "g1", "quantity": quantity}]).public_id
+        funding.set_payment_plan(shop, order, [{"method": "credit", "amount_minor": quantity * 1000}],
+                                 actor="store")
+        ids.append(order)
+    # The second order is delivered first, so it falls due first.
+    for order in reversed(ids):
+        orders.ship_order(shop, order, actor="dist")
+        orders.confirm_receipt(shop, order, actor="store")
+    in_45_days = utcnow() + timedelta(days=45)
+    aging = funding.credit_aging(shop, buyer="S", seller="D", at=in_45_days)
+    assert aging.outstanding_minor == 5_000 and aging.buckets["0-30"] == 5_000
+    assert [d.order for d in aging.debts] == [ids[1], ids[0]]
+
+    after = funding.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
+                                 bank_reference="REPAY-1", actor="finance")
+    assert [(d.order, d.outstanding_minor) for d in after.debts] == [(ids[0], 1_500)]
+    # Cash reached each order's escrow; the line is restored by what was repaid.
+    assert ledger.get_account(shop, funding.escrow_account(ids[1])).posted_minor == 3_000
+    assert ledger.get_account(shop, funding.escrow_account(ids[0])).posted_minor == 500
+    assert funding.balances(shop, buyer="S", seller="D").credit.used_minor == 1_500
+    again = funding.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
+                                 bank_reference="REPAY-1", actor="finance")
+    assert again.outstanding_minor == 1_500  # a retry allocates nothing twice
+    with pytest.raises(InvalidInput) as too_much:
+        funding.repay_credit(shop, buyer="S", seller="D", amount_minor=1_501,
+                             bank_reference="REPAY-2", actor="finance")
+    assert too_much.value.details["owed_minor"] == 1_500
+    assert ledger.check_ledger(shop) == []

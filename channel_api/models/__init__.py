@@ -22,6 +22,7 @@ from .network import (
 )
 from .orders import (
     PART_METHODS,
+    CreditDebt,
     CreditLine,
     Order,
     OrderEvent,
@@ -39,5 +40,5 @@ __all__ = [
     "CustomerType", "DynamicTag", "Grade", "Party", "PartyGroup", "PartyGroupMember",
     "PartyTag", "PurchaseHabit", "Region", "SalePermission", "SupplyRelationship",
     "STRATEGY_RULES", "STRATEGY_STATUSES", "PriceStrategy", "PriceTier",
-    "PART_METHODS", "CreditLine", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
+    "PART_METHODS", "CreditDebt", "CreditLine", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
 ]

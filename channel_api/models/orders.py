@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -171,3 +172,26 @@ class CreditLine(Base):
     valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(8))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CreditDebt(Base):
+    """What one order owes on its buyer's credit line: created when the
+    order's credit part is captured; due ``terms_days`` after the order is
+    delivered; repaid by repayments, oldest debt first."""
+
+    __tablename__ = "channel_credit_debt"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0 AND repaid_minor >= 0 AND repaid_minor <= amount_minor",
+                        name="amounts"),
+        Index("ix_channel_credit_debt_line", "seller_id", "buyer_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_order.id"), unique=True)
+    seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"))
+    buyer_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    repaid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    terms_days: Mapped[int] = mapped_column(Integer)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -2,11 +2,11 @@
 
 Each method's part of an order's payment plan, with its state and the
 ledger entries that reserved, captured or refunded it; each seller's rebate
-rule; credit lines (issue 4).
+rule; credit lines and the debts on them (issue 4).
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-27 00:32:20.400363
+Create Date: 2026-11-27 00:37:07.950091
 """
 from alembic import op
 import sqlalchemy as sa
@@ -44,6 +44,26 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['seller_id'], ['channel_party.id'], name=op.f('fk_channel_rebate_rule_seller_id_channel_party')),
     sa.PrimaryKeyConstraint('seller_id', name=op.f('pk_channel_rebate_rule'))
     )
+    op.create_table('channel_credit_debt',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('seller_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('buyer_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+    sa.Column('repaid_minor', sa.BigInteger(), nullable=False),
+    sa.Column('terms_days', sa.Integer(), nullable=False),
+    sa.Column('cancelled', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('amount_minor > 0 AND repaid_minor >= 0 AND repaid_minor <= amount_minor', name=op.f('ck_channel_credit_debt_amounts')),
+    sa.ForeignKeyConstraint(['buyer_id'], ['channel_party.id'], name=op.f('fk_channel_credit_debt_buyer_id_channel_party')),
+    sa.ForeignKeyConstraint(['order_id'], ['channel_order.id'], name=op.f('fk_channel_credit_debt_order_id_channel_order')),
+    sa.ForeignKeyConstraint(['seller_id'], ['channel_party.id'], name=op.f('fk_channel_credit_debt_seller_id_channel_party')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_channel_credit_debt')),
+    sa.UniqueConstraint('order_id', name=op.f('uq_channel_credit_debt_order_id'))
+    )
+    with op.batch_alter_table('channel_credit_debt', schema=None) as batch_op:
+        batch_op.create_index('ix_channel_credit_debt_line', ['seller_id', 'buyer_id', 'id'], unique=False)
+
     op.create_table('channel_payment_part',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -73,6 +93,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_channel_payment_part_order_id'))
 
     op.drop_table('channel_payment_part')
+    with op.batch_alter_table('channel_credit_debt', schema=None) as batch_op:
+        batch_op.drop_index('ix_channel_credit_debt_line')
+
+    op.drop_table('channel_credit_debt')
     op.drop_table('channel_rebate_rule')
     op.drop_table('channel_credit_line')
     # ### end Alembic commands ###
