@@ -39,16 +39,20 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
-from . import audit, orders
+from . import audit, habits, orders
 from .errors import CreditUnavailable, InvalidInput
 from .models import (
     PART_METHODS,
+    Category,
     CreditDebt,
     CreditLine,
     Order,
     OrderEvent,
+    OrderLine,
     PaymentPart,
+    Product,
     RebateRule,
+    Sku,
 )
 from .order_states import transition
 from .parties import is_buyer_of, party_row
@@ -431,7 +435,25 @@ def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.
                                        created_at=utcnow()))
         captured[part.method] = part.amount_minor
     session.flush()
-    return orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
+    paid = orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
+    _record_habit(session, paid)
+    return paid
+
+
+def _record_habit(session: Session, order: orders.OrderView) -> None:
+    """A paid order feeds its buyer's purchase habits (count, average, last
+    order, top categories), in the same transaction."""
+    by_category: dict[str, int] = {}
+    for category, amount in session.execute(
+            select(Category.code, OrderLine.line_total_minor)
+            .join(Sku, Sku.id == OrderLine.sku_id)
+            .join(Product, Product.id == Sku.product_id)
+            .join(Category, Category.id == Product.category_id)
+            .where(OrderLine.order_id == _order_row(session, order.public_id).id)):
+        by_category[category] = by_category.get(category, 0) + amount
+    habits.record_purchase(session, buyer=order.buyer_code, placed_at=order.placed_at,
+                           total_minor=order.total_minor, currency=order.currency,
+                           category_totals=by_category)
 
 
 def pay_with_prepaid(session: Session, order: str, *, actor: str) -> orders.OrderView:

@@ -408,3 +408,17 @@ def test_credit_debts_fall_due_after_delivery_and_repayments_go_to_the_oldest_fi
                              bank_reference="REPAY-2", actor="finance")
     assert too_much.value.details["owed_minor"] == 1_500
     assert ledger.check_ledger(shop) == []
+
+
+def test_a_paid_order_feeds_the_buyer_s_purchase_habits(shop):
+    from channel_api import habits
+
+    assert habits.get_habit(shop, "S") is None
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
+                            bank_reference="DEP-H", actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 3}],
+                               actor="store")
+    assert habits.get_habit(shop, "S") is None  # placed is not bought
+    funding.pay_with_prepaid(shop, order.public_id, actor="store")
+    habit = habits.get_habit(shop, "S")
+    assert (habit.order_count, habit.total_minor, habit.top_categories) == (1, 3_000, (("tea", 3_000),))
