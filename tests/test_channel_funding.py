@@ -36,6 +36,29 @@ def build(s, u=""):
                                 valid_from=utcnow() - timedelta(days=1))
 
 
+def race(session_factory, order_ids, refusal, pay) -> list[str]:
+    """Pay every order at once, each in its own thread and transaction;
+    "paid" or "refused" (``refusal`` raised) per order."""
+    results: list[str] = []
+    barrier = threading.Barrier(len(order_ids))
+
+    def one(order_id):
+        barrier.wait()
+        try:
+            with session_factory() as s, s.begin():
+                pay(s, order_id)
+            results.append("paid")
+        except refusal:
+            results.append("refused")
+
+    threads = [threading.Thread(target=one, args=(o,)) for o in order_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
 @pytest.fixture
 def shop(session):
     build(session)
@@ -129,23 +152,8 @@ def test_orders_racing_for_one_deposit_never_overspend_it(session_factory, uniqu
         placed = [orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
                                      lines=[{"sku": f"{u}g1", "quantity": 3}]).public_id
                   for _ in range(12)]
-    results: list[str] = []
-    barrier = threading.Barrier(len(placed))
-
-    def pay(order_id):
-        barrier.wait()
-        try:
-            with session_factory() as s, s.begin():
-                funding.pay_with_prepaid(s, order_id, actor="store")
-            results.append("paid")
-        except ledger.InsufficientFunds:
-            results.append("refused")
-
-    threads = [threading.Thread(target=pay, args=(o,)) for o in placed]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(session_factory, placed, ledger.InsufficientFunds,
+                   lambda s, order_id: funding.pay_with_prepaid(s, order_id, actor="store"))
     assert results.count("paid") == 3 and results.count("refused") == 9
     with session_factory() as s:
         balance = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid
@@ -322,24 +330,9 @@ def test_orders_racing_for_one_credit_line_never_exceed_it(session_factory, uniq
         placed = [orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
                                      lines=[{"sku": f"{u}g1", "quantity": 3}]).public_id
                   for _ in range(20)]
-    results: list[str] = []
-    barrier = threading.Barrier(len(placed))
-
-    def pay(order_id):
-        barrier.wait()
-        try:
-            with session_factory() as s, s.begin():
-                funding.set_payment_plan(s, order_id, [{"method": "credit", "amount_minor": 3_000}],
-                                         actor="store")
-            results.append("paid")
-        except ledger.LimitExceeded:
-            results.append("refused")
-
-    threads = [threading.Thread(target=pay, args=(o,)) for o in placed]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(session_factory, placed, ledger.LimitExceeded, lambda s, order_id: (
+        funding.set_payment_plan(s, order_id, [{"method": "credit", "amount_minor": 3_000}],
+                                 actor="store")))
     assert results.count("paid") == 3 and results.count("refused") == 17
     with session_factory() as s:
         credit = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").credit
