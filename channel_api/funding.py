@@ -244,7 +244,8 @@ def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int
 
 def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: int,
                     terms_days: int = 30, valid_to: datetime | None = None,
-                    status: str = "active", currency: str = "CNY", actor: str) -> Balances:
+                    block_overdue_days: int | None = None, status: str = "active",
+                    currency: str = "CNY", actor: str) -> Balances:
     """Grant or change ``buyer``'s credit line at ``seller``. The limit is the
     upper bound of ``credit:B@S`` in the ledger, so no posting can take the
     debt beyond it, however many orders race. Lowering it below what is
@@ -255,6 +256,9 @@ def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: i
         raise InvalidInput("terms_days must be 0 to 365", field="terms_days")
     if status not in ("active", "frozen"):
         raise InvalidInput("status must be active or frozen", field="status")
+    if block_overdue_days is not None and (not isinstance(block_overdue_days, int) or isinstance(
+            block_overdue_days, bool) or not 0 <= block_overdue_days <= 365):
+        raise InvalidInput("block_overdue_days must be 0 to 365", field="block_overdue_days")
     if valid_to is not None and (not isinstance(valid_to, datetime) or valid_to.tzinfo is None):
         raise InvalidInput("valid_to must be a date-time with a time zone", field="valid_to")
     b, s = _pair(session, buyer, seller)
@@ -271,12 +275,14 @@ def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: i
     line = session.get(CreditLine, (s.id, b.id)) or CreditLine(
         seller_id=s.id, buyer_id=b.id, currency=currency, valid_from=now)
     line.limit_minor, line.terms_days, line.status = limit_minor, terms_days, status
+    line.block_overdue_days = block_overdue_days
     line.valid_to = as_utc(valid_to) if valid_to is not None else None
     line.updated_at = now
     session.add(line)
     audit.record(session, actor=actor, action="credit_line.set", subject_type="party",
                  subject=b.code, details={"seller": s.code, "limit_minor": limit_minor,
                                           "terms_days": terms_days, "status": status,
+                                          "block_overdue_days": block_overdue_days,
                                           "valid_to": line.valid_to.isoformat()
                                           if line.valid_to else None})
     session.flush()
@@ -287,10 +293,18 @@ def _check_credit(session: Session, order_row: Order, now: datetime) -> None:
     line = session.get(CreditLine, (order_row.seller_id, order_row.buyer_id))
     reason = ("no_credit_line" if line is None else "credit_frozen" if line.status != "active"
               else "credit_expired" if line.valid_to is not None and as_utc(line.valid_to) <= now
-              else None)
+              else "overdue" if _overdue_beyond(session, line, now) else None)
     if reason is not None:
         raise CreditUnavailable(f"the credit part cannot be used: {reason.replace('_', ' ')}",
                                 reason=reason, field="parts")
+
+
+def _overdue_beyond(session: Session, line: CreditLine, now: datetime) -> bool:
+    if line.block_overdue_days is None:
+        return False
+    limit = timedelta(days=line.block_overdue_days)
+    return any(due is not None and now - due > limit
+               for _, _, _, due in _open_debts(session, line.seller_id, line.buyer_id, now))
 
 
 @dataclass(frozen=True)

@@ -767,6 +767,9 @@ class CreditLineIn(StrictSchema):
     terms_days = fields.Integer(load_default=30, strict=True,
                                 metadata={"description": "Due this many days after delivery."})
     valid_to = UtcDateTime(load_default=None, allow_none=True)
+    block_overdue_days = fields.Integer(
+        load_default=None, allow_none=True, strict=True,
+        metadata={"description": "Refuse new credit while a debt is overdue by more days than this."})
     status = fields.String(load_default="active", validate=validate.OneOf(("active", "frozen")))
     currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
 

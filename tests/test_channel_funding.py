@@ -415,3 +415,28 @@ def test_a_paid_order_feeds_the_buyer_s_purchase_habits(shop):
     funding.pay_with_prepaid(shop, order.public_id, actor="store")
     habit = habits.get_habit(shop, "S")
     assert (habit.order_count, habit.total_minor, habit.top_categories) == (1, 3_000, (("tea", 3_000),))
+
+
+def test_an_overdue_debt_blocks_new_credit_when_the_line_says_so(shop):
+    from channel_api.errors import CreditUnavailable
+
+    funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=0,
+                            block_overdue_days=0, actor="seller")
+    first = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
+                               actor="store").public_id
+    funding.set_payment_plan(shop, first, [{"method": "credit", "amount_minor": 1_000}],
+                             actor="store")
+    orders.ship_order(shop, first, actor="dist")
+    orders.confirm_receipt(shop, first, actor="store")
+    second = orders.place_order(shop, buyer="S", seller="D", actor="store",
+                                lines=[{"sku": "g1", "quantity": 1}]).public_id
+    tomorrow = utcnow() + timedelta(days=1, minutes=1)
+    with pytest.raises(CreditUnavailable) as blocked:
+        funding.set_payment_plan(shop, second, [{"method": "credit", "amount_minor": 1_000}],
+                                 actor="store", at=tomorrow)
+    assert blocked.value.details["reason"] == "overdue"
+    funding.repay_credit(shop, buyer="S", seller="D", amount_minor=1_000, bank_reference="R-OD",
+                         actor="finance")
+    paid = funding.set_payment_plan(shop, second, [{"method": "credit", "amount_minor": 1_000}],
+                                    actor="store", at=tomorrow)
+    assert paid.state == "paid"

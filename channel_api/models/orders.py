@@ -168,6 +168,9 @@ class CreditLine(Base):
     currency: Mapped[str] = mapped_column(String(3))
     limit_minor: Mapped[int] = mapped_column(BigInteger)
     terms_days: Mapped[int] = mapped_column(Integer)
+    # Refuse new credit while any debt is overdue by more than this many days
+    # (None: overdue debts do not block).
+    block_overdue_days: Mapped[int | None] = mapped_column(Integer)
     valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(8))

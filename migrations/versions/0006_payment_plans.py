@@ -6,7 +6,7 @@ rule; credit lines and the debts on them (issue 4).
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-27 00:37:07.950091
+Create Date: 2026-11-27 00:43:25.162810
 """
 from alembic import op
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('limit_minor', sa.BigInteger(), nullable=False),
     sa.Column('terms_days', sa.Integer(), nullable=False),
+    sa.Column('block_overdue_days', sa.Integer(), nullable=True),
     sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
     sa.Column('valid_to', sa.DateTime(timezone=True), nullable=True),
     sa.Column('status', sa.String(length=8), nullable=False),
