@@ -380,26 +380,38 @@ def list_skus(session: Session, *, category: str | None = None, product: str | N
     return views[:limit], (views[limit - 1].code if len(views) > limit else None)
 
 
+# The one SKU query of pricing and permissions: the facts, plus the SKU's and
+# its product's status.
+_SKU_FACT_ROWS = (
+    select(Sku.id, Sku.public_id, Sku.code, Sku.name, Product.code, Unit.code,
+           Sku.list_price_minor, Sku.currency, Product.category_id, Sku.status, Product.status)
+    .join(Product, Product.id == Sku.product_id)
+    .join(Unit, Unit.id == Sku.unit_id)
+    .order_by(Sku.code))
+
+
+def _sku_fact_rows(session: Session, query=_SKU_FACT_ROWS):
+    """(SkuFacts, SKU status, product status) in code order, in two queries
+    (the category tree, then the SKUs) whatever the catalog's size."""
+    category_paths = paths(session, Category)
+    for (sku_id, public_id, code, name, product_code, unit_code, price, currency, category_id,
+         sku_status, product_status) in session.execute(query):
+        yield (SkuFacts(sku_id, public_id, code, name, product_code, unit_code, price, currency,
+                        category_paths[category_id]), sku_status, product_status)
+
+
 def sku_facts(session: Session, *, status: str | None = "active") -> list[SkuFacts]:
-    """Every SKU with what pricing and permissions test, in code order, in
-    two queries whatever the catalog's size (the category tree, then the
-    SKUs). ``status="active"`` keeps what can be sold: active SKUs of active
+    """Every SKU with what pricing and permissions test, in code order.
+    ``status="active"`` keeps what can be sold: active SKUs of active
     products; ``"inactive"`` keeps inactive SKUs; None keeps every SKU."""
     if status is not None:
         status = validate_status(status)
-    category_paths = paths(session, Category)
-    query = (select(Sku.id, Sku.public_id, Sku.code, Sku.name, Product.code, Unit.code,
-                    Sku.list_price_minor, Sku.currency, Product.category_id)
-             .join(Product, Product.id == Sku.product_id)
-             .join(Unit, Unit.id == Sku.unit_id))
+    query = _SKU_FACT_ROWS
     if status == "active":
         query = query.where(Sku.status == "active", Product.status == "active")
     elif status is not None:
         query = query.where(Sku.status == status)
-    return [SkuFacts(sku_id, public_id, code, name, product_code, unit_code, price, currency,
-                     category_paths[category_id])
-            for sku_id, public_id, code, name, product_code, unit_code, price, currency,
-            category_id in session.execute(query.order_by(Sku.code))]
+    return [facts for facts, _, _ in _sku_fact_rows(session, query)]
 
 
 @dataclass(frozen=True)
@@ -415,21 +427,11 @@ class CatalogSnapshot:
 def load_catalog(session: Session) -> CatalogSnapshot:
     """Two queries whatever the catalog's size; cached per process by
     ``snapshots`` under the ``catalog`` token."""
-    category_paths = paths(session, Category)
     sellable: list[SkuFacts] = []
     by_key: dict[str, tuple[SkuFacts, bool]] = {}
-    for (sku_id, public_id, code, name, product_code, unit_code, price, currency, category_id,
-         sku_status, product_status) in session.execute(
-            select(Sku.id, Sku.public_id, Sku.code, Sku.name, Product.code, Unit.code,
-                   Sku.list_price_minor, Sku.currency, Product.category_id, Sku.status,
-                   Product.status)
-            .join(Product, Product.id == Sku.product_id)
-            .join(Unit, Unit.id == Sku.unit_id)):
-        facts = SkuFacts(sku_id, public_id, code, name, product_code, unit_code, price, currency,
-                         category_paths[category_id])
+    for facts, sku_status, product_status in _sku_fact_rows(session):
         ok = sku_status == "active" and product_status == "active"
-        by_key[code] = by_key[public_id] = (facts, ok)
+        by_key[facts.code] = by_key[facts.public_id] = (facts, ok)
         if ok:
             sellable.append(facts)
-    sellable.sort(key=lambda f: f.code)
     return CatalogSnapshot(tuple(sellable), by_key)
