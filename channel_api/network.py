@@ -13,7 +13,7 @@ brand never buys and a store never sells.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -102,24 +102,30 @@ def _missing(session: Session, column, codes: Iterable[str]) -> list[str]:
     return [c for c in wanted if c not in found]
 
 
-def checked_product_scope(session: Session, doc: Any,
-                          field: str = "product_scope") -> ProductScope:
+def product_scope_from(doc: Any, missing: Callable[[str, frozenset[str]], list[str]],
+                       field: str = "product_scope") -> ProductScope:
     """A product scope document, well formed and naming only categories and
-    SKUs that exist (the first missing kind raises, listing its codes)."""
+    SKUs that exist, by ``missing(kind, codes)`` ("categories" or "skus"):
+    the database, or maps a CSV import loaded once (the first missing kind
+    raises, listing its codes)."""
     try:
         scope = ProductScope.from_json(doc, field)
     except ScopeError as exc:
         raise InvalidInput(str(exc), field=exc.field) from None
-    categories, skus = scope.referenced()
-    missing = _missing(session, Category.code, categories)
-    if missing:
-        raise CategoryNotFound(f"{field} names unknown categories: {', '.join(missing)}",
-                               field=f"{field}.categories", codes=missing)
-    missing = _missing(session, Sku.code, skus)
-    if missing:
-        raise SkuNotFound(f"{field} names unknown SKUs: {', '.join(missing)}",
-                          field=f"{field}.skus", codes=missing)
+    for kind, not_found in (("categories", CategoryNotFound), ("skus", SkuNotFound)):
+        absent = missing(kind, getattr(scope, kind))
+        if absent:
+            raise not_found(f"{field} names unknown {kind}: {', '.join(absent)}",
+                            field=f"{field}.{kind}", codes=absent)
     return scope
+
+
+def checked_product_scope(session: Session, doc: Any,
+                          field: str = "product_scope") -> ProductScope:
+    """``product_scope_from`` against the database."""
+    columns = {"categories": Category.code, "skus": Sku.code}
+    return product_scope_from(doc, lambda kind, codes: _missing(session, columns[kind], codes),
+                              field)
 
 
 def _limit(value: Any) -> int:

@@ -25,7 +25,6 @@ from . import snapshots
 from .assortment import assortment_of
 from .catalog import load_catalog, validate_code, validate_currency, validate_limit, validate_name
 from .errors import (
-    CategoryNotFound,
     CustomerTypeNotFound,
     GradeNotFound,
     GroupNotFound,
@@ -50,6 +49,7 @@ from .models import (
     Region,
     Sku,
 )
+from .network import product_scope_from
 from .parties import party_row
 from .scopes import CustomerScope, ProductScope, ScopeError
 from .trees import path_of, paths
@@ -164,19 +164,6 @@ class DbLookup:
                 for code, sku_id, category_id in rows}
 
 
-def _product_scope(lookup: Lookup, doc: Any) -> ProductScope:
-    try:
-        scope = ProductScope.from_json(doc, "product_scope")
-    except ScopeError as exc:
-        raise InvalidInput(str(exc), field=exc.field) from None
-    for dimension, not_found in (("categories", CategoryNotFound), ("skus", SkuNotFound)):
-        missing = lookup.missing(dimension, getattr(scope, dimension))
-        if missing:
-            raise not_found(f"product_scope names unknown {dimension}: {', '.join(missing)}",
-                            field=f"product_scope.{dimension}", codes=missing)
-    return scope
-
-
 def _customer_scope(lookup: Lookup, doc: Any) -> CustomerScope:
     try:
         scope = CustomerScope.from_json(doc or {})
@@ -210,7 +197,7 @@ def check_strategy(lookup: Lookup, *, code, owner_code: str, name, rule, tiers, 
     and the CSV import's one check), its clean name, and the row ids of the
     SKUs its tiers name. Raises a ``ChannelError`` naming the field."""
     name = validate_name(name)
-    product = _product_scope(lookup, product_scope)
+    product = product_scope_from(product_scope, lookup.missing)
     customers = _customer_scope(lookup, customer_scope)
     parsed_tiers = _tiers(tiers)
     named = {t.sku for t in parsed_tiers if isinstance(t.sku, str)}
