@@ -555,7 +555,10 @@ def _release(session: Session, order: orders.OrderView) -> None:
 def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") -> orders.OrderView:
     """Cancel before shipment, returning every part to its source. The
     transition is checked first: an illegal cancel moves no money."""
-    cancelled = orders.cancel_order(session, order, actor=actor, reason=reason)
+    if not isinstance(reason, str) or len(reason) > 500:
+        raise InvalidInput("reason must be text of at most 500 characters", field="reason")
+    cancelled = orders.apply_action(session, order, "cancel", actor=actor,
+                                    details={"reason": reason.strip()} if reason.strip() else None)
     _release(session, cancelled)
     return cancelled
 

@@ -3,9 +3,10 @@ prices resolved on the server and frozen on its lines; move it through the
 state machine (``order_states``) with every transition recorded; read and
 list; link an upstream order to the downstream orders it serves.
 
-The payment plan (rebate, prepaid, credit, offline transfer, gateways) and
-its ledger postings are the next slice of issue 4: today ``reserve`` and
-``fund`` are plain transitions for the plan's use cases to call.
+The payment plan and its ledger postings live in ``funding.py``, which
+drives ``reserve``, ``fund``, ``cancel`` and ``expire`` through
+``apply_action``: cancel an order with ``funding.cancel_order``, which gives
+the money back.
 """
 from __future__ import annotations
 
@@ -217,12 +218,6 @@ def apply_action(session: Session, order: str, action: str, *, actor: str,
     _event(session, row, action, before, actor=actor, details=details)
     session.flush()
     return _views(session, [row])[0]
-
-
-def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") -> OrderView:
-    """Cancel before shipment (the plan's holds are released by its slice)."""
-    return apply_action(session, order, "cancel", actor=actor,
-                        details={"reason": _text(reason, "reason", 500)} if reason else None)
 
 
 def get_order(session: Session, order: str) -> OrderView:

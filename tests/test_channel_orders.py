@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 import channel_api as ca
-from channel_api import catalog, network, orders, prices
+from channel_api import catalog, funding, network, orders, prices
 from channel_api.errors import InvalidInput, NotPurchasable, OrderExists
 from channel_api.models import Order
 from channel_api.order_states import IllegalTransition
@@ -122,7 +122,7 @@ def test_transitions_follow_the_machine_and_are_recorded(shop):
         orders.apply_action(shop, order.public_id, "ship", actor="api:dist")
     assert illegal.value.details["allowed"] == ["cancel", "hold", "reserve"]
     orders.apply_action(shop, order.public_id, "reserve", actor="system")
-    cancelled = orders.cancel_order(shop, order.public_id, actor="api:store", reason="changed mind")
+    cancelled = funding.cancel_order(shop, order.public_id, actor="api:store", reason="changed mind")
     assert cancelled.state == "cancelled" and cancelled.allowed_actions == ()
     assert [(e.action, e.from_state, e.to_state, e.actor) for e in
             orders.order_events(shop, order.public_id)] == [
@@ -130,7 +130,7 @@ def test_transitions_follow_the_machine_and_are_recorded(shop):
         ("reserve", "placed", "awaiting_payment", "system"),
         ("cancel", "awaiting_payment", "cancelled", "api:store")]
     with pytest.raises(IllegalTransition):
-        orders.cancel_order(shop, order.public_id, actor="api:store")
+        funding.cancel_order(shop, order.public_id, actor="api:store")
 
 
 def test_orders_link_along_the_chain_and_list_by_party(shop):
