@@ -390,18 +390,18 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
     plan = _parts(parts, view.total_minor)
     amounts = dict(plan)
     now = as_utc(at) if at is not None else utcnow()
+    row = _order_row(session, view.public_id)
     if "credit" in amounts:
-        _check_credit(session, _order_row(session, view.public_id), now)
+        _check_credit(session, row, now)
     if "rebate" in amounts:
-        cap = rebate_cap(session.get(RebateRule, _order_row(session, view.public_id).seller_id),
-                         view.total_minor)
+        cap = rebate_cap(session.get(RebateRule, row.seller_id), view.total_minor)
         if amounts["rebate"] > cap:
             raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
                                field="parts", rebate_cap_minor=cap)
     b, s, O, ccy = view.buyer_code, view.seller_code, view.public_id, view.currency
     escrow = escrow_account(O)
     _ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
-    order_id = _order_row(session, O).id
+    order_id = row.id
     routes = {"prepaid": (prepaid_account(b, s), escrow),
               "rebate": (rebate_account(b, s), rebates_granted_account(s)),
               "credit": (credit_account(b, s), credit_issued_account(s))}

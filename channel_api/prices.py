@@ -419,6 +419,10 @@ def _load_strategies(session: Session, seller) -> tuple[pricing.Strategy, ...]:
         for strategy_id, row in heads.items())
 
 
+def _load_trees(session: Session) -> snapshots.Trees:
+    return snapshots.Trees(paths(session, Region), paths(session, CustomerType))
+
+
 def warm_caches(session: Session) -> int:
     """Load the trees, the catalog and every seller's strategies into this
     process's caches (a server calls it at start, so that no buyer waits for
@@ -429,7 +433,7 @@ def warm_caches(session: Session) -> int:
     names += [snapshots.strategies_key(seller.id) for seller in sellers]
     tokens = snapshots.tokens(session, names)
     snapshots.cached(session, snapshots.TREES, tokens[snapshots.TREES],
-                     lambda: snapshots.Trees(paths(session, Region), paths(session, CustomerType)))
+                     lambda: _load_trees(session))
     snapshots.cached(session, snapshots.CATALOG, tokens[snapshots.CATALOG],
                      lambda: load_catalog(session))
     for seller in sellers:
@@ -480,8 +484,7 @@ def _context(session: Session, seller: str, buyer: str, at: datetime) -> _Contex
     grade, groups, tags, tokens = labels_and_tokens(
         session, buyer_row, (snapshots.TREES, snapshots.CATALOG, strategies_name))
     tree = snapshots.cached(session, snapshots.TREES, tokens[snapshots.TREES],
-                            lambda: snapshots.Trees(paths(session, Region),
-                                                    paths(session, CustomerType)))
+                            lambda: _load_trees(session))
     facts = buyer_facts(session, buyer_row, region_paths=tree.region_paths,
                         customer_type_paths=tree.customer_type_paths,
                         labels=(grade, groups, tags))
