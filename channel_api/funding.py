@@ -21,17 +21,17 @@ Every money effect is a ledger entry, per ``docs/accounting.md``:
 Every ledger call carries an idempotency key derived from the order (or the
 bank reference), so a retried use case never moves money twice.
 
-A credit part reserves Dr ``credit:B@S`` / Cr ``party:S:credit_issued``; the
-line's limit is that account's upper bound in the ledger. Repayments, due
-dates and aging, credit-check rules (hold for approval) and gateways are
-the next parts of the plan.
+A credit part reserves Dr ``credit:B@S`` / Cr ``party:S:credit_issued``
+after the credit check (``credit.py``); a check the seller's policy *holds*
+sends the order to approval instead: nothing is reserved until the seller
+approves (the plan is reserved then) or rejects it (the order is cancelled).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,16 +39,28 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
-from . import audit, habits, orders
-from .errors import CreditUnavailable, InvalidInput
+from . import audit, credit, habits, orders
+from .books import (
+    CUSTODY,
+    credit_account,
+    credit_issued_account,
+    ensure,
+    ensure_prepaid,
+    escrow_account,
+    positive_amount,
+    prepaid_account,
+    rebate_account,
+    rebates_granted_account,
+)
+from .books import bank_reference as _bank_reference
+from .errors import InvalidInput
 from .models import (
     PART_METHODS,
     Category,
-    CreditDebt,
-    CreditLine,
     Order,
-    OrderEvent,
+    OrderHold,
     OrderLine,
+    Party,
     PaymentPart,
     Product,
     RebateRule,
@@ -57,56 +69,10 @@ from .models import (
 from .order_states import transition
 from .parties import is_buyer_of, party_row
 
-CUSTODY = "custody:bank"
 PAYMENT_WINDOW = timedelta(hours=24)  # how long a plan's holds wait for the rest of the money
-_REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
-
-def prepaid_account(buyer: str, seller: str) -> str:
-    return f"prepaid:{buyer}@{seller}"
-
-
-def rebate_account(buyer: str, seller: str) -> str:
-    return f"rebate:{buyer}@{seller}"
-
-
-def rebates_granted_account(seller: str) -> str:
-    return f"party:{seller}:rebates_granted"
-
-
-def credit_account(buyer: str, seller: str) -> str:
-    return f"credit:{buyer}@{seller}"
-
-
-def credit_issued_account(seller: str) -> str:
-    return f"party:{seller}:credit_issued"
-
-
-def escrow_account(order: str) -> str:
-    return f"order:{order}:escrow"
-
-
-def _ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
-            owner: str | None = None, min_balance: int | None = None) -> None:
-    """Accounts are opened on first use (docs/accounting.md); an existing one
-    is used as it is, whatever name it was opened with."""
-    try:
-        ledger.get_account(session, code)
-    except ledger.AccountNotFound:
-        ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
-                            min_balance_minor=min_balance)
-
-
-def _amount(value: Any, field: str = "amount_minor") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10**15:
-        raise InvalidInput(f"{field} must be a positive whole number of minor units", field=field)
-    return value
-
-
-def _reference(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
-        raise InvalidInput(f"{field} must be 1-64 letters, digits or _ . : / -", field=field)
-    return value
+__all__ = ["CUSTODY", "PAYMENT_WINDOW", "credit_account", "credit_issued_account",
+           "escrow_account", "prepaid_account", "rebate_account", "rebates_granted_account"]
 
 
 def _pair(session: Session, buyer: str, seller: str):
@@ -126,16 +92,6 @@ class Balance:
 
 
 @dataclass(frozen=True)
-class CreditBalance:
-    limit_minor: int
-    used_minor: int
-    reserved_minor: int
-    available_minor: int
-    valid_to: datetime | None
-    status: str | None  # None: no credit line
-
-
-@dataclass(frozen=True)
 class Balances:
     """What a buyer can spend at a seller: its prepaid deposit, its rebate
     credit and its credit line (zero before the first deposit, grant or line)."""
@@ -145,7 +101,7 @@ class Balances:
     currency: str
     prepaid: Balance
     rebate: Balance
-    credit: CreditBalance
+    credit: credit.CreditBalance
 
 
 def _balance(session: Session, code: str) -> Balance:
@@ -156,22 +112,11 @@ def _balance(session: Session, code: str) -> Balance:
     return Balance(account.posted_minor, account.pending_debits_minor, account.available_minor)
 
 
-def _credit_balance(session: Session, buyer, seller) -> CreditBalance:
-    line = session.get(CreditLine, (seller.id, buyer.id))
-    if line is None:
-        return CreditBalance(0, 0, 0, 0, None, None)
-    used = _balance(session, credit_account(buyer.code, seller.code))
-    # credit:B@S is debit-normal: what the buyer owes; pending debits are holds.
-    available = max(0, line.limit_minor - used.posted_minor - used.reserved_minor)
-    return CreditBalance(line.limit_minor, used.posted_minor, used.reserved_minor, available,
-                         as_utc(line.valid_to) if line.valid_to else None, line.status)
-
-
 def balances(session: Session, *, buyer: str, seller: str, currency: str = "CNY") -> Balances:
     b, s = party_row(session, buyer), party_row(session, seller)
     return Balances(b.code, s.code, currency, _balance(session, prepaid_account(b.code, s.code)),
                     _balance(session, rebate_account(b.code, s.code)),
-                    _credit_balance(session, b, s))
+                    credit.credit_balance(session, b, s))
 
 
 # -- deposits and rebates -------------------------------------------------------------------
@@ -195,12 +140,12 @@ def confirm_deposit(session: Session, *, buyer: str, seller: str, amount_minor: 
     deposit at ``seller``. A bank reference is credited once: confirming it
     again returns the same deposit; with another amount it is refused
     (``idempotency_conflict``)."""
-    amount = _amount(amount_minor)
-    reference = _reference(bank_reference, "bank_reference")
+    amount = positive_amount(amount_minor)
+    reference = _bank_reference(bank_reference, "bank_reference")
     b, s = _pair(session, buyer, seller)
     prepaid = prepaid_account(b.code, s.code)
-    _ensure(session, CUSTODY, "Custody bank account", "asset", currency)
-    _ensure(session, prepaid, f"Prepaid deposit of {b.code} at {s.code}", "liability", currency,
+    ensure(session, CUSTODY, "Custody bank account", "asset", currency)
+    ensure(session, prepaid, f"Prepaid deposit of {b.code} at {s.code}", "liability", currency,
             owner=b.code, min_balance=0)
     entry = ledger.post_entry(session, EntryRequest(
         code="deposit.offline", description=f"offline transfer {reference}",
@@ -219,14 +164,14 @@ def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int
                  reference: str, reason: str, currency: str = "CNY", actor: str) -> Credited:
     """Finance grants ``buyer`` rebate credit at ``seller`` by hand (until
     rebate programs compute it): audited, once per reference."""
-    amount = _amount(amount_minor)
-    reference = _reference(reference, "reference")
+    amount = positive_amount(amount_minor)
+    reference = _bank_reference(reference, "reference")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput("say why the rebate is granted (1-500 characters)", field="reason")
     b, s = _pair(session, buyer, seller)
     rebate, granted = rebate_account(b.code, s.code), rebates_granted_account(s.code)
-    _ensure(session, granted, f"Rebates granted by {s.code}", "asset", currency, owner=s.code)
-    _ensure(session, rebate, f"Rebate of {b.code} at {s.code}", "liability", currency,
+    ensure(session, granted, f"Rebates granted by {s.code}", "asset", currency, owner=s.code)
+    ensure(session, rebate, f"Rebate of {b.code} at {s.code}", "liability", currency,
             owner=b.code, min_balance=0)
     entry = ledger.post_entry(session, EntryRequest(
         code="rebate.grant", description=reason.strip(),
@@ -240,71 +185,6 @@ def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int
                                           "entry": entry.id})
     return Credited(b.code, s.code, amount, currency, reference, entry.id,
                     balances(session, buyer=b.code, seller=s.code, currency=currency))
-
-
-def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: int,
-                    terms_days: int = 30, valid_to: datetime | None = None,
-                    block_overdue_days: int | None = None, status: str = "active",
-                    currency: str = "CNY", actor: str) -> Balances:
-    """Grant or change ``buyer``'s credit line at ``seller``. The limit is the
-    upper bound of ``credit:B@S`` in the ledger, so no posting can take the
-    debt beyond it, however many orders race. Lowering it below what is
-    owed refuses new credit until repaid. Audited."""
-    if not isinstance(limit_minor, int) or isinstance(limit_minor, bool) or not 0 <= limit_minor <= 10**15:
-        raise InvalidInput("limit_minor must be a whole number of minor units", field="limit_minor")
-    if not isinstance(terms_days, int) or isinstance(terms_days, bool) or not 0 <= terms_days <= 365:
-        raise InvalidInput("terms_days must be 0 to 365", field="terms_days")
-    if status not in ("active", "frozen"):
-        raise InvalidInput("status must be active or frozen", field="status")
-    if block_overdue_days is not None and (not isinstance(block_overdue_days, int) or isinstance(
-            block_overdue_days, bool) or not 0 <= block_overdue_days <= 365):
-        raise InvalidInput("block_overdue_days must be 0 to 365", field="block_overdue_days")
-    if valid_to is not None and (not isinstance(valid_to, datetime) or valid_to.tzinfo is None):
-        raise InvalidInput("valid_to must be a date-time with a time zone", field="valid_to")
-    b, s = _pair(session, buyer, seller)
-    debt, issued = credit_account(b.code, s.code), credit_issued_account(s.code)
-    _ensure(session, issued, f"Credit issued by {s.code}", "liability", currency, owner=s.code)
-    try:
-        ledger.get_account(session, debt)
-        ledger.set_account_bounds(session, debt, min_balance_minor=None,
-                                  max_balance_minor=limit_minor)
-    except ledger.AccountNotFound:
-        ledger.open_account(session, debt, f"Credit of {b.code} at {s.code}", "asset", currency,
-                            owner_party_id=s.code, max_balance_minor=limit_minor)
-    now = utcnow()
-    line = session.get(CreditLine, (s.id, b.id)) or CreditLine(
-        seller_id=s.id, buyer_id=b.id, currency=currency, valid_from=now)
-    line.limit_minor, line.terms_days, line.status = limit_minor, terms_days, status
-    line.block_overdue_days = block_overdue_days
-    line.valid_to = as_utc(valid_to) if valid_to is not None else None
-    line.updated_at = now
-    session.add(line)
-    audit.record(session, actor=actor, action="credit_line.set", subject_type="party",
-                 subject=b.code, details={"seller": s.code, "limit_minor": limit_minor,
-                                          "terms_days": terms_days, "status": status,
-                                          "block_overdue_days": block_overdue_days,
-                                          "valid_to": line.valid_to.isoformat()
-                                          if line.valid_to else None})
-    session.flush()
-    return balances(session, buyer=b.code, seller=s.code, currency=currency)
-
-
-def _check_credit(session: Session, order_row: Order, now: datetime) -> None:
-    line = session.get(CreditLine, (order_row.seller_id, order_row.buyer_id))
-    reason = ("no_credit_line" if line is None else "credit_frozen" if line.status != "active"
-              else "credit_expired" if line.valid_to is not None and as_utc(line.valid_to) <= now
-              else "overdue" if _overdue_beyond(session, line, now) else None)
-    if reason is not None:
-        raise CreditUnavailable(f"the credit part cannot be used: {reason.replace('_', ' ')}",
-                                reason=reason, field="parts")
-
-
-def _overdue_beyond(session: Session, line: CreditLine, now: datetime) -> bool:
-    if line.block_overdue_days is None:
-        return False
-    limit = timedelta(days=line.block_overdue_days)
-    return any(due is not None and now - due > limit
-               for _, _, _, due in _open_debts(session, line.seller_id, line.buyer_id, now))
 
 
 @dataclass(frozen=True)
@@ -367,7 +247,7 @@ def _parts(parts: Any, total: int) -> list[tuple[str, int]]:
                                field=f"{field}.method")
         if method in {m for m, _ in out}:
             raise InvalidInput(f"{method} is in the plan twice", field=f"{field}.method")
-        out.append((method, _amount(part.get("amount_minor"), f"{field}.amount_minor")))
+        out.append((method, positive_amount(part.get("amount_minor"), f"{field}.amount_minor")))
     planned = sum(amount for _, amount in out)
     if planned != total:
         raise InvalidInput(f"the parts add up to {planned}; the order total is {total}",
@@ -380,10 +260,13 @@ def _order_row(session: Session, public_id: str) -> Order:
 
 
 def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], *,
-                     actor: str, at: datetime | None = None) -> orders.OrderView:
-    """Fund a placed order: reserve its prepaid and rebate parts at once
-    (pending entries expiring with the payment window), await its offline
-    part; when nothing is awaited, capture everything and the order is paid.
+                     actor: str, at: datetime | None = None,
+                     tz: ZoneInfo = credit.BUSINESS_TZ) -> orders.OrderView:
+    """Fund a placed order: reserve its prepaid, rebate and credit parts at
+    once (pending entries expiring with the payment window), await its
+    offline part; when nothing is awaited, capture everything and the order
+    is paid. When the seller's credit policy holds the credit part, the
+    order is held for approval with its plan and nothing is reserved yet.
     A shortfall (``insufficient_funds``) or a rule broken writes nothing."""
     view = orders.get_order(session, order)
     transition(view.state, "reserve")  # only a placed order takes a plan
@@ -391,30 +274,44 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
     amounts = dict(plan)
     now = as_utc(at) if at is not None else utcnow()
     row = _order_row(session, view.public_id)
-    if "credit" in amounts:
-        _check_credit(session, row, now)
     if "rebate" in amounts:
         cap = rebate_cap(session.get(RebateRule, row.seller_id), view.total_minor)
         if amounts["rebate"] > cap:
             raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
                                field="parts", rebate_cap_minor=cap)
+    if "credit" in amounts:
+        decision = credit.check_credit(session, row, amounts["credit"], now, tz)
+        if decision.hold_reasons:
+            return _hold(session, row, plan, decision, actor=actor, now=now)
+    _reserve(session, row, plan, now)
+    orders.apply_action(session, view.public_id, "reserve", actor=actor,
+                        details={"plan": dict(plan)})
+    return _capture_when_funded(session, view.public_id, actor=actor)
+
+
+def _reserve(session: Session, row: Order, plan: list[tuple[str, int]], now: datetime) -> None:
+    """One part per method: prepaid, rebate and credit held by pending
+    entries that expire with the payment window; offline awaited."""
+    view = orders.get_order(session, row.public_id)
     b, s, O, ccy = view.buyer_code, view.seller_code, view.public_id, view.currency
     escrow = escrow_account(O)
-    _ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
-    order_id = row.id
+    ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
     routes = {"prepaid": (prepaid_account(b, s), escrow),
               "rebate": (rebate_account(b, s), rebates_granted_account(s)),
               "credit": (credit_account(b, s), credit_issued_account(s))}
+    existing = {p.method: p for p in session.scalars(
+        select(PaymentPart).where(PaymentPart.order_id == row.id))}
     for method, amount in plan:
-        part = PaymentPart(order_id=order_id, method=method, amount_minor=amount,
-                           state="awaiting", updated_at=now)
+        part = existing.get(method) or PaymentPart(order_id=row.id, method=method,
+                                                   amount_minor=amount)
+        part.state, part.updated_at = "awaiting", now
         if method in routes:
             source, destination = routes[method]
             if method != "credit":  # the credit line opened its accounts
-                _ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
-                        min_balance=0)
+                ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
+                       min_balance=0)
             if method == "rebate":
-                _ensure(session, destination, f"Rebates granted by {s}", "asset", ccy, owner=s)
+                ensure(session, destination, f"Rebates granted by {s}", "asset", ccy, owner=s)
             held = ledger.post_entry(session, EntryRequest(
                 code=f"order.{method}.reserve", pending=True, expires_at=now + PAYMENT_WINDOW,
                 idempotency_key=f"{O}:{method}:reserve", metadata={"order": O},
@@ -423,30 +320,126 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
             part.state, part.pending_entry_id = "reserved", held.id
         session.add(part)
     session.flush()
-    orders.apply_action(session, O, "reserve", actor=actor,
-                        details={"plan": {method: amount for method, amount in plan}})
-    return _capture_when_funded(session, O, actor=actor)
+
+
+def _hold(session: Session, row: Order, plan: list[tuple[str, int]],
+          decision: credit.CreditDecision, *, actor: str, now: datetime) -> orders.OrderView:
+    """The policy holds the order: keep the plan (every part awaiting,
+    nothing reserved) and the reasons for the seller's approval."""
+    for method, amount in plan:
+        session.add(PaymentPart(order_id=row.id, method=method, amount_minor=amount,
+                                state="awaiting", updated_at=now))
+    session.add(OrderHold(order_id=row.id, seller_id=row.seller_id,
+                          reasons=list(decision.hold_reasons), plan=dict(plan), state="pending",
+                          created_at=now, note=""))
+    session.flush()
+    return orders.apply_action(session, row.public_id, "hold", actor=actor,
+                               details={"plan": dict(plan), "reasons": list(decision.hold_reasons),
+                                        "credit_available_minor": decision.available_minor})
+
+
+@dataclass(frozen=True)
+class HoldView:
+    order: str
+    buyer: str
+    seller: str
+    total_minor: int
+    reasons: tuple[str, ...]
+    plan: dict[str, int]
+    state: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    note: str
+
+
+def _hold_view(hold: OrderHold, view: orders.OrderView) -> HoldView:
+    return HoldView(view.public_id, view.buyer_code, view.seller_code, view.total_minor,
+                    tuple(hold.reasons), dict(hold.plan), hold.state, as_utc(hold.created_at),
+                    hold.decided_by, as_utc(hold.decided_at) if hold.decided_at else None,
+                    hold.note)
+
+
+def held_orders(session: Session, *, seller: str, state: str = "pending",
+                limit: int = 100) -> list[HoldView]:
+    """The orders a seller's credit policy held, oldest first."""
+    s = party_row(session, seller)
+    rows = session.execute(select(OrderHold, Order.public_id)
+                           .join(Order, Order.id == OrderHold.order_id)
+                           .where(OrderHold.seller_id == s.id, OrderHold.state == state)
+                           .order_by(OrderHold.created_at, OrderHold.order_id).limit(limit)).all()
+    return [_hold_view(hold, orders.get_order(session, public_id)) for hold, public_id in rows]
+
+
+def _pending_hold(session: Session, order: str) -> tuple[Order, OrderHold]:
+    row = _order_row(session, orders.get_order(session, order).public_id)
+    hold = session.get(OrderHold, row.id)
+    if hold is None or hold.state != "pending":
+        transition(row.state, "approve")  # names the illegal move
+        raise InvalidInput("this order awaits no approval", field="order")
+    return row, hold
+
+
+def approve_held_order(session: Session, order: str, *, actor: str, note: str = "",
+                       at: datetime | None = None) -> orders.OrderView:
+    """The seller approves a held order: its plan is reserved now. Over the
+    limit, the approval grants the buyer a temporary increase of exactly the
+    shortfall for this order (audited, lapsing with the payment window), so
+    the ledger's bound still holds every other order to the limit."""
+    row, hold = _pending_hold(session, order)
+    note = _note(note)
+    now = as_utc(at) if at is not None else utcnow()
+    transition(row.state, "approve")
+    plan = [(method, amount) for method, amount in hold.plan.items()]
+    amounts = dict(plan)
+    if "credit" in amounts:
+        buyer, seller = session.get(Party, row.buyer_id), session.get(Party, row.seller_id)
+        available = credit.credit_balance(session, buyer, seller, now, sync=True).available_minor
+        if amounts["credit"] > available:
+            credit.grant_increase(session, seller=seller.code, buyer=buyer.code,
+                                  amount_minor=amounts["credit"] - available,
+                                  valid_to=now + PAYMENT_WINDOW, order_id=row.id, actor=actor,
+                                  reason=f"approval of held order {row.public_id}", now=now)
+    _reserve(session, row, plan, now)
+    hold.state, hold.decided_by, hold.decided_at, hold.note = "approved", actor, now, note
+    orders.apply_action(session, row.public_id, "approve", actor=actor,
+                        details={"reasons": list(hold.reasons), "note": note})
+    return _capture_when_funded(session, row.public_id, actor=actor)
+
+
+def reject_held_order(session: Session, order: str, *, actor: str,
+                      note: str = "") -> orders.OrderView:
+    """The seller rejects a held order: it is cancelled; nothing was held."""
+    row, hold = _pending_hold(session, order)
+    note = _note(note)
+    rejected = orders.apply_action(session, row.public_id, "reject", actor=actor,
+                                   details={"reasons": list(hold.reasons), "note": note})
+    hold.state, hold.decided_by, hold.decided_at, hold.note = "rejected", actor, utcnow(), note
+    _release(session, rejected)
+    return rejected
+
+
+def _note(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 500:
+        raise InvalidInput("note must be text of at most 500 characters", field="note")
+    return value.strip()
 
 
 def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.OrderView:
     """Post every reserved part once nothing is awaited any more."""
-    order_id = _order_row(session, order).id
-    parts = list(session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)))
+    row = _order_row(session, order)
+    parts = list(session.scalars(select(PaymentPart).where(PaymentPart.order_id == row.id)))
     if any(p.state == "awaiting" for p in parts):
         return orders.get_order(session, order)
     captured = {}
-    row = _order_row(session, order)
+    now = utcnow()
     for part in parts:
         if part.state == "reserved":
             entry = ledger.post_pending(session, part.pending_entry_id,
                                         idempotency_key=f"{order}:{part.method}:capture")
-            part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
+            part.state, part.entry_id, part.updated_at = "captured", entry.id, now
             if part.method == "credit":
-                line = session.get(CreditLine, (row.seller_id, row.buyer_id))
-                session.add(CreditDebt(order_id=row.id, seller_id=row.seller_id,
-                                       buyer_id=row.buyer_id, amount_minor=part.amount_minor,
-                                       repaid_minor=0, terms_days=line.terms_days,
-                                       created_at=utcnow()))
+                credit.open_debt(session, row, part.amount_minor, now)
         captured[part.method] = part.amount_minor
     session.flush()
     paid = orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
@@ -482,8 +475,8 @@ def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
     """Finance confirms the offline transfer that pays an order's offline
     part (Dr custody:bank / Cr order:O:escrow); the amount must be the
     part's, to the fen. Once nothing else is awaited the order is paid."""
-    amount = _amount(amount_minor)
-    reference = _reference(bank_reference, "bank_reference")
+    amount = positive_amount(amount_minor)
+    reference = _bank_reference(bank_reference, "bank_reference")
     view = orders.get_order(session, order)
     if view.state != "awaiting_payment":
         transition(view.state, "fund")  # names the illegal move
@@ -495,7 +488,7 @@ def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
     if amount != part.amount_minor:
         raise InvalidInput(f"the plan expects {part.amount_minor} by transfer, not {amount}",
                            field="amount_minor", expected_minor=part.amount_minor)
-    _ensure(session, CUSTODY, "Custody bank account", "asset", view.currency)
+    ensure(session, CUSTODY, "Custody bank account", "asset", view.currency)
     entry = ledger.post_entry(session, EntryRequest(
         code="order.offline.capture", description=f"offline transfer {reference}",
         idempotency_key=f"{view.public_id}:offline:capture",
@@ -524,10 +517,7 @@ def _release(session: Session, order: orders.OrderView) -> None:
             part.state = "voided"
         elif part.state == "captured" and part.method == "offline":
             # Cash by transfer goes back to the buyer's deposit at the seller.
-            prepaid = prepaid_account(order.buyer_code, order.seller_code)
-            _ensure(session, prepaid, f"Prepaid deposit of {order.buyer_code} at "
-                    f"{order.seller_code}", "liability", order.currency, owner=order.buyer_code,
-                    min_balance=0)
+            prepaid = ensure_prepaid(session, order.buyer_code, order.seller_code, order.currency)
             refund = ledger.post_entry(session, EntryRequest(
                 code="order.offline.refund", idempotency_key=f"{key}:refund",
                 metadata={"order": order.public_id},
@@ -537,18 +527,16 @@ def _release(session: Session, order: orders.OrderView) -> None:
             part.state, part.refund_entry_id = "refunded", refund.id
         elif part.state == "captured":
             if part.method == "credit":
-                debt = session.scalars(select(CreditDebt).where(
-                    CreditDebt.order_id == order_id)).one()
-                if debt.repaid_minor:
-                    raise InvalidInput("part of this order's credit is already repaid: refund "
-                                       "it as a return, not a cancel", field="order")
-                debt.cancelled = True
+                credit.cancel_debt(session, order_id)
             refund = ledger.reverse_entry(session, part.entry_id, idempotency_key=f"{key}:refund",
                                           description="order cancelled: back to its source")
             part.state, part.refund_entry_id = "refunded", refund.id
         elif part.state == "awaiting":
             part.state = "voided"
         part.updated_at = utcnow()
+    hold = session.get(OrderHold, order_id)
+    if hold is not None and hold.state == "pending":
+        hold.state, hold.decided_at = "cancelled", utcnow()
     session.flush()
 
 
@@ -575,131 +563,3 @@ def expire_unpaid_orders(session: Session, *, now: datetime | None = None,
         expired = orders.apply_action(session, public_id, "expire", actor="scheduler")
         _release(session, expired)
     return len(due)
-
-
-# -- credit debts: due dates, aging, repayments ----------------------------------------------
-
-AGING_BUCKETS = ("not_due", "0-30", "31-60", "61-90", "90+")
-
-
-def aging_bucket(due_at: datetime | None, now: datetime) -> str:
-    """Pure: which bucket an outstanding debt falls in. A debt is not due
-    before delivery (no due date) or before its due date; then by whole days
-    overdue: 0-30, 31-60, 61-90, 90+."""
-    if due_at is None or now < due_at:
-        return "not_due"
-    days = (now - due_at).days
-    return "0-30" if days <= 30 else "31-60" if days <= 60 else "61-90" if days <= 90 else "90+"
-
-
-@dataclass(frozen=True)
-class DebtView:
-    order: str
-    amount_minor: int
-    repaid_minor: int
-    outstanding_minor: int
-    delivered_at: datetime | None
-    due_at: datetime | None
-    bucket: str
-
-
-@dataclass(frozen=True)
-class CreditAging:
-    buyer: str
-    seller: str
-    at: datetime
-    outstanding_minor: int
-    buckets: dict[str, int]
-    debts: tuple[DebtView, ...]
-
-
-def _open_debts(session: Session, seller_id: int, buyer_id: int, now: datetime) -> list[tuple]:
-    """(debt row, order public id, delivered_at, due_at), oldest due first:
-    delivered debts by due date, then undelivered ones by creation."""
-    rows = session.execute(
-        select(CreditDebt, Order.public_id)
-        .join(Order, Order.id == CreditDebt.order_id)
-        .where(CreditDebt.seller_id == seller_id, CreditDebt.buyer_id == buyer_id,
-               CreditDebt.cancelled.is_(False),
-               CreditDebt.repaid_minor < CreditDebt.amount_minor)
-        .order_by(CreditDebt.id)).all()
-    delivered = dict(session.execute(
-        select(OrderEvent.order_id, OrderEvent.at).where(
-            OrderEvent.order_id.in_([debt.order_id for debt, _ in rows]),
-            OrderEvent.to_state == "delivered")).all()) if rows else {}
-    out = []
-    for debt, public_id in rows:
-        at = as_utc(delivered[debt.order_id]) if debt.order_id in delivered else None
-        due = at + timedelta(days=debt.terms_days) if at is not None else None
-        out.append((debt, public_id, at, due))
-    far = datetime.max.replace(tzinfo=now.tzinfo)
-    out.sort(key=lambda item: (item[3] or far, item[0].id))
-    return out
-
-
-def credit_aging(session: Session, *, buyer: str, seller: str,
-                 at: datetime | None = None) -> CreditAging:
-    """What the buyer owes the seller on credit, by how overdue it is."""
-    b, s = party_row(session, buyer), party_row(session, seller)
-    now = as_utc(at) if at is not None else utcnow()
-    buckets = {name: 0 for name in AGING_BUCKETS}
-    debts = []
-    for debt, public_id, delivered_at, due_at in _open_debts(session, s.id, b.id, now):
-        outstanding = debt.amount_minor - debt.repaid_minor
-        bucket = aging_bucket(due_at, now)
-        buckets[bucket] += outstanding
-        debts.append(DebtView(public_id, debt.amount_minor, debt.repaid_minor, outstanding,
-                              delivered_at, due_at, bucket))
-    return CreditAging(b.code, s.code, now, sum(buckets.values()), buckets, tuple(debts))
-
-
-def repay_credit(session: Session, *, buyer: str, seller: str, amount_minor: int,
-                 bank_reference: str, actor: str) -> CreditAging:
-    """Finance confirms a credit repayment by bank transfer. It is allocated
-    to the oldest due debts first; for each order repaid, in one entry: the
-    cash into the order's escrow (Dr custody:bank / Cr order:O:escrow, to be
-    cleared like any cash) and the line restored (Dr party:S:credit_issued /
-    Cr credit:B@S). More than is owed is refused. Once per bank reference."""
-    amount = _amount(amount_minor)
-    reference = _reference(bank_reference, "bank_reference")
-    b, s = party_row(session, buyer), party_row(session, seller)
-    done = ledger.find_entry_by_key(session, f"repay:{s.code}:{reference}")
-    if done is not None:  # a retry: the repayment was allocated and posted already
-        if done.metadata.get("amount_minor") != amount:
-            raise ledger.IdempotencyConflict(
-                f"bank reference {reference} was a repayment of another amount",
-                field="bank_reference")
-        return credit_aging(session, buyer=b.code, seller=s.code)
-    now = utcnow()
-    debts = _open_debts(session, s.id, b.id, now)
-    owed = sum(debt.amount_minor - debt.repaid_minor for debt, *_ in debts)
-    if amount > owed:
-        raise InvalidInput(f"{b.code} owes {s.code} {owed} on credit; {amount} is more",
-                           field="amount_minor", owed_minor=owed)
-    line = session.get(CreditLine, (s.id, b.id))
-    currency = line.currency
-    postings, allocated, left = [], {}, amount
-    for debt, public_id, _, _ in debts:
-        if not left:
-            break
-        part = min(left, debt.amount_minor - debt.repaid_minor)
-        debt.repaid_minor += part
-        allocated[public_id] = part
-        left -= part
-        postings += [PostingLine(CUSTODY, "debit", part, currency),
-                     PostingLine(escrow_account(public_id), "credit", part, currency),
-                     PostingLine(credit_issued_account(s.code), "debit", part, currency),
-                     PostingLine(credit_account(b.code, s.code), "credit", part, currency)]
-    _ensure(session, CUSTODY, "Custody bank account", "asset", currency)
-    entry = ledger.post_entry(session, EntryRequest(
-        code="credit.repayment", description=f"credit repayment {reference}",
-        idempotency_key=f"repay:{s.code}:{reference}",
-        metadata={"buyer": b.code, "seller": s.code, "amount_minor": amount,
-                  "allocated": allocated},
-        postings=postings))
-    audit.record(session, actor=actor, action="credit.repay", subject_type="party",
-                 subject=b.code, details={"seller": s.code, "amount_minor": amount,
-                                          "bank_reference": reference, "allocated": allocated,
-                                          "entry": entry.id})
-    session.flush()
-    return credit_aging(session, buyer=b.code, seller=s.code)

@@ -8,7 +8,7 @@ purchase (upstream) to the sales it serves (downstream).
 """
 from __future__ import annotations
 
-from channel_api import AccessDenied, access, funding, orders
+from channel_api import AccessDenied, access, credit, funding, orders
 from service.channel_edge import (
     ChannelBlueprint,
     actor,
@@ -200,7 +200,8 @@ def set_credit_line(body, seller: str, buyer: str):
     """Grant or change a buyer's credit line (the seller's managers): the
     limit is enforced by the ledger itself."""
     access.require_manager_of(caller(), seller)
-    return funding.set_credit_line(db_session(), seller=seller, buyer=buyer, actor=actor(), **body)
+    credit.set_credit_line(db_session(), seller=seller, buyer=buyer, actor=actor(), **body)
+    return funding.balances(db_session(), buyer=buyer, seller=seller)
 
 
 @blp.route("/sellers/<seller>/balances", methods=["GET"])
@@ -217,7 +218,7 @@ def balances(seller: str, buyer: str | None = None):
 @blp.response(200, CreditAgingOut)
 def credit_aging(seller: str, buyer: str | None = None, at=None):
     """What you owe the seller on credit, order by order, by days overdue."""
-    return funding.credit_aging(db_session(), buyer=buyer_seen_by_caller(seller, buyer), seller=seller, at=at)
+    return credit.credit_aging(db_session(), buyer=buyer_seen_by_caller(seller, buyer), seller=seller, at=at)
 
 
 @blp.route("/credit-repayments", methods=["POST"])
@@ -228,7 +229,7 @@ def repay_credit(body):
     """Finance confirms a credit repayment by transfer (the brand's managers
     until finance users exist): allocated to the oldest due debts first."""
     access.require_brand_manager(caller())
-    return funding.repay_credit(db_session(), actor=actor(), **body)
+    return credit.repay_credit(db_session(), actor=actor(), **body)
 
 
 @blp.route("/deposits", methods=["POST"])

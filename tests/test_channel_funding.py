@@ -10,7 +10,7 @@ import pytest
 
 import channel_api as ca
 import ledger
-from channel_api import catalog, funding, network, orders
+from channel_api import catalog, credit, funding, network, orders
 from channel_api.errors import InvalidInput
 from channel_api.order_states import IllegalTransition
 from ledger import utcnow
@@ -270,9 +270,9 @@ def test_the_scheduler_job_expires_committed_unpaid_orders(session_factory, uniq
 
 
 def test_a_credit_line_funds_orders_up_to_its_limit(shop):
-    line = funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, terms_days=30,
+    line = credit.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, terms_days=30,
                                    actor="seller")
-    assert (line.credit.limit_minor, line.credit.available_minor) == (5_000, 5_000)
+    assert (line.limit_minor, line.available_minor) == (5_000, 5_000)
     funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=1_000,
                             bank_reference="DEP-C", actor="finance")
     order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 4}],
@@ -310,7 +310,7 @@ def test_credit_that_cannot_be_used_is_refused_with_a_reason(shop, line, reason)
     from channel_api.errors import CreditUnavailable
 
     if line is not None:
-        funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, actor="seller",
+        credit.set_credit_line(shop, seller="D", buyer="S", limit_minor=5_000, actor="seller",
                                 **line)
     order = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
                                actor="store")
@@ -325,7 +325,7 @@ def test_orders_racing_for_one_credit_line_never_exceed_it(session_factory, uniq
     u = unique + "-"
     with session_factory() as s, s.begin():
         build(s, u)
-        funding.set_credit_line(s, seller=f"{u}D", buyer=f"{u}S", limit_minor=10_000,
+        credit.set_credit_line(s, seller=f"{u}D", buyer=f"{u}S", limit_minor=10_000,
                                 actor="seller")
         placed = [orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
                                      lines=[{"sku": f"{u}g1", "quantity": 3}]).public_id
@@ -335,8 +335,8 @@ def test_orders_racing_for_one_credit_line_never_exceed_it(session_factory, uniq
                                  actor="store")))
     assert results.count("paid") == 3 and results.count("refused") == 17
     with session_factory() as s:
-        credit = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").credit
-        assert (credit.used_minor, credit.available_minor) == (9_000, 1_000)
+        line = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").credit
+        assert (line.used_minor, line.available_minor) == (9_000, 1_000)
 
 
 def test_a_paid_order_is_shipped_then_received_by_the_buyer_or_the_job(shop):
@@ -360,15 +360,15 @@ def test_a_paid_order_is_shipped_then_received_by_the_buyer_or_the_job(shop):
 
 def test_aging_buckets_are_by_whole_days_overdue():
     due = utcnow()
-    assert funding.aging_bucket(None, due) == "not_due"
-    assert funding.aging_bucket(due, due - timedelta(seconds=1)) == "not_due"
+    assert credit.aging_bucket(None, due) == "not_due"
+    assert credit.aging_bucket(due, due - timedelta(seconds=1)) == "not_due"
     for days, bucket in ((0, "0-30"), (30, "0-30"), (31, "31-60"), (60, "31-60"),
                          (61, "61-90"), (90, "61-90"), (91, "90+"), (400, "90+")):
-        assert funding.aging_bucket(due, due + timedelta(days=days, hours=1)) == bucket
+        assert credit.aging_bucket(due, due + timedelta(days=days, hours=1)) == bucket
 
 
 def test_credit_debts_fall_due_after_delivery_and_repayments_go_to_the_oldest_first(shop):
-    funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=30,
+    credit.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=30,
                             actor="seller")
     ids = []
     for quantity in (2, 3):  # 2,000 then 3,000
@@ -382,22 +382,22 @@ def test_credit_debts_fall_due_after_delivery_and_repayments_go_to_the_oldest_fi
         orders.ship_order(shop, order, actor="dist")
         orders.confirm_receipt(shop, order, actor="store")
     in_45_days = utcnow() + timedelta(days=45)
-    aging = funding.credit_aging(shop, buyer="S", seller="D", at=in_45_days)
+    aging = credit.credit_aging(shop, buyer="S", seller="D", at=in_45_days)
     assert aging.outstanding_minor == 5_000 and aging.buckets["0-30"] == 5_000
     assert [d.order for d in aging.debts] == [ids[1], ids[0]]
 
-    after = funding.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
+    after = credit.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
                                  bank_reference="REPAY-1", actor="finance")
     assert [(d.order, d.outstanding_minor) for d in after.debts] == [(ids[0], 1_500)]
     # Cash reached each order's escrow; the line is restored by what was repaid.
     assert ledger.get_account(shop, funding.escrow_account(ids[1])).posted_minor == 3_000
     assert ledger.get_account(shop, funding.escrow_account(ids[0])).posted_minor == 500
     assert funding.balances(shop, buyer="S", seller="D").credit.used_minor == 1_500
-    again = funding.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
+    again = credit.repay_credit(shop, buyer="S", seller="D", amount_minor=3_500,
                                  bank_reference="REPAY-1", actor="finance")
     assert again.outstanding_minor == 1_500  # a retry allocates nothing twice
     with pytest.raises(InvalidInput) as too_much:
-        funding.repay_credit(shop, buyer="S", seller="D", amount_minor=1_501,
+        credit.repay_credit(shop, buyer="S", seller="D", amount_minor=1_501,
                              bank_reference="REPAY-2", actor="finance")
     assert too_much.value.details["owed_minor"] == 1_500
     assert ledger.check_ledger(shop) == []
@@ -420,7 +420,7 @@ def test_a_paid_order_feeds_the_buyer_s_purchase_habits(shop):
 def test_an_overdue_debt_blocks_new_credit_when_the_line_says_so(shop):
     from channel_api.errors import CreditUnavailable
 
-    funding.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=0,
+    credit.set_credit_line(shop, seller="D", buyer="S", limit_minor=10_000, terms_days=0,
                             block_overdue_days=0, actor="seller")
     first = orders.place_order(shop, buyer="S", seller="D", lines=[{"sku": "g1", "quantity": 1}],
                                actor="store").public_id
@@ -435,7 +435,7 @@ def test_an_overdue_debt_blocks_new_credit_when_the_line_says_so(shop):
         funding.set_payment_plan(shop, second, [{"method": "credit", "amount_minor": 1_000}],
                                  actor="store", at=tomorrow)
     assert blocked.value.details["reason"] == "overdue"
-    funding.repay_credit(shop, buyer="S", seller="D", amount_minor=1_000, bank_reference="R-OD",
+    credit.repay_credit(shop, buyer="S", seller="D", amount_minor=1_000, bank_reference="R-OD",
                          actor="finance")
     paid = funding.set_payment_plan(shop, second, [{"method": "credit", "amount_minor": 1_000}],
                                     actor="store", at=tomorrow)

@@ -20,16 +20,32 @@ from .network import (
     SalePermission,
     SupplyRelationship,
 )
+from .credit import (
+    POLICY_ACTIONS,
+    TERMS_KINDS,
+    CreditDebt,
+    CreditDefault,
+    CreditIncrease,
+    CreditLine,
+    CreditPolicy,
+    OrderHold,
+)
 from .orders import (
     PART_METHODS,
-    CreditDebt,
-    CreditLine,
     Order,
     OrderEvent,
     OrderLine,
     OrderLink,
     PaymentPart,
     RebateRule,
+)
+from .returns import (
+    REMITTANCE_PURPOSES,
+    REMITTANCE_STATES,
+    RETURN_STATES,
+    OrderReturn,
+    Remittance,
+    ReturnLine,
 )
 from .pricing import STRATEGY_RULES, STRATEGY_STATUSES, PriceStrategy, PriceTier
 
@@ -40,5 +56,10 @@ __all__ = [
     "CustomerType", "DynamicTag", "Grade", "Party", "PartyGroup", "PartyGroupMember",
     "PartyTag", "PurchaseHabit", "Region", "SalePermission", "SupplyRelationship",
     "STRATEGY_RULES", "STRATEGY_STATUSES", "PriceStrategy", "PriceTier",
-    "PART_METHODS", "CreditDebt", "CreditLine", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart", "RebateRule",
+    "PART_METHODS", "Order", "OrderEvent", "OrderLine", "OrderLink", "PaymentPart",
+    "RebateRule",
+    "POLICY_ACTIONS", "TERMS_KINDS", "CreditDebt", "CreditDefault", "CreditIncrease",
+    "CreditLine", "CreditPolicy", "OrderHold",
+    "REMITTANCE_PURPOSES", "REMITTANCE_STATES", "RETURN_STATES", "OrderReturn", "Remittance",
+    "ReturnLine",
 ]

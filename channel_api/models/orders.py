@@ -126,6 +126,8 @@ class PaymentPart(Base):
                         name="state"),
         CheckConstraint("method IN ('prepaid','rebate','credit','offline')", name="method"),
         UniqueConstraint("order_id", "method"),
+        CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor",
+                        name="refunded_within_amount"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -136,6 +138,9 @@ class PaymentPart(Base):
     pending_entry_id: Mapped[str | None] = mapped_column(String(40))
     entry_id: Mapped[str | None] = mapped_column(String(40))
     refund_entry_id: Mapped[str | None] = mapped_column(String(40))
+    # Returned to the source by returns after payment (partial refunds); the
+    # part is ``refunded`` once this reaches its amount.
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -150,51 +155,3 @@ class RebateRule(Base):
     max_percent_bp: Mapped[int | None] = mapped_column(Integer)
     max_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class CreditLine(Base):
-    """A credit line a seller grants a buyer on their relationship: the limit
-    is the upper bound of the ledger account ``credit:B@S``; due dates follow
-    ``terms_days`` after delivery (repayments and aging: a later slice)."""
-
-    __tablename__ = "channel_credit_line"
-    __table_args__ = (
-        CheckConstraint("limit_minor >= 0", name="limit_not_negative"),
-        CheckConstraint("status IN ('active','frozen')", name="status"),
-    )
-
-    seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
-    buyer_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"), primary_key=True)
-    currency: Mapped[str] = mapped_column(String(3))
-    limit_minor: Mapped[int] = mapped_column(BigInteger)
-    terms_days: Mapped[int] = mapped_column(Integer)
-    # Refuse new credit while any debt is overdue by more than this many days
-    # (None: overdue debts do not block).
-    block_overdue_days: Mapped[int | None] = mapped_column(Integer)
-    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(8))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class CreditDebt(Base):
-    """What one order owes on its buyer's credit line: created when the
-    order's credit part is captured; due ``terms_days`` after the order is
-    delivered; repaid by repayments, oldest debt first."""
-
-    __tablename__ = "channel_credit_debt"
-    __table_args__ = (
-        CheckConstraint("amount_minor > 0 AND repaid_minor >= 0 AND repaid_minor <= amount_minor",
-                        name="amounts"),
-        Index("ix_channel_credit_debt_line", "seller_id", "buyer_id", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    order_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_order.id"), unique=True)
-    seller_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"))
-    buyer_id: Mapped[int] = mapped_column(BigId, ForeignKey("channel_party.id"))
-    amount_minor: Mapped[int] = mapped_column(BigInteger)
-    repaid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
-    terms_days: Mapped[int] = mapped_column(Integer)
-    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,69 @@
+"""The ledger accounts the channel's money lives in (docs/accounting.md),
+opened on first use, and the checks every money input goes through."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+import ledger
+
+from .errors import InvalidInput
+
+CUSTODY = "custody:bank"
+_REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+
+
+def prepaid_account(buyer: str, seller: str) -> str:
+    return f"prepaid:{buyer}@{seller}"
+
+
+def rebate_account(buyer: str, seller: str) -> str:
+    return f"rebate:{buyer}@{seller}"
+
+
+def rebates_granted_account(seller: str) -> str:
+    return f"party:{seller}:rebates_granted"
+
+
+def credit_account(buyer: str, seller: str) -> str:
+    return f"credit:{buyer}@{seller}"
+
+
+def credit_issued_account(seller: str) -> str:
+    return f"party:{seller}:credit_issued"
+
+
+def escrow_account(order: str) -> str:
+    return f"order:{order}:escrow"
+
+
+def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
+           owner: str | None = None, min_balance: int | None = None) -> None:
+    """Accounts are opened on first use (docs/accounting.md); an existing one
+    is used as it is, whatever name it was opened with."""
+    try:
+        ledger.get_account(session, code)
+    except ledger.AccountNotFound:
+        ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
+                            min_balance_minor=min_balance)
+
+
+def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:
+    code = prepaid_account(buyer, seller)
+    ensure(session, code, f"Prepaid deposit of {buyer} at {seller}", "liability", currency,
+           owner=buyer, min_balance=0)
+    return code
+
+
+def positive_amount(value: Any, field: str = "amount_minor") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 10**15:
+        raise InvalidInput(f"{field} must be a positive whole number of minor units", field=field)
+    return value
+
+
+def bank_reference(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
+        raise InvalidInput(f"{field} must be 1-64 letters, digits or _ . : / -", field=field)
+    return value

@@ -1,0 +1,360 @@
+"""The sandbox gateway adapter: the demo's payment provider, spoken to exactly
+like a real one (signed JSON over HTTP both ways, signed callbacks, a daily
+bill), so nothing above the ``Gateway`` interface can tell it is simulated.
+``payments.sandbox_vendor`` is the provider on the other end of the wire.
+
+Wire protocol (the vendor implements the other side):
+
+* Requests: JSON bodies, header ``Sandbox-Signature`` = ``signing.sign`` over
+  ``signing.request_payload(method, path, body)`` with the shared secret.
+  ``POST /payments``, ``GET /payments/<out_trade_no>``, ``POST /refunds``.
+* Answers: JSON, header ``Sandbox-Signature`` over the body. Errors are
+  ``{"error": code, "message": text}`` with a 4xx/5xx status.
+* Callbacks: ``{"id", "type", "data": {...}, "app_id"}`` signed over the
+  body; ``type`` is one of ``CALLBACK_TYPES``. For refund events
+  ``data.transaction_id`` is the refund's id, as ``GatewayEvent`` wants.
+* Bill: CSV with the header ``BILL_HEADER``; amounts in minor units.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, NoReturn, Sequence
+from urllib.parse import quote, urlsplit
+
+from payments import signing
+from payments.gateway import (
+    Acknowledgement,
+    BillLine,
+    CallbackRejected,
+    CallbackRequest,
+    EventKind,
+    GatewayError,
+    GatewayEvent,
+    GatewayUnavailable,
+    PaymentCreated,
+    PaymentRequest,
+    PaymentState,
+    PaymentStatus,
+    RefundAccepted,
+    RefundRequest,
+    Transport,
+)
+
+SIGNATURE_HEADER = "Sandbox-Signature"
+
+CALLBACK_TYPES: dict[str, EventKind] = {
+    "payment.succeeded": "payment_succeeded",
+    "payment.failed": "payment_failed",
+    "payment.closed": "payment_closed",
+    "refund.succeeded": "refund_succeeded",
+    "refund.failed": "refund_failed",
+}
+
+# The vendor's payment statuses, as our interface names them.
+PAYMENT_STATES: dict[str, PaymentState] = {
+    "created": "pending",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "closed": "closed",
+}
+
+BILL_HEADER = ["transaction_id", "out_trade_no", "kind", "amount_minor", "fee_minor", "occurred_at", "out_refund_no"]
+
+_UNSIGNED = re.compile(r"[0-9]{1,18}")   # ASCII digits only: int() would take "1_000" or " 7"
+_SIGNED = re.compile(r"-?[0-9]{1,18}")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, in any case (HTTP headers are case-insensitive)."""
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def dumps(payload: Mapping[str, Any]) -> bytes:
+    """Compact, key-sorted JSON: the same payload always signs the same."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class SandboxGateway:
+    """``Gateway`` for the sandbox provider.
+
+    ``secret`` signs our requests; ``secret`` and ``previous_secrets`` verify
+    answers and callbacks (keep the old secret there while rotating).
+    When the vendor answers in-process (``transport=SandboxVendor(...)``) the
+    host in ``base_url`` is never contacted.
+    """
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        *,
+        app_id: str,
+        secret: bytes,
+        transport: Transport,
+        base_url: str = "http://sandbox.invalid",
+        previous_secrets: Sequence[bytes] = (),
+        clock: Clock = utc_now,
+        tolerance_s: int = 300,
+    ) -> None:
+        self.app_id = app_id
+        self._secret = secret
+        self._secrets = [secret, *previous_secrets]
+        self._transport = transport
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+        self._tolerance_s = tolerance_s
+
+    # -- outgoing calls -------------------------------------------------------
+
+    def create_payment(self, request: PaymentRequest) -> PaymentCreated:
+        payload = {
+            "out_trade_no": request.out_trade_no,
+            "amount_minor": request.amount_minor,
+            "currency": request.currency,
+            "description": request.description,
+            "notify_url": request.notify_url,
+            "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+        }
+        status, answer = self._call("POST", "/payments", payload)
+        if status != 200:
+            _refused(status, answer)
+        self._check_echo(answer, "out_trade_no", request.out_trade_no)
+        return PaymentCreated(
+            out_trade_no=request.out_trade_no,
+            pay_url=_answer_str(answer, "pay_url"),
+            prepay_id=_answer_str(answer, "id"),
+            raw=answer,
+        )
+
+    def query_payment(self, out_trade_no: str) -> PaymentStatus:
+        status, answer = self._call("GET", "/payments/" + quote(out_trade_no, safe=""), None)
+        if status == 404:
+            return PaymentStatus(out_trade_no, "unknown", None, None, raw=answer)
+        if status != 200:
+            _refused(status, answer)
+        self._check_echo(answer, "out_trade_no", out_trade_no)
+        return PaymentStatus(
+            out_trade_no=out_trade_no,
+            state=PAYMENT_STATES.get(str(answer.get("status")), "unknown"),
+            transaction_id=_answer_str(answer, "id"),
+            amount_minor=_answer_int(answer, "amount_minor"),
+            raw=answer,
+        )
+
+    def refund(self, request: RefundRequest) -> RefundAccepted:
+        payload = {
+            "out_trade_no": request.out_trade_no,
+            "out_refund_no": request.out_refund_no,
+            "amount_minor": request.amount_minor,
+            "total_minor": request.total_minor,
+            "currency": request.currency,
+            "reason": request.reason,
+            "notify_url": request.notify_url,
+        }
+        status, answer = self._call("POST", "/refunds", payload)
+        if status == 409:
+            # The sandbox refused this refund (beyond what was paid, not paid
+            # yet...): a definite answer, not an outage.
+            return RefundAccepted(request.out_refund_no, None, "failed", raw=answer)
+        if status != 200:
+            _refused(status, answer)
+        self._check_echo(answer, "out_refund_no", request.out_refund_no)
+        state = answer.get("status")
+        if state not in ("processing", "succeeded", "failed"):
+            raise GatewayUnavailable("sandbox answered an unknown refund status", status=state)
+        return RefundAccepted(request.out_refund_no, _answer_str(answer, "id"), state, raw=answer)
+
+    def _call(self, method: str, path: str, payload: Mapping[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """Sign, send, verify the answer's signature, decode it."""
+        url = self._base_url + path
+        body = dumps(payload) if payload is not None else b""
+        signed = signing.request_payload(method, urlsplit(url).path, body)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: signing.sign(self._secret, int(self._clock().timestamp()), signed),
+        }
+        try:
+            response = self._transport(method, url, headers, body)
+        except OSError as exc:  # connection refused, timeout, DNS...
+            raise GatewayUnavailable(f"sandbox did not answer: {exc}") from exc
+        try:
+            signing.verify(
+                header_value(response.headers, SIGNATURE_HEADER),
+                response.body,
+                self._secrets,
+                self._clock(),
+                self._tolerance_s,
+            )
+        except CallbackRejected as exc:
+            raise GatewayUnavailable(
+                "sandbox answer is not validly signed", status=response.status, reason=exc.code
+            ) from exc
+        try:
+            answer = json.loads(response.body)
+        except ValueError as exc:
+            raise GatewayUnavailable("sandbox answer is not JSON", status=response.status) from exc
+        if not isinstance(answer, dict):
+            raise GatewayUnavailable("sandbox answer is not a JSON object", status=response.status)
+        return response.status, answer
+
+    @staticmethod
+    def _check_echo(answer: Mapping[str, Any], key: str, expected: str) -> None:
+        # A signed answer about another payment (a replayed answer) is no answer.
+        if answer.get(key) != expected:
+            raise GatewayUnavailable(f"sandbox answered about another {key}", expected=expected, got=answer.get(key))
+
+    # -- callbacks -------------------------------------------------------------
+
+    def verify_callback(self, request: CallbackRequest) -> GatewayEvent:
+        signing.verify(
+            request.header(SIGNATURE_HEADER), request.body, self._secrets, request.received_at, self._tolerance_s
+        )
+        try:
+            payload = json.loads(request.body)
+        except ValueError as exc:
+            raise CallbackRejected("malformed", "callback body is not JSON") from exc
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+            raise CallbackRejected("malformed", "callback needs an object with a data object")
+        event_type = payload.get("type")
+        kind = CALLBACK_TYPES.get(event_type) if isinstance(event_type, str) else None
+        if kind is None:
+            raise CallbackRejected("malformed", "unknown callback type", type=payload.get("type"))
+        _callback_str(payload, "id")
+        app_id = _callback_str(payload, "app_id")
+        if app_id != self.app_id:
+            raise CallbackRejected("wrong_app", "callback is for another app", app_id=app_id)
+
+        data = payload["data"]
+        out_refund_no = _callback_str(data, "out_refund_no") if kind.startswith("refund") else None
+        return GatewayEvent(
+            gateway=self.name,
+            kind=kind,
+            transaction_id=_callback_str(data, "transaction_id"),
+            out_trade_no=_callback_str(data, "out_trade_no"),
+            amount_minor=_callback_int(data, "amount_minor"),
+            currency=_callback_str(data, "currency"),
+            out_refund_no=out_refund_no,
+            occurred_at=_callback_time(data, "occurred_at"),
+            app_id=app_id,
+            raw=payload,
+        )
+
+    def acknowledge(self, accepted: bool, message: str = "") -> Acknowledgement:
+        # A non-2xx answer makes the sandbox (like Stripe) redeliver later.
+        if accepted:
+            return Acknowledgement(200, dumps({"received": True}), "application/json")
+        return Acknowledgement(400, dumps({"error": message or "rejected"}), "application/json")
+
+    # -- daily bill -------------------------------------------------------------
+
+    def parse_bill(self, data: bytes) -> list[BillLine]:
+        """The sandbox's CSV bill as ``BillLine``s; any bad row refuses the
+        whole bill (``GatewayError`` naming the line), since reconciling half
+        a bill would report false differences."""
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise GatewayError("bill is not UTF-8") from exc
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        try:
+            header = next(reader, None)
+            if header != BILL_HEADER:
+                raise GatewayError("bill header is not the sandbox's", line=1, header=header)
+            lines = [_bill_line(row, reader.line_num) for row in reader if row]
+        except csv.Error as exc:
+            raise GatewayError(f"bill line {reader.line_num}: {exc}", line=reader.line_num) from exc
+        return lines
+
+
+def _bill_line(row: list[str], line: int) -> BillLine:
+    def bad(why: str) -> NoReturn:
+        raise GatewayError(f"bill line {line}: {why}", line=line)
+
+    if len(row) != len(BILL_HEADER):
+        bad(f"expected {len(BILL_HEADER)} fields, got {len(row)}")
+    transaction_id, out_trade_no, kind, amount, fee, occurred, out_refund_no = row
+    if not transaction_id or not out_trade_no:
+        bad("transaction_id and out_trade_no are required")
+    if kind not in ("payment", "refund"):
+        bad(f"kind must be payment or refund, not {kind!r}")
+    if not _UNSIGNED.fullmatch(amount):
+        bad(f"amount_minor must be a non-negative integer, not {amount!r}")
+    if not _SIGNED.fullmatch(fee):  # a gateway may hand a fee back on a refund
+        bad(f"fee_minor must be an integer, not {fee!r}")
+    if kind == "refund" and not out_refund_no:
+        bad("a refund line needs out_refund_no")
+    try:
+        occurred_at = datetime.fromisoformat(occurred)
+    except ValueError:
+        bad(f"occurred_at is not ISO 8601: {occurred!r}")
+    if occurred_at.tzinfo is None:
+        bad("occurred_at must carry a timezone offset")
+    return BillLine(
+        transaction_id=transaction_id,
+        out_trade_no=out_trade_no,
+        kind=kind,  # type: ignore[arg-type]  (checked above)
+        amount_minor=int(amount),
+        fee_minor=int(fee),
+        occurred_at=occurred_at,
+        out_refund_no=out_refund_no or None,
+    )
+
+
+# -- field readers: one for answers (an outage), one for callbacks (refused) ---
+
+def _refused(status: int, answer: Mapping[str, Any]) -> NoReturn:
+    """A failure answer. 400/409 will fail the same way again (our request is
+    wrong or conflicts); anything else (401, 5xx...) may pass on retry."""
+    details = {"status": status, "error": answer.get("error"), "message": answer.get("message")}
+    if status in (400, 409):
+        raise GatewayError(f"sandbox refused the request: {answer.get('error')}", **details)
+    raise GatewayUnavailable(f"sandbox answered {status}: {answer.get('error')}", **details)
+
+
+def _answer_str(answer: Mapping[str, Any], key: str) -> str:
+    value = answer.get(key)
+    if not isinstance(value, str) or not value:
+        raise GatewayUnavailable(f"sandbox answer lacks {key}")
+    return value
+
+
+def _answer_int(answer: Mapping[str, Any], key: str) -> int:
+    value = answer.get(key)
+    if type(value) is not int:  # not bool, not float
+        raise GatewayUnavailable(f"sandbox answer's {key} is not an integer")
+    return value
+
+
+def _callback_str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise CallbackRejected("malformed", f"callback lacks {key}")
+    return value
+
+
+def _callback_int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if type(value) is not int or value < 0:  # JSON 1.0 or true are not amounts
+        raise CallbackRejected("malformed", f"callback's {key} is not a non-negative integer")
+    return value
+
+
+def _callback_time(data: Mapping[str, Any], key: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(_callback_str(data, key))
+    except ValueError as exc:
+        raise CallbackRejected("malformed", f"callback's {key} is not ISO 8601") from exc
+    if value.tzinfo is None:
+        raise CallbackRejected("malformed", f"callback's {key} has no timezone")
+    return value
