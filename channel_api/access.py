@@ -8,6 +8,11 @@ and the pure authorization rules every endpoint applies.
   sale permissions, keys); a distributor's manage key manages what is its
   own: its strategies, its coverage and its buyers (relationships where it
   sells).
+* A ``finance`` key acts for its party's finance team: it confirms or
+  rejects the offline money paid to that party as seller (remittances,
+  deposits, order transfers, credit repayments) and grants rebates on its
+  sales. The brand's finance key (and, as before, its manage key) does so
+  for every seller.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import AccessDenied
 
-SCOPES = ("storefront", "manage")
+SCOPES = ("storefront", "manage", "finance")
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,13 @@ def require_manager_of(caller: Caller, seller_code: str) -> None:
     """Managing what a seller owns (its strategies, coverage, buyers)."""
     require_scope(caller, "manage")
     require_self_or_brand(caller, seller_code)
+
+
+def require_finance_of(caller: Caller, seller_code: str) -> None:
+    """Confirming money paid to ``seller_code``: its finance key, or the
+    brand's finance or manage key."""
+    if caller.is_brand and ({"finance", "manage"} & caller.scopes):
+        return
+    require_scope(caller, "finance")
+    if caller.party_code != seller_code:
+        raise AccessDenied("this finance key belongs to another seller", party=seller_code)

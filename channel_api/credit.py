@@ -199,9 +199,10 @@ class CreditBalance:
 
 
 def _increases(session: Session, seller_id: int, buyer_id: int, now: datetime) -> int:
-    return session.scalar(select(func.coalesce(func.sum(CreditIncrease.amount_minor), 0)).where(
+    total = session.scalar(select(func.coalesce(func.sum(CreditIncrease.amount_minor), 0)).where(
         CreditIncrease.seller_id == seller_id, CreditIncrease.buyer_id == buyer_id,
-        CreditIncrease.valid_from <= now, CreditIncrease.valid_to > now)) or 0
+        CreditIncrease.valid_from <= now, CreditIncrease.valid_to > now))
+    return int(total or 0)  # PostgreSQL's SUM of a bigint is a numeric
 
 
 def _open_line_account(session: Session, b: Party, s: Party, currency: str, limit: int) -> None:

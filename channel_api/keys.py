@@ -66,8 +66,9 @@ def create_api_key(session: Session, *, party: str, scopes, name: str = "",
                    actor: str) -> IssuedKey:
     row_party = _party(session, party)
     clean_scopes = _scopes(scopes)
-    if "manage" in clean_scopes and row_party.role == "store":
-        raise InvalidInput("a store's key cannot have the manage scope", field="scopes")
+    if {"manage", "finance"} & set(clean_scopes) and row_party.role == "store":
+        raise InvalidInput("a store's key cannot have the manage or finance scope",
+                           field="scopes")
     if not isinstance(name, str) or len(name) > 200:
         raise InvalidInput("name must be text of at most 200 characters", field="name")
     secret = secrets.token_urlsafe(32)

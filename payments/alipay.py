@@ -185,10 +185,9 @@ class Alipay:
     def _form(self, request: CallbackRequest) -> tuple[dict[str, str], str]:
         """The form's fields, URL-decoded in its charset (the Content-Type's
         ``charset``, else the form's own ``charset`` field, else utf-8)."""
-        charset = "utf-8"
         match = re.search(r"charset=([\w-]+)", request.header("Content-Type") or "", re.I)
         ascii_fields = dict(parse_qsl(request.body.decode("latin-1"), keep_blank_values=True))
-        charset = match.group(1) if match else ascii_fields.get("charset") or charset
+        charset = match.group(1) if match else ascii_fields.get("charset") or "utf-8"
         try:
             pairs = parse_qsl(request.body.decode(charset), keep_blank_values=True,
                               strict_parsing=True, encoding=charset, errors="strict")

@@ -163,7 +163,7 @@ class SandboxGateway:
             "notify_url": request.notify_url,
         }
         status, answer = self._call("POST", "/refunds", payload)
-        if status == 409:
+        if status == 422:
             # The sandbox refused this refund (beyond what was paid, not paid
             # yet...): a definite answer, not an outage.
             return RefundAccepted(request.out_refund_no, None, "failed", raw=answer)
@@ -267,13 +267,18 @@ class SandboxGateway:
         except UnicodeDecodeError as exc:
             raise GatewayError("bill is not UTF-8") from exc
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        lines: list[BillLine] = []
+        start = 1   # where the current row begins (a quoted field may span lines)
         try:
-            header = next(reader, None)
-            if header != BILL_HEADER:
-                raise GatewayError("bill header is not the sandbox's", line=1, header=header)
-            lines = [_bill_line(row, reader.line_num) for row in reader if row]
+            if next(reader, None) != BILL_HEADER:
+                raise GatewayError("bill line 1: not the sandbox's header", line=1)
+            start = reader.line_num + 1
+            for row in reader:
+                if row:
+                    lines.append(_bill_line(row, start))
+                start = reader.line_num + 1
         except csv.Error as exc:
-            raise GatewayError(f"bill line {reader.line_num}: {exc}", line=reader.line_num) from exc
+            raise GatewayError(f"bill line {start}: {exc}", line=start) from exc
         return lines
 
 
@@ -314,10 +319,11 @@ def _bill_line(row: list[str], line: int) -> BillLine:
 # -- field readers: one for answers (an outage), one for callbacks (refused) ---
 
 def _refused(status: int, answer: Mapping[str, Any]) -> NoReturn:
-    """A failure answer. 400/409 will fail the same way again (our request is
-    wrong or conflicts); anything else (401, 5xx...) may pass on retry."""
-    details = {"status": status, "error": answer.get("error"), "message": answer.get("message")}
-    if status in (400, 409):
+    """A failure answer. 400/404/409/422 will fail the same way again (our
+    request is wrong or conflicts); anything else (401, 5xx...) may pass on
+    retry."""
+    details = {"status": status, "error": answer.get("error"), "reason": answer.get("message")}
+    if status in (400, 404, 409, 422):
         raise GatewayError(f"sandbox refused the request: {answer.get('error')}", **details)
     raise GatewayUnavailable(f"sandbox answered {status}: {answer.get('error')}", **details)
 

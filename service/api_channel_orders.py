@@ -166,9 +166,9 @@ def set_payment_plan(body, order_id: str):
 @blp.arguments(TransferIn)
 @blp.response(200, OrderOut)
 def confirm_order_transfer(body, order_id: str):
-    """Finance confirms the offline transfer of an order's plan (the brand's
-    managers until finance users exist)."""
-    access.require_brand_manager(caller())
+    """Finance confirms the offline transfer of an order's plan (the
+    seller's finance key, or the brand's)."""
+    access.require_finance_of(caller(), orders.get_order(db_session(), order_id).seller_code)
     return funding.confirm_order_transfer(db_session(), order_id, actor=actor(), **body)
 
 
@@ -178,7 +178,7 @@ def confirm_order_transfer(body, order_id: str):
 @blp.response(201, CreditedOut)
 def grant_rebate(body):
     """Finance grants a buyer rebate credit at a seller by hand (audited)."""
-    access.require_brand_manager(caller())
+    access.require_finance_of(caller(), body["seller"])
     return funding.grant_rebate(db_session(), actor=actor(), **body)
 
 
@@ -226,9 +226,9 @@ def credit_aging(seller: str, buyer: str | None = None, at=None):
 @blp.arguments(RepaymentIn)
 @blp.response(200, CreditAgingOut)
 def repay_credit(body):
-    """Finance confirms a credit repayment by transfer (the brand's managers
-    until finance users exist): allocated to the oldest due debts first."""
-    access.require_brand_manager(caller())
+    """Finance confirms a credit repayment by transfer (the seller's finance
+    key, or the brand's): allocated to the oldest due debts first."""
+    access.require_finance_of(caller(), body["seller"])
     return credit.repay_credit(db_session(), actor=actor(), **body)
 
 
@@ -238,8 +238,8 @@ def repay_credit(body):
 @blp.response(201, CreditedOut)
 def confirm_deposit(body):
     """Finance confirms an offline bank transfer into a prepaid deposit (the
-    brand's managers until finance users exist); a bank reference counts once."""
-    access.require_brand_manager(caller())
+    seller's finance key, or the brand's); a bank reference counts once."""
+    access.require_finance_of(caller(), body["seller"])
     return funding.confirm_deposit(db_session(), actor=actor(), **body)
 
 

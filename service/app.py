@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import (
     api_channel_bulk,
+    api_channel_credit,
     api_channel_network,
     api_channel_orders,
     api_channel_parties,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(api_channel_pricing.blp)
     api.register_blueprint(api_channel_bulk.blp)
     api.register_blueprint(api_channel_orders.blp)
+    api.register_blueprint(api_channel_credit.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

@@ -166,7 +166,7 @@ def recompute_tags(runtime: Runtime, tag: str | None) -> None:
 @cli.command("create-api-key")
 @click.option("--party", required=True, metavar="CODE", help="The party the key acts for.")
 @click.option("--scope", "scopes", multiple=True, required=True,
-              type=click.Choice(["storefront", "manage"]), help="Repeat for several scopes.")
+              type=click.Choice(["storefront", "manage", "finance"]), help="Repeat for several scopes.")
 @click.option("--name", default="", help="A label for people (which app holds the key).")
 @pass_runtime
 def create_api_key(runtime: Runtime, party: str, scopes: tuple[str, ...], name: str) -> None:

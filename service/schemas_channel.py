@@ -168,7 +168,7 @@ class PartyPage(ma.Schema):
 
 class ApiKeyIn(StrictSchema):
     party = fields.String(required=True, **CODE)
-    scopes = fields.List(fields.String(validate=validate.OneOf(("storefront", "manage"))),
+    scopes = fields.List(fields.String(validate=validate.OneOf(("storefront", "manage", "finance"))),
                          required=True, validate=validate.Length(min=1, max=2))
     name = fields.String(load_default="", validate=validate.Length(max=200))
 
@@ -745,12 +745,20 @@ class BalanceOut(ma.Schema):
 
 
 class CreditBalanceOut(ma.Schema):
-    limit_minor = fields.Integer()
+    limit_minor = fields.Integer(metadata={"description": "The effective limit: the line's own "
+                                                          "plus unexpired temporary increases."})
+    base_limit_minor = fields.Integer()
+    increases_minor = fields.Integer()
     used_minor = fields.Integer(metadata={"description": "Owed on captured orders."})
     reserved_minor = fields.Integer(metadata={"description": "Held by orders not yet captured."})
     available_minor = fields.Integer()
     valid_to = UtcDateTime(allow_none=True)
     status = fields.String(allow_none=True, metadata={"description": "null: no credit line."})
+    terms_kind = fields.String(allow_none=True)
+    terms_days = fields.Integer(allow_none=True)
+    due_day = fields.Integer(allow_none=True)
+    source = fields.String(allow_none=True, metadata={
+        "description": "manual, or grade_default: follows the seller's default for the grade."})
 
 
 class BalancesOut(ma.Schema):
@@ -764,8 +772,13 @@ class BalancesOut(ma.Schema):
 
 class CreditLineIn(StrictSchema):
     limit_minor = fields.Integer(required=True, strict=True)
-    terms_days = fields.Integer(load_default=30, strict=True,
-                                metadata={"description": "Due this many days after delivery."})
+    terms_kind = fields.String(load_default="days_after_delivery",
+                               validate=validate.OneOf(("days_after_delivery", "day_of_month")))
+    terms_days = fields.Integer(load_default=30, strict=True, metadata={
+        "description": "Due this many days after delivery (day_of_month: the first due_day "
+                       "on or after delivery + terms_days)."})
+    due_day = fields.Integer(load_default=None, allow_none=True, strict=True,
+                             metadata={"description": "1-28, with day_of_month terms."})
     valid_to = UtcDateTime(load_default=None, allow_none=True)
     block_overdue_days = fields.Integer(
         load_default=None, allow_none=True, strict=True,
@@ -843,6 +856,7 @@ class DebtOut(ma.Schema):
     order = fields.String()
     amount_minor = fields.Integer()
     repaid_minor = fields.Integer()
+    refunded_minor = fields.Integer(metadata={"description": "Forgiven by returns."})
     outstanding_minor = fields.Integer()
     delivered_at = UtcDateTime(allow_none=True)
     due_at = UtcDateTime(allow_none=True)

@@ -136,6 +136,15 @@ def requests(net):
         "channel_orders.repay_credit": ("POST", "/v1/credit-repayments", {"buyer": c["s1"], "seller": c["d1"], "amount_minor": 1, "bank_reference": "X"}, both("denied")),
         "channel_orders.balances": ("GET", f"/v1/sellers/{c['d1']}/balances?buyer={c['s1']}", None, both("denied")),
         "channel_orders.confirm_deposit": ("POST", "/v1/deposits", {"buyer": c["s3"], "seller": c["d2"], "amount_minor": 100, "bank_reference": "X1"}, both("denied")),
+        "channel_credit.set_credit_default": ("PUT", f"/v1/parties/{c['d1']}/credit-defaults/{u}-g", {"limit_minor": 10**9}, both("denied")),
+        "channel_credit.credit_defaults": ("GET", f"/v1/parties/{c['d1']}/credit-defaults", None, both("denied")),
+        "channel_credit.set_credit_policy": ("PUT", f"/v1/parties/{c['d1']}/credit-policies", {"on_limit": "hold"}, both("denied")),
+        "channel_credit.credit_policies": ("GET", f"/v1/parties/{c['d1']}/credit-policies", None, both("denied")),
+        "channel_credit.grant_increase": ("POST", f"/v1/parties/{c['d1']}/credit-lines/{c['s1']}/increases", {"amount_minor": 10**9, "valid_to": "2099-01-01T00:00:00Z", "reason": "x"}, both("denied")),
+        "channel_credit.increases": ("GET", f"/v1/parties/{c['d1']}/credit-lines/{c['s1']}/increases", None, both("denied")),
+        "channel_credit.held_orders": ("GET", f"/v1/sellers/{c['d1']}/held-orders", None, both("denied")),
+        "channel_credit.approve_held_order": ("POST", f"/v1/orders/{x['order']}/approve", {}, both("denied")),
+        "channel_credit.reject_held_order": ("POST", f"/v1/orders/{x['order']}/reject", {}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
