@@ -147,6 +147,8 @@ class SandboxGateway:
         return PaymentStatus(
             out_trade_no=out_trade_no,
             state=PAYMENT_STATES.get(str(answer.get("status")), "unknown"),
+            # The sandbox names a payment once, at creation (as Stripe does),
+            # so its id is known even while pending.
             transaction_id=_answer_str(answer, "id"),
             amount_minor=_answer_int(answer, "amount_minor"),
             raw=answer,

@@ -94,6 +94,8 @@ def verify(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if isinstance(secrets, (bytes, bytearray)):  # verify(h, b, SECRET, now): a classic slip
+        raise TypeError("secrets is a sequence of secrets, not one secret")
     if not secrets or not all(secrets):
         raise ValueError("verify needs at least one non-empty secret")
     if not header:

@@ -331,7 +331,7 @@ class WeChatPayV3:
         if accepted:
             return Acknowledgement(status=204, body=b"", content_type="application/json")
         body = json.dumps({"code": "FAIL", "message": message or "rejected"}, ensure_ascii=False)
-        return Acknowledgement(status=500, body=body.encode(), content_type="application/json")
+        return Acknowledgement(status=400, body=body.encode(), content_type="application/json")
 
     # -- bill ------------------------------------------------------------
 

@@ -260,10 +260,14 @@ def test_a_rotated_secret_still_verifies_answers_and_callbacks(clock):
 
 
 @pytest.mark.parametrize(
-    "action, kind",
-    [("pay", "payment_succeeded"), ("fail", "payment_failed"), ("close", "payment_closed")],
+    "action, event_type, kind",
+    [
+        ("pay", "payment.succeeded", "payment_succeeded"),
+        ("fail", "payment.failed", "payment_failed"),
+        ("close", "payment.closed", "payment_closed"),
+    ],
 )
-def test_payment_callbacks_parse_into_events(gateway, vendor, clock, action, kind):
+def test_payment_callbacks_parse_into_events(gateway, vendor, clock, action, event_type, kind):
     created = gateway.create_payment(payment("P1", 4_200))
     clock.advance(seconds=30)
     message = getattr(vendor, action)("P1")
@@ -275,7 +279,7 @@ def test_payment_callbacks_parse_into_events(gateway, vendor, clock, action, kin
     assert event.out_refund_no is None
     assert event.occurred_at == clock()
     assert event.app_id == APP
-    assert event.raw["type"] == f"payment.{ {'pay': 'succeeded', 'fail': 'failed', 'close': 'closed'}[action] }"
+    assert event.raw["type"] == event_type
 
 
 @pytest.mark.parametrize("succeeded, kind", [(True, "refund_succeeded"), (False, "refund_failed")])

@@ -128,6 +128,8 @@ def test_empty_secrets_are_a_configuration_error_not_a_rejection():
         verify(sign(SECRET, T, BODY), BODY, [], NOW)
     with pytest.raises(ValueError):
         sign(b"", T, BODY)
+    with pytest.raises(TypeError):
+        verify(sign(SECRET, T, BODY), BODY, SECRET, NOW)  # one secret where a list is due
 
 
 def test_a_request_payload_binds_method_and_path():

@@ -75,6 +75,13 @@ def test_payment_notification_becomes_payment_succeeded(fake, gateway):
     assert event.app_id == fake.appid and event.raw["trade_state"] == "SUCCESS"
 
 
+@pytest.mark.parametrize("currency, expected", [("HKD", "HKD"), (None, "CNY")])
+def test_payment_currency_defaults_to_cny(fake, gateway, currency, expected):
+    resource = fake.payment_resource("pay-1", 100)
+    resource["amount"]["currency"] = currency
+    assert gateway.verify_callback(fake.notification("TRANSACTION.SUCCESS", resource)).currency == expected
+
+
 @pytest.mark.parametrize("trade_state, kind", [
     ("CLOSED", "payment_closed"), ("REVOKED", "payment_closed"), ("PAYERROR", "payment_failed")])
 def test_unpaid_trade_states(fake, gateway, trade_state, kind):
