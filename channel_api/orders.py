@@ -145,6 +145,12 @@ def _order(session: Session, public_id: str, *, lock: bool = False) -> Order:
     return row
 
 
+def order_row(session: Session, public_id: str, *, lock: bool = False) -> Order:
+    """The row of an order, for the package's other use cases (locked when
+    they change what hangs on it: its money, its returns)."""
+    return _order(session, public_id, lock=lock)
+
+
 def _event(session: Session, order: Order, action: str, from_state: str | None, *, actor: str,
            details: dict[str, Any] | None = None) -> None:
     session.add(OrderEvent(order_id=order.id, action=action, from_state=from_state,
