@@ -45,7 +45,7 @@ from .books import (
     escrow_account,
     positive_amount,
 )
-from .errors import CreditUnavailable, InvalidInput, NotFound
+from .errors import CreditUnavailable, GradeNotFound, InvalidInput
 from .models import (
     POLICY_ACTIONS,
     TERMS_KINDS,
@@ -169,7 +169,7 @@ def _grade(session: Session, code: str | None) -> Grade | None:
         return None
     grade = session.scalars(select(Grade).where(Grade.code == code)).one_or_none()
     if grade is None:
-        raise NotFound(f"no grade {code!r}", field="grade")
+        raise GradeNotFound(f"no grade {code!r}", field="grade")
     return grade
 
 

@@ -198,3 +198,9 @@ class CreditUnavailable(ChannelError):
 
     code = "credit_unavailable"
     http_status = 422
+
+
+class RemittanceExists(Exists):
+    """A live remittance already carries this bank reference at this seller."""
+
+    code = "remittance_exists"

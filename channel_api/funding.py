@@ -289,6 +289,20 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
     return _capture_when_funded(session, view.public_id, actor=actor)
 
 
+def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
+                   parts: list[dict[str, Any]], actor: str, client_reference: str | None = None,
+                   note: str = "") -> orders.OrderView:
+    """The storefront's one call: place an order and set its payment plan in
+    one transaction (a plan that does not add up to the total the server
+    computed refuses both). Placing again with the same client reference
+    returns the order as it stands; its plan was set the first time."""
+    placed = orders.place_order(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
+                                client_reference=client_reference, note=note)
+    if placed.state != "placed":
+        return placed
+    return set_payment_plan(session, placed.public_id, parts, actor=actor)
+
+
 def _reserve(session: Session, row: Order, plan: list[tuple[str, int]], now: datetime) -> None:
     """One part per method: prepaid, rebate and credit held by pending
     entries that expire with the payment window; offline awaited."""

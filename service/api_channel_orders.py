@@ -64,9 +64,13 @@ def _visible(order) -> None:
 @blp.response(201, OrderOut)
 def place_order(body):
     """Place an order as the key's party; each line is priced by the seller's
-    strategies now and frozen."""
+    strategies now and frozen. With ``plan``, it is funded in the same call."""
     who = caller()
     access.require_scope(who, "storefront")
+    plan = body.pop("plan")
+    if plan is not None:
+        return funding.place_and_fund(db_session(), buyer=who.party_code, actor=actor(),
+                                      parts=plan, **body)
     return orders.place_order(db_session(), buyer=who.party_code, actor=actor(), **body)
 
 
@@ -126,7 +130,8 @@ def ship_order(body, order_id: str):
 @mutation
 @blp.response(200, OrderOut)
 def confirm_receipt(order_id: str):
-    """The buyer confirms it received the order (or a job does, after 7 days)."""
+    """The buyer confirms it received the order (or a job does, after
+    CL_AUTO_CONFIRM_DAYS)."""
     who = caller()
     access.require_scope(who, "storefront")
     if orders.get_order(db_session(), order_id).buyer_code != who.party_code:

@@ -22,6 +22,7 @@ from service import (
     api_channel_orders,
     api_channel_parties,
     api_channel_pricing,
+    api_channel_returns,
     api_ledger,
 )
 from service.channel_edge import SECURITY_SCHEME
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(api_channel_bulk.blp)
     api.register_blueprint(api_channel_orders.blp)
     api.register_blueprint(api_channel_credit.blp)
+    api.register_blueprint(api_channel_returns.blp)
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

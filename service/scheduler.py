@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import funding, idempotency, orders, tags
+from channel_api import credit, funding, idempotency, orders, returns, tags
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
@@ -229,33 +229,56 @@ def purge_idempotency_records(session_factory: sessionmaker[Session]) -> int:
     return purged
 
 
+def _in_batches(session_factory: sessionmaker[Session], step: Callable[[Session, int], int],
+                what: str, batch: int = 500) -> int:
+    """Run ``step(session, limit)`` in transactions of at most ``batch`` rows
+    until it does less than a batch; log the total."""
+    total = 0
+    while True:
+        with session_factory() as session, session.begin():
+            done = step(session, batch)
+        total += done
+        if done < batch:
+            break
+    if total:
+        log.info("%s: %d", what, total, extra={"job_total": total})
+    return total
+
+
 def expire_unpaid_orders(session_factory: sessionmaker[Session]) -> int:
-    """Expire orders left awaiting payment past the window, releasing their
-    holds, in transactions of at most 500 orders."""
-    total = 0
-    while True:
-        with session_factory() as session, session.begin():
-            expired = funding.expire_unpaid_orders(session, limit=500)
-        total += expired
-        if expired < 500:
-            break
-    if total:
-        log.info("expired %d unpaid orders", total)
-    return total
+    """Expire orders left awaiting payment past the window, releasing their holds."""
+    return _in_batches(session_factory, lambda s, n: funding.expire_unpaid_orders(s, limit=n),
+                       "expired unpaid orders")
 
 
-def auto_confirm_receipts(session_factory: sessionmaker[Session]) -> int:
-    """Shipped orders not confirmed within the window count as delivered."""
-    total = 0
-    while True:
-        with session_factory() as session, session.begin():
-            confirmed = orders.auto_confirm_receipts(session, limit=500)
-        total += confirmed
-        if confirmed < 500:
-            break
-    if total:
-        log.info("auto-confirmed %d shipped orders", total)
-    return total
+def auto_confirm_receipts(session_factory: sessionmaker[Session], *,
+                          after: timedelta | None = None) -> int:
+    """Shipped orders not confirmed within ``after`` count as delivered."""
+    return _in_batches(session_factory,
+                       lambda s, n: orders.auto_confirm_receipts(s, after=after, limit=n),
+                       "auto-confirmed shipped orders")
+
+
+def complete_orders(session_factory: sessionmaker[Session], *,
+                    window: timedelta | None = None) -> int:
+    """Delivered orders past the return window, with no return waiting, complete."""
+    return _in_batches(session_factory,
+                       lambda s, n: returns.complete_orders(s, window=window, limit=n),
+                       "completed delivered orders")
+
+
+def freeze_overdue_credit(session_factory: sessionmaker[Session], tz=None) -> int:
+    """Freeze credit lines overdue beyond their seller's policy."""
+    with session_factory() as session, session.begin():
+        frozen = credit.freeze_overdue_lines(session, **({"tz": tz} if tz else {}))
+    log.info("froze %d overdue credit lines", frozen, extra={"frozen": frozen})
+    return frozen
+
+
+def lapse_credit_increases(session_factory: sessionmaker[Session]) -> int:
+    """Lower the ledger bound of lines whose temporary increase expired."""
+    with session_factory() as session, session.begin():
+        return credit.lapse_increases(session)
 
 
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
@@ -314,9 +337,27 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         run_if_leader, "interval", id="expire_unpaid_orders", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "expire_unpaid_orders", lambda: expire_unpaid_orders(session_factory)),
     )
+    confirm_after = timedelta(days=settings.auto_confirm_days)
+    return_window = timedelta(days=settings.return_window_days)
     scheduler.add_job(
         run_if_leader, "interval", id="auto_confirm_receipts", seconds=EXPIRE_ORDERS_SECONDS,
-        args=(lease, "auto_confirm_receipts", lambda: auto_confirm_receipts(session_factory)),
+        args=(lease, "auto_confirm_receipts",
+              lambda: auto_confirm_receipts(session_factory, after=confirm_after)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="complete_orders", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "complete_orders",
+              lambda: complete_orders(session_factory, window=return_window)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="lapse_credit_increases", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "lapse_credit_increases", lambda: lapse_credit_increases(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="freeze_overdue_credit",
+        hour=RECOMPUTE_TAGS_HOUR, minute=15, misfire_grace_time=3600,
+        args=(lease, "freeze_overdue_credit",
+              lambda: freeze_overdue_credit(session_factory, settings.tz)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="purge_idempotency_records",

@@ -671,6 +671,10 @@ class OrderIn(StrictSchema):
                                       metadata={"description": "Your order number: placing "
                                                 "the same one again returns the first order."})
     note = fields.String(load_default="", validate=validate.Length(max=500))
+    plan = fields.List(fields.Nested("PlanPartIn"), load_default=None, allow_none=True,
+                       validate=validate.Length(min=1, max=4), metadata={
+                           "description": "Fund it at once: the payment plan's parts, adding "
+                                          "up to the total the server computes."})
 
 
 class OrderLineOut(ma.Schema):

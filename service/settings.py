@@ -46,6 +46,10 @@ class Settings:
     scheduler_lock_ttl_seconds: int = 60
     pending_expiry_interval_seconds: int = 60
     check_interval_seconds: int = 3600
+    # A shipped order counts as received this many days after shipment; a
+    # delivered order is completed (no more returns) this many days after.
+    auto_confirm_days: int = 7
+    return_window_days: int = 7
     # None means "not configured": the web app then uses a random per-process
     # key, which is fine for a trial but logs every user out on restart.
     secret_key: str | None = None
@@ -81,6 +85,10 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         check_interval_seconds=_int(
             env, "CL_CHECK_INTERVAL_SECONDS", defaults.check_interval_seconds, minimum=1
         ),
+        auto_confirm_days=_int(env, "CL_AUTO_CONFIRM_DAYS", defaults.auto_confirm_days,
+                               minimum=1, maximum=90),
+        return_window_days=_int(env, "CL_RETURN_WINDOW_DAYS", defaults.return_window_days,
+                                minimum=0, maximum=365),
         secret_key=_secret_key(env),
     )
 

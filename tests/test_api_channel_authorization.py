@@ -17,7 +17,18 @@ from __future__ import annotations
 import pytest
 
 import channel_api as ca
-from channel_api import bulk, catalog, keys, network, orders, prices, tags
+from channel_api import (
+    bulk,
+    catalog,
+    funding,
+    keys,
+    network,
+    orders,
+    prices,
+    remittances,
+    returns,
+    tags,
+)
 from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
 
 
@@ -47,6 +58,17 @@ def world(engine):
             "order": orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
                                         lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id,
         }
+        paid = orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
+                                  lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id
+        funding.confirm_deposit(s, buyer=c["s1"], seller=c["d1"], amount_minor=1_000,
+                                bank_reference=f"{u}-dep", actor="t")
+        funding.pay_with_prepaid(s, paid, actor="t")
+        net.extra["return"] = returns.request_return(
+            s, paid, lines=[{"line_no": 1, "quantity": 1}], reason="r", actor="t").public_id
+        net.extra["remittance"] = remittances.file_remittance(
+            s, buyer=c["s1"], seller=c["d1"], purpose="deposit", amount_minor=5,
+            payer_account="1234", bank_reference_=f"{u}-rmt", proof=b"%PDF-1.4",
+            proof_content_type="application/pdf", actor="t").public_id
     return net
 
 
@@ -145,6 +167,19 @@ def requests(net):
         "channel_credit.held_orders": ("GET", f"/v1/sellers/{c['d1']}/held-orders", None, both("denied")),
         "channel_credit.approve_held_order": ("POST", f"/v1/orders/{x['order']}/approve", {}, both("denied")),
         "channel_credit.reject_held_order": ("POST", f"/v1/orders/{x['order']}/reject", {}, both("denied")),
+        "channel_returns.request_return": ("POST", f"/v1/orders/{x['order']}/returns", {"lines": [{"line_no": 1, "quantity": 1}], "reason": "x"}, both("denied")),
+        "channel_returns.order_returns": ("GET", f"/v1/orders/{x['order']}/returns", None, both("denied")),
+        "channel_returns.seller_returns": ("GET", f"/v1/sellers/{c['d1']}/returns", None, both("denied")),
+        "channel_returns.get_return": ("GET", f"/v1/returns/{x['return']}", None, both("denied")),
+        "channel_returns.approve_return": ("POST", f"/v1/returns/{x['return']}/approve", {}, both("denied")),
+        "channel_returns.reject_return": ("POST", f"/v1/returns/{x['return']}/reject", {"note": "x"}, both("denied")),
+        "channel_returns.withdraw_return": ("POST", f"/v1/returns/{x['return']}/withdraw", None, both("denied")),
+        "channel_returns.file_remittance": ("POST", "/v1/remittances", {"seller": c["d1"], "purpose": "deposit", "amount_minor": 1, "payer_account": "1234", "bank_reference": "AT-1"}, both("refused")),
+        "channel_returns.list_remittances": ("GET", "/v1/remittances", None, both("own")),
+        "channel_returns.get_remittance": ("GET", f"/v1/remittances/{x['remittance']}", None, both("denied")),
+        "channel_returns.remittance_proof": ("GET", f"/v1/remittances/{x['remittance']}/proof", None, both("denied")),
+        "channel_returns.confirm_remittance": ("POST", f"/v1/remittances/{x['remittance']}/confirm", {}, both("denied")),
+        "channel_returns.reject_remittance": ("POST", f"/v1/remittances/{x['remittance']}/reject", {"note": "x"}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
@@ -188,4 +223,7 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         assert network.get_relationship(s, world.extra["rel"]).status == "active"
         assert keys.get_api_key(s, world.extra["s1_key"]).revoked_at is None
         assert orders.get_order(s, world.extra["order"]).state == "placed"
-        assert orders.list_orders(s, seller=c["d1"])[0][0].public_id == world.extra["order"]
+        assert [o.public_id for o in orders.list_orders(s, seller=c["d1"])[0]][-1] == \
+            world.extra["order"]
+        assert returns.get_return(s, world.extra["return"]).state == "requested"
+        assert remittances.get_remittance(s, world.extra["remittance"]).state == "filed"

@@ -150,7 +150,10 @@ def test_a_seller_grants_credit_and_its_buyer_pays_with_it(client, net):
                       json={"limit_minor": 3000, "terms_days": 45})
     assert line.status_code == 200, line.json
     assert line.json["credit"] == {"limit_minor": 3000, "used_minor": 0, "reserved_minor": 0,
-                                   "available_minor": 3000, "valid_to": None, "status": "active"}
+                                   "available_minor": 3000, "valid_to": None, "status": "active",
+                                   "base_limit_minor": 3000, "increases_minor": 0,
+                                   "terms_kind": "days_after_delivery", "terms_days": 45,
+                                   "due_day": None, "source": "manual"}
     order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json  # 2,850
     paid = client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"),
                        json={"parts": [{"method": "credit", "amount_minor": 2850}]})
@@ -194,3 +197,23 @@ def test_credit_aging_and_repayment_through_the_api(client, net):
     assert repaid.status_code == 200 and repaid.json["outstanding_minor"] == 0
     seen = client.get(f"/v1/sellers/{c['d1']}/credit/aging?buyer={c['s1']}", headers=net.auth("d1")).json
     assert seen["debts"] == []
+
+
+def test_an_order_is_placed_and_funded_in_one_call_or_not_at_all(client, net, session_factory):
+    from channel_api import funding
+
+    with session_factory() as s, s.begin():
+        funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
+                                amount_minor=10_000, bank_reference=f"{net.u}-dep", actor="t")
+    short = client.post("/v1/orders", headers=net.auth("s1"), json=body(
+        net, plan=[{"method": "prepaid", "amount_minor": 2_849}]))
+    assert short.status_code == 422 and short.json["details"]["total_minor"] == 2850
+    assert client.get("/v1/orders", headers=net.auth("s1")).json["items"] == []  # nothing placed
+    paid = client.post("/v1/orders", headers=net.auth("s1"), json=body(
+        net, client_reference="PO-9", plan=[{"method": "prepaid", "amount_minor": 2_850}]))
+    assert paid.status_code == 201 and paid.json["state"] == "paid", paid.json
+    again = client.post("/v1/orders", headers=net.auth("s1"), json=body(
+        net, client_reference="PO-9", plan=[{"method": "prepaid", "amount_minor": 2_850}]))
+    assert again.json["public_id"] == paid.json["public_id"] and again.json["state"] == "paid"
+    balances = client.get(f"/v1/sellers/{net.codes['d1']}/balances", headers=net.auth("s1")).json
+    assert balances["prepaid"]["posted_minor"] == 10_000 - 2_850

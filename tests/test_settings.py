@@ -24,6 +24,8 @@ def test_defaults_when_nothing_is_set():
         scheduler_lock_ttl_seconds=60,
         pending_expiry_interval_seconds=60,
         check_interval_seconds=3600,
+        auto_confirm_days=7,
+        return_window_days=7,
         secret_key=None,
     )
     assert str(settings.tz) == "Asia/Shanghai"
@@ -40,6 +42,8 @@ def test_every_variable_is_read():
         "CL_SCHEDULER_LOCK_TTL_SECONDS": "90",
         "CL_PENDING_EXPIRY_INTERVAL_SECONDS": "15",
         "CL_CHECK_INTERVAL_SECONDS": "600",
+        "CL_AUTO_CONFIRM_DAYS": "10",
+        "CL_RETURN_WINDOW_DAYS": "0",
         "CL_SECRET_KEY": GOOD_SECRET,
     })
 
@@ -53,6 +57,8 @@ def test_every_variable_is_read():
         scheduler_lock_ttl_seconds=90,
         pending_expiry_interval_seconds=15,
         check_interval_seconds=600,
+        auto_confirm_days=10,
+        return_window_days=0,
         secret_key=GOOD_SECRET,
     )
 
@@ -88,6 +94,8 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("CL_SCHEDULER_LOCK_TTL_SECONDS", "2", "must be at least 3"),
         ("CL_PENDING_EXPIRY_INTERVAL_SECONDS", "0", "must be at least 1"),
         ("CL_CHECK_INTERVAL_SECONDS", "1.5", "not a whole number"),
+        ("CL_AUTO_CONFIRM_DAYS", "0", "between 1 and 90"),
+        ("CL_RETURN_WINDOW_DAYS", "400", "between 0 and 365"),
         ("CL_SECRET_KEY", "short", "too short (5 characters)"),
     ],
 )
