@@ -50,6 +50,17 @@ def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
                             min_balance_minor=min_balance)
 
 
+def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | None, int | None]]
+               ) -> None:
+    """``ensure`` for several accounts with one read: (code, name, type,
+    currency, owner, min_balance) each; the hot path of an order."""
+    present = ledger.get_accounts(session, [spec[0] for spec in specs])
+    for code, name, type_, currency, owner, min_balance in specs:
+        if code not in present:
+            ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
+                                min_balance_minor=min_balance)
+
+
 def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:
     code = prepaid_account(buyer, seller)
     ensure(session, code, f"Prepaid deposit of {buyer} at {seller}", "liability", currency,

@@ -45,6 +45,7 @@ from .books import (
     credit_account,
     credit_issued_account,
     ensure,
+    ensure_all,
     ensure_prepaid,
     escrow_account,
     positive_amount,
@@ -60,6 +61,7 @@ from .models import (
     Order,
     OrderHold,
     OrderLine,
+    OrderReturn,
     Party,
     PaymentPart,
     Product,
@@ -262,20 +264,41 @@ def _order_row(session: Session, public_id: str) -> Order:
 def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], *,
                      actor: str, at: datetime | None = None,
                      tz: ZoneInfo = credit.BUSINESS_TZ) -> orders.OrderView:
-    """Fund a placed order: reserve its prepaid, rebate and credit parts at
-    once (pending entries expiring with the payment window), await its
-    offline part; when nothing is awaited, capture everything and the order
-    is paid. When the seller's credit policy holds the credit part, the
-    order is held for approval with its plan and nothing is reserved yet.
-    A shortfall (``insufficient_funds``) or a rule broken writes nothing."""
+    """Fund a placed order. When every part can be taken now (no offline
+    transfer to wait for), prepaid, rebate and credit are captured in one
+    ledger entry and the order is paid. With an offline part, prepaid,
+    rebate and credit are reserved at once (pending entries expiring with
+    the payment window) until the transfer is confirmed. When the seller's
+    credit policy holds the credit part, the order is held for approval
+    with its plan and nothing is taken yet. A shortfall
+    (``insufficient_funds``) or a rule broken writes nothing."""
     view = orders.get_order(session, order)
-    transition(view.state, "reserve")  # only a placed order takes a plan
-    plan = _parts(parts, view.total_minor)
-    amounts = dict(plan)
+    row = orders.order_row(session, view.public_id, lock=True)
     now = as_utc(at) if at is not None else utcnow()
-    row = _order_row(session, view.public_id)
+    return _fund(session, row, view, parts, actor=actor, now=now, tz=tz)
+
+
+def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
+                   parts: list[dict[str, Any]], actor: str, client_reference: str | None = None,
+                   note: str = "", tz: ZoneInfo = credit.BUSINESS_TZ) -> orders.OrderView:
+    """The storefront's one call: place an order and set its payment plan in
+    one transaction (a plan that does not add up to the total the server
+    computed refuses both). Placing again with the same client reference
+    returns the order as it stands; its plan was set the first time."""
+    placed = orders.place(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
+                          client_reference=client_reference, note=note)
+    if placed.row.state != "placed":
+        return placed.view
+    return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz)
+
+
+def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, actor: str,
+          now: datetime, tz: ZoneInfo) -> orders.OrderView:
+    transition(row.state, "reserve")  # only a placed order takes a plan
+    plan = _parts(parts, row.total_minor)
+    amounts = dict(plan)
     if "rebate" in amounts:
-        cap = rebate_cap(session.get(RebateRule, row.seller_id), view.total_minor)
+        cap = rebate_cap(session.get(RebateRule, row.seller_id), row.total_minor)
         if amounts["rebate"] > cap:
             raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
                                field="parts", rebate_cap_minor=cap)
@@ -283,36 +306,70 @@ def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], 
         decision = credit.check_credit(session, row, amounts["credit"], now, tz)
         if decision.hold_reasons:
             return _hold(session, row, plan, decision, actor=actor, now=now)
-    _reserve(session, row, plan, now)
-    orders.apply_action(session, view.public_id, "reserve", actor=actor,
-                        details={"plan": dict(plan)})
-    return _capture_when_funded(session, view.public_id, actor=actor)
+    if "offline" not in amounts:
+        return _capture_at_once(session, row, view, plan, actor=actor, now=now)
+    _reserve(session, row, view, plan, now)
+    orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
+    session.flush()
+    return orders.refreshed(view, row)
 
 
-def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
-                   parts: list[dict[str, Any]], actor: str, client_reference: str | None = None,
-                   note: str = "") -> orders.OrderView:
-    """The storefront's one call: place an order and set its payment plan in
-    one transaction (a plan that does not add up to the total the server
-    computed refuses both). Placing again with the same client reference
-    returns the order as it stands; its plan was set the first time."""
-    placed = orders.place_order(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
-                                client_reference=client_reference, note=note)
-    if placed.state != "placed":
-        return placed
-    return set_payment_plan(session, placed.public_id, parts, actor=actor)
+def _routes(view: orders.OrderView) -> dict[str, tuple[str, str]]:
+    """Where each method's money goes when captured: (debit, credit)."""
+    b, s = view.buyer_code, view.seller_code
+    return {"prepaid": (prepaid_account(b, s), escrow_account(view.public_id)),
+            "rebate": (rebate_account(b, s), rebates_granted_account(s)),
+            "credit": (credit_account(b, s), credit_issued_account(s))}
 
 
-def _reserve(session: Session, row: Order, plan: list[tuple[str, int]], now: datetime) -> None:
+def _open_accounts(session: Session, view: orders.OrderView, methods) -> None:
+    """The order's escrow and its sources, opened on first use, in one read
+    (credit's accounts were opened with the line, by the credit check)."""
+    b, s, ccy, O = view.buyer_code, view.seller_code, view.currency, view.public_id
+    specs = [(escrow_account(O), f"Escrow of {O}", "liability", ccy, None, 0)]
+    if "prepaid" in methods:
+        specs.append((prepaid_account(b, s), f"Prepaid deposit of {b} at {s}", "liability", ccy,
+                      b, 0))
+    if "rebate" in methods:
+        specs += [(rebate_account(b, s), f"Rebate of {b} at {s}", "liability", ccy, b, 0),
+                  (rebates_granted_account(s), f"Rebates granted by {s}", "asset", ccy, s, None)]
+    ensure_all(session, specs)
+
+
+def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
+                     plan: list[tuple[str, int]], *, actor: str,
+                     now: datetime) -> orders.OrderView:
+    """Every part taken now, in one balanced entry (the sources' bounds
+    checked as they are posted): no hold is needed when nothing is awaited."""
+    _open_accounts(session, view, dict(plan))
+    routes, ccy = _routes(view), row.currency
+    postings = []
+    for method, amount in plan:
+        source, destination = routes[method]
+        postings += [PostingLine(source, "debit", amount, ccy),
+                     PostingLine(destination, "credit", amount, ccy)]
+    entry = ledger.post_entry(session, EntryRequest(
+        code="order.capture", idempotency_key=f"{row.public_id}:capture",
+        metadata={"order": row.public_id, "plan": dict(plan)}, postings=postings))
+    for method, amount in plan:
+        session.add(PaymentPart(order_id=row.id, method=method, amount_minor=amount,
+                                state="captured", entry_id=entry.id, updated_at=now))
+        if method == "credit":
+            credit.open_debt(session, row, amount, now)
+    orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
+    orders.advance(session, row, "fund", actor=actor, details={"captured": dict(plan)})
+    session.flush()
+    paid = orders.refreshed(view, row)
+    _record_habit(session, row, paid)
+    return paid
+
+
+def _reserve(session: Session, row: Order, view: orders.OrderView,
+             plan: list[tuple[str, int]], now: datetime) -> None:
     """One part per method: prepaid, rebate and credit held by pending
     entries that expire with the payment window; offline awaited."""
-    view = orders.get_order(session, row.public_id)
-    b, s, O, ccy = view.buyer_code, view.seller_code, view.public_id, view.currency
-    escrow = escrow_account(O)
-    ensure(session, escrow, f"Escrow of {O}", "liability", ccy, min_balance=0)
-    routes = {"prepaid": (prepaid_account(b, s), escrow),
-              "rebate": (rebate_account(b, s), rebates_granted_account(s)),
-              "credit": (credit_account(b, s), credit_issued_account(s))}
+    _open_accounts(session, view, dict(plan))
+    routes, O, ccy = _routes(view), row.public_id, row.currency
     existing = {p.method: p for p in session.scalars(
         select(PaymentPart).where(PaymentPart.order_id == row.id))}
     for method, amount in plan:
@@ -321,11 +378,6 @@ def _reserve(session: Session, row: Order, plan: list[tuple[str, int]], now: dat
         part.state, part.updated_at = "awaiting", now
         if method in routes:
             source, destination = routes[method]
-            if method != "credit":  # the credit line opened its accounts
-                ensure(session, source, f"{method} of {b} at {s}", "liability", ccy, owner=b,
-                       min_balance=0)
-            if method == "rebate":
-                ensure(session, destination, f"Rebates granted by {s}", "asset", ccy, owner=s)
             held = ledger.post_entry(session, EntryRequest(
                 code=f"order.{method}.reserve", pending=True, expires_at=now + PAYMENT_WINDOW,
                 idempotency_key=f"{O}:{method}:reserve", metadata={"order": O},
@@ -414,7 +466,7 @@ def approve_held_order(session: Session, order: str, *, actor: str, note: str = 
                                   amount_minor=amounts["credit"] - available,
                                   valid_to=now + PAYMENT_WINDOW, order_id=row.id, actor=actor,
                                   reason=f"approval of held order {row.public_id}", now=now)
-    _reserve(session, row, plan, now)
+    _reserve(session, row, orders.get_order(session, row.public_id), plan, now)
     hold.state, hold.decided_by, hold.decided_at, hold.note = "approved", actor, now, note
     orders.apply_action(session, row.public_id, "approve", actor=actor,
                         details={"reasons": list(hold.reasons), "note": note})
@@ -457,11 +509,11 @@ def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.
         captured[part.method] = part.amount_minor
     session.flush()
     paid = orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
-    _record_habit(session, paid)
+    _record_habit(session, row, paid)
     return paid
 
 
-def _record_habit(session: Session, order: orders.OrderView) -> None:
+def _record_habit(session: Session, row: Order, order: orders.OrderView) -> None:
     """A paid order feeds its buyer's purchase habits (count, average, last
     order, top categories), in the same transaction."""
     by_category: dict[str, int] = {}
@@ -470,7 +522,7 @@ def _record_habit(session: Session, order: orders.OrderView) -> None:
             .join(Sku, Sku.id == OrderLine.sku_id)
             .join(Product, Product.id == Sku.product_id)
             .join(Category, Category.id == Product.category_id)
-            .where(OrderLine.order_id == _order_row(session, order.public_id).id)):
+            .where(OrderLine.order_id == row.id)):
         by_category[category] = by_category.get(category, 0) + amount
     habits.record_purchase(session, buyer=order.buyer_code, placed_at=order.placed_at,
                            total_minor=order.total_minor, currency=order.currency,
@@ -520,6 +572,7 @@ def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
 def _release(session: Session, order: orders.OrderView) -> None:
     """Give every part back to its source (after the transition is allowed)."""
     order_id = _order_row(session, order.public_id).id
+    reversed_: dict[str, str] = {}  # parts captured at once share one entry: reverse it once
     for part in session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)):
         key = f"{order.public_id}:{part.method}"
         if part.state == "reserved":
@@ -542,9 +595,11 @@ def _release(session: Session, order: orders.OrderView) -> None:
         elif part.state == "captured":
             if part.method == "credit":
                 credit.cancel_debt(session, order_id)
-            refund = ledger.reverse_entry(session, part.entry_id, idempotency_key=f"{key}:refund",
-                                          description="order cancelled: back to its source")
-            part.state, part.refund_entry_id = "refunded", refund.id
+            if part.entry_id not in reversed_:
+                reversed_[part.entry_id] = ledger.reverse_entry(
+                    session, part.entry_id, idempotency_key=f"{part.entry_id}:cancel",
+                    description="order cancelled: back to its source").id
+            part.state, part.refund_entry_id = "refunded", reversed_[part.entry_id]
         elif part.state == "awaiting":
             part.state = "voided"
         part.updated_at = utcnow()
@@ -559,6 +614,12 @@ def cancel_order(session: Session, order: str, *, actor: str, reason: str = "") 
     transition is checked first: an illegal cancel moves no money."""
     if not isinstance(reason, str) or len(reason) > 500:
         raise InvalidInput("reason must be text of at most 500 characters", field="reason")
+    row = orders.order_row(session, orders.get_order(session, order).public_id)
+    if session.scalar(select(OrderReturn.id).where(
+            OrderReturn.order_id == row.id,
+            OrderReturn.state.in_(("requested", "refunded"))).limit(1)) is not None:
+        raise InvalidInput("this order has returns: refund the rest as a return, not a cancel",
+                           field="order")
     cancelled = orders.apply_action(session, order, "cancel", actor=actor,
                                     details={"reason": reason.strip()} if reason.strip() else None)
     _release(session, cancelled)

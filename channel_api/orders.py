@@ -10,7 +10,7 @@ the money back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,9 +158,26 @@ def _event(session: Session, order: Order, action: str, from_state: str | None, 
                            details=dict(details or {})))
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A placed order's row (for a use case that goes on with it in the same
+    transaction) and its view."""
+
+    row: Order
+    view: OrderView
+
+
 def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
                 client_reference: str | None = None, note: str = "",
                 at: datetime | None = None, actor: str) -> OrderView:
+    """See ``place``; the order as the caller sees it."""
+    return place(session, buyer=buyer, seller=seller, lines=lines,
+                 client_reference=client_reference, note=note, at=at, actor=actor).view
+
+
+def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
+          client_reference: str | None = None, note: str = "",
+          at: datetime | None = None, actor: str) -> Placed:
     """An order of ``buyer`` from ``seller``: each line priced now by the
     seller's strategies (unit price, strategy code and version frozen), the
     totals computed here. Refused, with nothing written, when the
@@ -188,7 +205,7 @@ def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[s
                     ctx.seller.code, [(facts.code, r.quantity) for facts, r in quoted]):
                 raise OrderExists(f"client_reference {client_reference!r} names another order",
                                   field="client_reference", order=view.public_id)
-            return view
+            return Placed(existing, view)
     subtotal = sum(r.line_total_minor for _, r in quoted)
     rel_id = session.scalar(select(SupplyRelationship.id).where(
         SupplyRelationship.public_id == ctx.allowed.relationship))
@@ -209,7 +226,39 @@ def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[s
     _event(session, order, "place", None, actor=actor,
            details={"lines": len(quoted), "total_minor": subtotal})
     session.flush()
-    return _views(session, [order])[0]
+    # Built from what is in hand: the order's first answer costs no re-read.
+    line_views = tuple(OrderLineView(
+        line_no, facts.code, r.quantity, r.unit_price_minor, r.list_price_minor, r.source,
+        r.strategy_code, r.strategy_version, 0, r.line_total_minor)
+        for line_no, (facts, r) in enumerate(quoted, start=1))
+    return Placed(order, _view_of(order, ctx.buyer.code, ctx.seller.code,
+                                  ctx.allowed.relationship, line_views))
+
+
+def _view_of(row: Order, buyer: str, seller: str, relationship: str,
+             lines: tuple[OrderLineView, ...]) -> OrderView:
+    return OrderView(row.public_id, buyer, seller, relationship, row.state, row.currency,
+                     row.subtotal_minor, row.discount_minor, row.total_minor,
+                     row.client_reference, row.note, as_utc(row.placed_at),
+                     as_utc(row.updated_at), row.version, lines, allowed_actions(row.state))
+
+
+def refreshed(view: OrderView, row: Order) -> OrderView:
+    """``view`` after ``row`` moved on (state, version, time): for a use case
+    that holds both and would otherwise read the order again."""
+    return replace(view, state=row.state, updated_at=as_utc(row.updated_at), version=row.version,
+                   allowed_actions=allowed_actions(row.state))
+
+
+def advance(session: Session, row: Order, action: str, *, actor: str,
+            details: dict[str, Any] | None = None) -> None:
+    """Move a row the caller has locked (or created in this transaction)
+    by ``action``: the state machine decides; the event is recorded."""
+    before = row.state
+    row.state = transition(before, action)
+    row.updated_at = utcnow()
+    row.version += 1
+    _event(session, row, action, before, actor=actor, details=details)
 
 
 def apply_action(session: Session, order: str, action: str, *, actor: str,
@@ -217,11 +266,7 @@ def apply_action(session: Session, order: str, action: str, *, actor: str,
     """The one way an order changes state: lock it, check the move against the
     state machine (``illegal_transition`` otherwise), record the event."""
     row = _order(session, order, lock=True)
-    before = row.state
-    row.state = transition(before, action)
-    row.updated_at = utcnow()
-    row.version += 1
-    _event(session, row, action, before, actor=actor, details=details)
+    advance(session, row, action, actor=actor, details=details)
     session.flush()
     return _views(session, [row])[0]
 

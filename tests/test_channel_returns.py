@@ -144,3 +144,31 @@ def test_delivered_orders_complete_after_the_return_window_unless_a_return_waits
     returns.reject_return(shop, waiting.public_id, actor="dist", note="no")
     assert returns.complete_orders(shop, now=later) == 1
     assert orders.get_order(shop, ids[1]).state == "completed"
+
+
+def test_an_order_with_a_return_cannot_be_cancelled_whole(shop):
+    funding.grant_rebate(shop, buyer="S", seller="D", amount_minor=1_000, reference="RB-9",
+                         reason="q4", actor="finance")
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=5_000,
+                            bank_reference="DEP-9", actor="finance")
+    order = orders.place_order(shop, buyer="S", seller="D", actor="store",
+                               lines=[{"sku": "g1", "quantity": 2}]).public_id
+    funding.set_payment_plan(shop, order, [{"method": "rebate", "amount_minor": 500},
+                                           {"method": "prepaid", "amount_minor": 1_500}],
+                             actor="store")
+    ret = returns.request_return(shop, order, lines=[{"line_no": 1, "quantity": 1}],
+                                 reason="x", actor="store")
+    returns.approve_return(shop, ret.public_id, actor="dist")
+    with pytest.raises(InvalidInput) as refused:
+        funding.cancel_order(shop, order, actor="store")
+    assert "return" in str(refused.value)
+    # Without returns, a cancel gives both parts back from their one capture entry.
+    other = orders.place_order(shop, buyer="S", seller="D", actor="store",
+                               lines=[{"sku": "g1", "quantity": 1}]).public_id
+    before = money(shop)
+    funding.set_payment_plan(shop, other, [{"method": "rebate", "amount_minor": 250},
+                                           {"method": "prepaid", "amount_minor": 750}],
+                             actor="store")
+    assert funding.cancel_order(shop, other, actor="store").state == "cancelled"
+    assert money(shop) == before
+    assert ledger.check_ledger(shop) == []
