@@ -196,6 +196,9 @@ class CreditBalance:
     terms_days: int | None = None
     due_day: int | None = None
     source: str | None = None
+    due_minor: int = 0          # owed on delivered orders, not yet overdue
+    overdue_minor: int = 0      # owed past its due date
+    next_due_at: datetime | None = None
 
 
 def _increases(session: Session, seller_id: int, buyer_id: int, now: datetime) -> int:
@@ -243,7 +246,7 @@ def sync_line(session: Session, b: Party, s: Party, now: datetime) -> CreditLine
 
 
 def credit_balance(session: Session, b: Party, s: Party, now: datetime | None = None,
-                   *, sync: bool = False) -> CreditBalance:
+                   *, sync: bool = False, tz: ZoneInfo = BUSINESS_TZ) -> CreditBalance:
     now = now or utcnow()
     line = sync_line(session, b, s, now) if sync else session.get(CreditLine, (s.id, b.id))
     if line is None:
@@ -261,11 +264,22 @@ def credit_balance(session: Session, b: Party, s: Party, now: datetime | None = 
         posted, reserved = used.posted_minor, used.pending_debits_minor
     except ledger.AccountNotFound:
         posted = reserved = 0
+    due = overdue = 0
+    next_due = None
+    for debt, _, _, due_date in _open_debts(session, s.id, b.id, tz):
+        if due_date is None:
+            continue
+        if now >= due_date:
+            overdue += _outstanding(debt)
+        else:
+            due += _outstanding(debt)
+            next_due = min(next_due or due_date, due_date)
     # credit:B@S is debit-normal: what the buyer owes; pending debits are holds.
     return CreditBalance(limit, line.limit_minor, increases, posted, reserved,
                          max(0, limit - posted - reserved),
                          as_utc(line.valid_to) if line.valid_to else None, line.status,
-                         line.terms_kind, line.terms_days, line.due_day, line.source)
+                         line.terms_kind, line.terms_days, line.due_day, line.source,
+                         due, overdue, next_due)
 
 
 def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: int,

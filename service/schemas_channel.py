@@ -763,6 +763,9 @@ class CreditBalanceOut(ma.Schema):
     due_day = fields.Integer(allow_none=True)
     source = fields.String(allow_none=True, metadata={
         "description": "manual, or grade_default: follows the seller's default for the grade."})
+    due_minor = fields.Integer(metadata={"description": "Owed on delivered orders, not yet overdue."})
+    overdue_minor = fields.Integer(metadata={"description": "Owed past its due date."})
+    next_due_at = UtcDateTime(allow_none=True)
 
 
 class BalancesOut(ma.Schema):

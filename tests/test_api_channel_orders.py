@@ -153,7 +153,8 @@ def test_a_seller_grants_credit_and_its_buyer_pays_with_it(client, net):
                                    "available_minor": 3000, "valid_to": None, "status": "active",
                                    "base_limit_minor": 3000, "increases_minor": 0,
                                    "terms_kind": "days_after_delivery", "terms_days": 45,
-                                   "due_day": None, "source": "manual"}
+                                   "due_day": None, "source": "manual", "due_minor": 0,
+                                   "overdue_minor": 0, "next_due_at": None}
     order = client.post("/v1/orders", headers=net.auth("s1"), json=body(net)).json  # 2,850
     paid = client.post(f"/v1/orders/{order['public_id']}/plan", headers=net.auth("s1"),
                        json={"parts": [{"method": "credit", "amount_minor": 2850}]})

@@ -226,6 +226,8 @@ def test_overdue_debts_hold_per_policy_and_the_job_freezes_the_line(shop):
     assert frozen.value.details["reason"] == "credit_frozen"
     aging = credit.credit_aging(shop, buyer="S", seller="D", at=much_later)
     assert aging.buckets["0-30"] == 1_000 and aging.buckets["not_due"] == 1_000
+    shown = funding.balances(shop, buyer="S", seller="D").credit
+    assert (shown.used_minor, shown.overdue_minor, shown.due_minor) == (2_000, 1_000, 0)
 
 
 def test_a_day_of_month_line_puts_its_debts_due_on_that_day(shop):

@@ -151,10 +151,10 @@ def test_orders_racing_for_one_deposit_never_overspend_it(session_factory, uniqu
                                 bank_reference=f"{u}B", actor="finance")
         placed = [orders.place_order(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
                                      lines=[{"sku": f"{u}g1", "quantity": 3}]).public_id
-                  for _ in range(12)]
+                  for _ in range(20)]
     results = race(session_factory, placed, ledger.InsufficientFunds,
                    lambda s, order_id: funding.pay_with_prepaid(s, order_id, actor="store"))
-    assert results.count("paid") == 3 and results.count("refused") == 9
+    assert results.count("paid") == 3 and results.count("refused") == 17
     with session_factory() as s:
         balance = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid
         assert (balance.posted_minor, balance.available_minor) == (1_000, 1_000)
