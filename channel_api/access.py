@@ -61,6 +61,13 @@ def require_manager_of(caller: Caller, seller_code: str) -> None:
     require_self_or_brand(caller, seller_code)
 
 
+def require_brand_finance(caller: Caller) -> None:
+    """Finance across every seller (money in suspense): the brand's finance
+    or manage key."""
+    if not (caller.is_brand and ({"finance", "manage"} & caller.scopes)):
+        raise AccessDenied("only the brand's finance may do this")
+
+
 def require_finance_of(caller: Caller, seller_code: str) -> None:
     """Confirming money paid to ``seller_code``: its finance key, or the
     brand's finance or manage key."""

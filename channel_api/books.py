@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import ledger
@@ -46,8 +47,19 @@ def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
     try:
         ledger.get_account(session, code)
     except ledger.AccountNotFound:
-        ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
-                            min_balance_minor=min_balance)
+        _open(session, code, name, type_, currency, owner, min_balance)
+
+
+def _open(session: Session, code: str, name: str, type_: str, currency: str,
+          owner: str | None, min_balance: int | None) -> None:
+    """Open, in a savepoint: when a concurrent transaction opened the same
+    account first (the unique code), use theirs."""
+    try:
+        with session.begin_nested():
+            ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
+                                min_balance_minor=min_balance)
+    except IntegrityError:
+        ledger.get_account(session, code)  # it is there now
 
 
 def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | None, int | None]]
@@ -57,8 +69,7 @@ def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | Non
     present = ledger.get_accounts(session, [spec[0] for spec in specs])
     for code, name, type_, currency, owner, min_balance in specs:
         if code not in present:
-            ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
-                                min_balance_minor=min_balance)
+            _open(session, code, name, type_, currency, owner, min_balance)
 
 
 def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:

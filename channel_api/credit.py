@@ -640,11 +640,13 @@ def credit_aging(session: Session, *, buyer: str, seller: str, at: datetime | No
 
 
 def repay_credit(session: Session, *, buyer: str, seller: str, amount_minor: int,
-                 bank_reference: str, actor: str, tz: ZoneInfo = BUSINESS_TZ) -> CreditAging:
-    """Finance confirms a credit repayment by bank transfer. It is allocated
-    to the oldest due debts first; for each order repaid, in one entry: the
-    cash into the order's escrow (Dr custody:bank / Cr order:O:escrow, to be
-    cleared like any cash) and the line restored (Dr party:S:credit_issued /
+                 bank_reference: str, actor: str, tz: ZoneInfo = BUSINESS_TZ,
+                 source: str = CUSTODY) -> CreditAging:
+    """A credit repayment arrived: by bank transfer (finance confirms it) or
+    through a gateway (``source`` is then the gateway's receivable). It is
+    allocated to the oldest due debts first; for each order repaid, in one
+    entry: the cash into the order's escrow (Dr ``source`` / Cr
+    order:O:escrow, to be cleared like any cash) and the line restored (Dr party:S:credit_issued /
     Cr credit:B@S). More than is owed is refused. Once per bank reference."""
     amount = positive_amount(amount_minor)
     reference = _checked_reference(bank_reference)
@@ -670,11 +672,12 @@ def repay_credit(session: Session, *, buyer: str, seller: str, amount_minor: int
         debt.repaid_minor += part
         allocated[public_id] = part
         left -= part
-        postings += [PostingLine(CUSTODY, "debit", part, currency),
+        postings += [PostingLine(source, "debit", part, currency),
                      PostingLine(escrow_account(public_id), "credit", part, currency),
                      PostingLine(credit_issued_account(s.code), "debit", part, currency),
                      PostingLine(credit_account(b.code, s.code), "credit", part, currency)]
-    ensure(session, CUSTODY, "Custody bank account", "asset", currency)
+    if source == CUSTODY:
+        ensure(session, CUSTODY, "Custody bank account", "asset", currency)
     entry = ledger.post_entry(session, EntryRequest(
         code="credit.repayment", description=f"credit repayment {reference}",
         idempotency_key=f"repay:{s.code}:{reference}",

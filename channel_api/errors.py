@@ -204,3 +204,10 @@ class RemittanceExists(Exists):
     """A live remittance already carries this bank reference at this seller."""
 
     code = "remittance_exists"
+
+
+class GatewayDown(ChannelError):
+    """The payment gateway did not accept a request; try again later."""
+
+    code = "gateway_unavailable"
+    http_status = 503

@@ -72,6 +72,8 @@ from .order_states import transition
 from .parties import is_buyer_of, party_row
 
 PAYMENT_WINDOW = timedelta(hours=24)  # how long a plan's holds wait for the rest of the money
+# Parts whose money comes later: a transfer finance confirms, a gateway's callback.
+AWAITED = frozenset({"offline", "gateway"})
 
 __all__ = ["CUSTODY", "PAYMENT_WINDOW", "credit_account", "credit_issued_account",
            "escrow_account", "prepaid_account", "rebate_account", "rebates_granted_account"]
@@ -285,8 +287,9 @@ def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dic
     one transaction (a plan that does not add up to the total the server
     computed refuses both). Placing again with the same client reference
     returns the order as it stands; its plan was set the first time."""
+    # One announcement for the whole call: the order's state at its end.
     placed = orders.place(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
-                          client_reference=client_reference, note=note)
+                          client_reference=client_reference, note=note, announce=False)
     if placed.row.state != "placed":
         return placed.view
     return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz)
@@ -306,7 +309,7 @@ def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, a
         decision = credit.check_credit(session, row, amounts["credit"], now, tz)
         if decision.hold_reasons:
             return _hold(session, row, plan, decision, actor=actor, now=now)
-    if "offline" not in amounts:
+    if not AWAITED & set(amounts):
         return _capture_at_once(session, row, view, plan, actor=actor, now=now)
     _reserve(session, row, view, plan, now)
     orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
@@ -356,7 +359,8 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
                                 state="captured", entry_id=entry.id, updated_at=now))
         if method == "credit":
             credit.open_debt(session, row, amount, now)
-    orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
+    orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)},
+                   announce=False)
     orders.advance(session, row, "fund", actor=actor, details={"captured": dict(plan)})
     session.flush()
     paid = orders.refreshed(view, row)
@@ -544,27 +548,53 @@ def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
     amount = positive_amount(amount_minor)
     reference = _bank_reference(bank_reference, "bank_reference")
     view = orders.get_order(session, order)
-    if view.state != "awaiting_payment":
-        transition(view.state, "fund")  # names the illegal move
-    part = session.scalars(select(PaymentPart).where(
-        PaymentPart.order_id == _order_row(session, view.public_id).id,
-        PaymentPart.method == "offline")).one_or_none()
-    if part is None or part.state != "awaiting":
-        raise InvalidInput("this order awaits no offline transfer", field="order")
-    if amount != part.amount_minor:
-        raise InvalidInput(f"the plan expects {part.amount_minor} by transfer, not {amount}",
-                           field="amount_minor", expected_minor=part.amount_minor)
     ensure(session, CUSTODY, "Custody bank account", "asset", view.currency)
-    entry = ledger.post_entry(session, EntryRequest(
-        code="order.offline.capture", description=f"offline transfer {reference}",
-        idempotency_key=f"{view.public_id}:offline:capture",
-        metadata={"order": view.public_id, "bank_reference": reference},
-        postings=[PostingLine(CUSTODY, "debit", amount, view.currency),
-                  PostingLine(escrow_account(view.public_id), "credit", amount, view.currency)]))
-    part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
+    paid = collect_part(session, view.public_id, method="offline", amount_minor=amount,
+                        source=CUSTODY, description=f"offline transfer {reference}",
+                        metadata={"bank_reference": reference}, actor=actor)
     audit.record(session, actor=actor, action="order_transfer.confirm", subject_type="order",
                  subject=view.public_id, details={"amount_minor": amount,
                                                   "bank_reference": reference})
+    return paid
+
+
+def awaited_part(session: Session, order: str, method: str) -> PaymentPart | None:
+    """The order's part of ``method`` still waiting for its money, if any."""
+    part = session.scalars(select(PaymentPart).where(
+        PaymentPart.order_id == _order_row(session, order).id,
+        PaymentPart.method == method)).one_or_none()
+    return part if part is not None and part.state == "awaiting" else None
+
+
+def part_entry(session: Session, order: str, method: str) -> str | None:
+    """The ledger entry that captured an order's part of ``method``."""
+    return session.scalar(select(PaymentPart.entry_id).where(
+        PaymentPart.order_id == _order_row(session, order).id, PaymentPart.method == method))
+
+
+def collect_part(session: Session, order: str, *, method: str, amount_minor: int, source: str,
+                 description: str, metadata: dict[str, Any], actor: str) -> orders.OrderView:
+    """The money of an order's awaited part arrived in ``source`` (custody
+    for a transfer, the gateway's receivable for a gateway payment): Dr
+    source / Cr order:O:escrow, to the fen of the part. Once nothing else
+    is awaited, the reserved parts are captured and the order is paid."""
+    view = orders.get_order(session, order)
+    if view.state != "awaiting_payment":
+        transition(view.state, "fund")  # names the illegal move
+    part = awaited_part(session, view.public_id, method)
+    if part is None:
+        raise InvalidInput(f"this order awaits no {method} payment", field="order")
+    if amount_minor != part.amount_minor:
+        raise InvalidInput(f"the plan expects {part.amount_minor} by {method}, not {amount_minor}",
+                           field="amount_minor", expected_minor=part.amount_minor)
+    entry = ledger.post_entry(session, EntryRequest(
+        code=f"order.{method}.capture", description=description,
+        idempotency_key=f"{view.public_id}:{method}:capture",
+        metadata={"order": view.public_id, **metadata},
+        postings=[PostingLine(source, "debit", amount_minor, view.currency),
+                  PostingLine(escrow_account(view.public_id), "credit", amount_minor,
+                              view.currency)]))
+    part.state, part.entry_id, part.updated_at = "captured", entry.id, utcnow()
     session.flush()
     return _capture_when_funded(session, view.public_id, actor=actor)
 
@@ -582,8 +612,9 @@ def _release(session: Session, order: orders.OrderView) -> None:
             except (ledger.AlreadyVoided, ledger.PendingExpired):
                 pass  # the ledger's expiry job released it already
             part.state = "voided"
-        elif part.state == "captured" and part.method == "offline":
-            # Cash by transfer goes back to the buyer's deposit at the seller.
+        elif part.state == "captured" and part.method in AWAITED:
+            # Cash (a transfer, or a gateway's payment until refunds through
+            # the gateway exist) goes back to the buyer's deposit at the seller.
             prepaid = ensure_prepaid(session, order.buyer_code, order.seller_code, order.currency)
             refund = ledger.post_entry(session, EntryRequest(
                 code="order.offline.refund", idempotency_key=f"{key}:refund",

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ledger import as_utc, new_uuid7, utcnow
 
-from . import prices
+from . import outbox, prices
 from .catalog import validate_limit
 from .errors import InvalidInput, OrderExists, OrderNotFound
 from .models import Order, OrderEvent, OrderLine, OrderLink, Party, Sku, SupplyRelationship
@@ -177,7 +177,7 @@ def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[s
 
 def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
           client_reference: str | None = None, note: str = "",
-          at: datetime | None = None, actor: str) -> Placed:
+          at: datetime | None = None, actor: str, announce: bool = True) -> Placed:
     """An order of ``buyer`` from ``seller``: each line priced now by the
     seller's strategies (unit price, strategy code and version frozen), the
     totals computed here. Refused, with nothing written, when the
@@ -226,6 +226,8 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
     _event(session, order, "place", None, actor=actor,
            details={"lines": len(quoted), "total_minor": subtotal})
     session.flush()
+    if announce:
+        _announce(session, order, "place", None)
     # Built from what is in hand: the order's first answer costs no re-read.
     line_views = tuple(OrderLineView(
         line_no, facts.code, r.quantity, r.unit_price_minor, r.list_price_minor, r.source,
@@ -251,14 +253,27 @@ def refreshed(view: OrderView, row: Order) -> OrderView:
 
 
 def advance(session: Session, row: Order, action: str, *, actor: str,
-            details: dict[str, Any] | None = None) -> None:
+            details: dict[str, Any] | None = None, announce: bool = True) -> None:
     """Move a row the caller has locked (or created in this transaction)
-    by ``action``: the state machine decides; the event is recorded."""
+    by ``action``: the state machine decides; the event is recorded and,
+    unless a later step of the same use case will (``announce=False``),
+    announced to the buyer and seller through the outbox."""
     before = row.state
     row.state = transition(before, action)
     row.updated_at = utcnow()
     row.version += 1
     _event(session, row, action, before, actor=actor, details=details)
+    if announce:
+        _announce(session, row, action, before)
+
+
+def _announce(session: Session, row: Order, action: str, before: str | None) -> None:
+    buyer, seller = session.get(Party, row.buyer_id), session.get(Party, row.seller_id)
+    outbox.record(session, type=f"order.{row.state}", subject_type="order",
+                  subject=row.public_id, parties=[buyer.code, seller.code],
+                  payload={"order": row.public_id, "state": row.state, "from": before,
+                           "action": action, "version": row.version,
+                           "total_minor": row.total_minor, "currency": row.currency})
 
 
 def apply_action(session: Session, order: str, action: str, *, actor: str,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-METHOD_ORDER = ("prepaid", "rebate", "credit", "offline")
+METHOD_ORDER = ("prepaid", "rebate", "credit", "offline", "gateway")
 
 
 def line_refund(line_total: int, quantity: int, returned_before: int, refunded_before: int,

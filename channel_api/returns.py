@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
-from . import audit, credit, orders, refunds
+from . import audit, credit, orders, outbox, refunds
 from .books import (
     credit_account,
     credit_issued_account,
@@ -221,6 +221,12 @@ def approve_return(session: Session, return_id: str, *, actor: str,
             part.state = "refunded"
     row.state, row.decided_by, row.decided_at, row.note = "refunded", actor, now, note
     row.allocation, row.entry_id = shares, entry.id
+    view = orders.get_order(session, order.public_id)
+    outbox.record(session, type="refund.posted", subject_type="return", subject=row.public_id,
+                  parties=[view.buyer_code, view.seller_code],
+                  payload={"order": order.public_id, "return": row.public_id,
+                           "amount_minor": row.amount_minor, "allocation": shares,
+                           "currency": order.currency})
     audit.record(session, actor=actor, action="return.approve", subject_type="order",
                  subject=order.public_id, details={"return": row.public_id,
                                                    "amount_minor": row.amount_minor,
@@ -234,7 +240,9 @@ def _refund_postings(session: Session, order: Order, shares: dict[str, int]) -> 
     b, s, ccy = view.buyer_code, view.seller_code, view.currency
     escrow = escrow_account(order.public_id)
     out: list[PostingLine] = []
-    cash = shares.get("prepaid", 0) + shares.get("offline", 0)
+    # Cash parts go back to the deposit at the seller (a gateway part too,
+    # until refunds through the gateway come: issue 5).
+    cash = shares.get("prepaid", 0) + shares.get("offline", 0) + shares.get("gateway", 0)
     if shares.get("rebate"):
         out += [PostingLine(rebates_granted_account(s), "debit", shares["rebate"], ccy),
                 PostingLine(rebate_account(b, s), "credit", shares["rebate"], ccy)]

@@ -15,18 +15,23 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from channel_api import outbox
+
 from service import (
     api_channel_bulk,
     api_channel_credit,
+    api_channel_events,
     api_channel_network,
     api_channel_orders,
     api_channel_parties,
     api_channel_pricing,
     api_channel_returns,
     api_ledger,
+    api_payments,
 )
 from service.channel_edge import SECURITY_SCHEME
 from service.db import make_engine, make_session_factory
+from service.gateways import Gateways, build_gateways
 from service.logs import configure_logging, init_request_ids
 from service.metrics import init_http_metrics, instrument_session_factory
 from service.problems import http_problem, init_problem_handlers
@@ -61,7 +66,8 @@ def health():
     return {"status": "ok", "database": "ok"}
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+def create_app(settings: Settings | None = None, engine: Engine | None = None,
+               gateways: Gateways | None = None) -> Flask:
     settings = settings or load_settings()
     configure_logging(settings)
     if engine is None:
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
     instrument_session_factory(session_factory)
+    outbox.install_dispatch(session_factory)
 
     app = Flask("channel_ledger")
     app.config.update(
@@ -85,6 +92,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.extensions["channel_ledger.settings"] = settings
     app.extensions["channel_ledger.engine"] = engine
+    app.extensions[api_payments.GATEWAYS_KEY] = (gateways if gateways is not None
+                                                 else build_gateways(settings))
 
     # Order matters: the request id must be bound before anything logs.
     init_request_ids(app)
@@ -102,6 +111,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(api_channel_orders.blp)
     api.register_blueprint(api_channel_credit.blp)
     api.register_blueprint(api_channel_returns.blp)
+    api.register_blueprint(api_channel_events.blp)
+    api.register_blueprint(api_payments.blp)
+    app.register_blueprint(api_payments.callbacks_blp)  # for gateways: not in the OpenAPI
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

@@ -1,5 +1,5 @@
 """``channel-ledger`` command line: serve, migrate, seed-demo, check, scheduler,
-void-expired, recompute-tags, create-api-key, import, export.
+void-expired, recompute-tags, create-api-key, import, export, sandbox-pay.
 
 Settings come from ``CL_*`` variables. Tests (or other tools) may pass a
 ready :class:`Runtime` as click's ``obj`` to run commands against their own
@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
+from channel_api import outbox
 from service.db import make_engine, make_session_factory
 from service.logs import configure_logging
 from service.metrics import instrument_session_factory
@@ -43,6 +44,7 @@ class Runtime:
         if self._session_factory is None:
             self._session_factory = make_session_factory(self.get_engine())
             instrument_session_factory(self._session_factory)
+            outbox.install_dispatch(self._session_factory)
         return self._session_factory
 
 
@@ -138,6 +140,42 @@ def void_expired(runtime: Runtime) -> None:
 
     voided = void_expired_pending(runtime.session_factory())
     click.echo(f"voided {voided} expired pending entries")
+
+
+@cli.command("sandbox-pay")
+@click.argument("payment")
+@click.option("--decline", is_flag=True, help="The payer's attempt fails instead.")
+@pass_runtime
+def sandbox_pay(runtime: Runtime, payment: str, decline: bool) -> None:
+    """Pay a sandbox payment (pay_...) as the payer would: the simulated
+    provider sends its signed callback, received like any gateway's."""
+    from payments.gateway import CallbackRequest, PaymentRequest
+    from payments.models import Payment
+    from service import callbacks
+    from service.gateways import sandbox
+
+    if not runtime.settings.sandbox_secret:
+        raise click.ClickException("the sandbox gateway is off (CL_SANDBOX_SECRET=off)")
+    factory = runtime.session_factory()
+    with factory() as session:
+        row = session.query(Payment).filter_by(public_id=payment).one_or_none()
+        if row is None or row.gateway != "sandbox":
+            raise click.ClickException(f"no sandbox payment {payment!r}")
+        if row.state not in ("created", "pending"):
+            raise click.ClickException(f"{payment} is {row.state}: nothing to pay")
+        request = PaymentRequest(out_trade_no=row.public_id, amount_minor=row.amount_minor,
+                                 currency=row.currency, description=row.purpose,
+                                 notify_url="http://localhost/callbacks/sandbox",
+                                 expires_at=ledger.as_utc(row.expires_at))
+    # This process's own provider: it learns of the payment, then pays it.
+    adapter, vendor = sandbox(runtime.settings.sandbox_secret)
+    adapter.create_payment(request)
+    headers, body = (vendor.fail if decline else vendor.pay)(payment)
+    ack = callbacks.receive(factory, "sandbox", adapter, CallbackRequest(
+        headers=headers, body=body, received_at=ledger.utcnow()))
+    with factory() as session:
+        state = session.query(Payment).filter_by(public_id=payment).one().state
+    click.echo(f"{payment}: callback answered {ack.status}; payment {state}")
 
 
 @cli.command("recompute-tags")

@@ -39,7 +39,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import credit, funding, idempotency, orders, returns, tags
+from channel_api import credit, funding, idempotency, orders, outbox, returns, tags, webhooks
+from service import callbacks
+from service.gateways import build_gateways
 from service.logs import bound_request_id
 from service.models import SchedulerLock
 
@@ -48,6 +50,7 @@ VOID_BATCH_SIZE = 1000
 # Dynamic tags are recomputed once a day at this hour of the business timezone.
 RECOMPUTE_TAGS_HOUR = 2
 EXPIRE_ORDERS_SECONDS = 300  # an unpaid order's holds outlive its window by at most this
+CALLBACK_RETRY_SECONDS = 60  # callbacks stored but not applied are tried again
 
 log = logging.getLogger("service.scheduler")
 Clock = Callable[[], datetime]
@@ -281,6 +284,24 @@ def lapse_credit_increases(session_factory: sessionmaker[Session]) -> int:
         return credit.lapse_increases(session)
 
 
+WEBHOOK_INTERVAL_SECONDS = 10  # a new event's webhook leaves within this
+
+
+def deliver_webhooks(session_factory: sessionmaker[Session]) -> int:
+    """Send due webhooks, batch after batch, until fewer than a batch are due."""
+    total = 0
+    while True:
+        claimed = webhooks.deliver_due(session_factory, limit=100).claimed
+        total += claimed
+        if claimed < 100:
+            return total
+
+
+def purge_events(session_factory: sessionmaker[Session]) -> int:
+    """Forget events (and their deliveries) older than outbox.KEEP_FOR (90 days)."""
+    return _in_batches(session_factory, lambda s, n: outbox.purge(s, limit=n), "purged events")
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -352,6 +373,26 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
     scheduler.add_job(
         run_if_leader, "interval", id="lapse_credit_increases", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "lapse_credit_increases", lambda: lapse_credit_increases(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="deliver_webhooks", seconds=WEBHOOK_INTERVAL_SECONDS,
+        args=(lease, "deliver_webhooks", lambda: deliver_webhooks(session_factory)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="purge_events",
+        hour=RECOMPUTE_TAGS_HOUR, minute=45, misfire_grace_time=3600,
+        args=(lease, "purge_events", lambda: purge_events(session_factory)),
+    )
+    gateways = build_gateways(settings).adapters
+    scheduler.add_job(
+        run_if_leader, "interval", id="retry_callbacks", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "retry_callbacks",
+              lambda: callbacks.retry_stored(session_factory, gateways)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="reconcile_stuck_payments", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "reconcile_stuck_payments",
+              lambda: callbacks.reconcile_stuck(session_factory, gateways)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="freeze_overdue_credit",

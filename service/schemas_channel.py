@@ -840,7 +840,7 @@ class RebateRuleOut(ma.Schema):
 
 class PlanPartIn(StrictSchema):
     method = fields.String(required=True,
-                           validate=validate.OneOf(("prepaid", "rebate", "credit", "offline")))
+                           validate=validate.OneOf(("prepaid", "rebate", "credit", "offline", "gateway")))
     amount_minor = fields.Integer(required=True, strict=True)
 
 

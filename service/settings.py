@@ -50,6 +50,8 @@ class Settings:
     # delivered order is completed (no more returns) this many days after.
     auto_confirm_days: int = 7
     return_window_days: int = 7
+    # The sandbox gateway's shared secret; None ("off"): no sandbox gateway.
+    sandbox_secret: str | None = "sandbox-demo-secret-change-me"
     # None means "not configured": the web app then uses a random per-process
     # key, which is fine for a trial but logs every user out on restart.
     secret_key: str | None = None
@@ -89,6 +91,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
                                minimum=1, maximum=90),
         return_window_days=_int(env, "CL_RETURN_WINDOW_DAYS", defaults.return_window_days,
                                 minimum=0, maximum=365),
+        sandbox_secret=_sandbox_secret(env, defaults.sandbox_secret),
         secret_key=_secret_key(env),
     )
 
@@ -176,6 +179,18 @@ def _timezone(env: Mapping[str, str], default: str) -> str:
         raise SettingsError(
             "CL_TIMEZONE", f"{value!r} is not an IANA timezone name such as Asia/Shanghai"
         ) from None
+    return value
+
+
+def _sandbox_secret(env: Mapping[str, str], default: str | None) -> str | None:
+    value = _raw(env, "CL_SANDBOX_SECRET")
+    if value is None:
+        return default
+    if value.lower() == "off":
+        return None
+    if len(value) < 16:
+        raise SettingsError("CL_SANDBOX_SECRET",
+                            f"too short ({len(value)} characters); use at least 16, or off")
     return value
 
 

@@ -21,13 +21,16 @@ from channel_api import (
     bulk,
     catalog,
     funding,
+    gateway_payments,
     keys,
     network,
     orders,
+    outbox,
     prices,
     remittances,
     returns,
     tags,
+    webhooks,
 )
 from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
 
@@ -58,6 +61,11 @@ def world(engine):
             "order": orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
                                         lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id,
         }
+        net.extra["webhook"] = webhooks.register(
+            s, party=c["d1"], url="https://d1.example/hooks", actor="t").webhook.public_id
+        net.extra["event"] = outbox.record(
+            s, type="order.placed", subject_type="order", subject=net.extra["order"],
+            parties=[c["s1"], c["d1"]], payload={"order": net.extra["order"]}).id
         paid = orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
                                   lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id
         funding.confirm_deposit(s, buyer=c["s1"], seller=c["d1"], amount_minor=1_000,
@@ -65,6 +73,8 @@ def world(engine):
         funding.pay_with_prepaid(s, paid, actor="t")
         net.extra["return"] = returns.request_return(
             s, paid, lines=[{"line_no": 1, "quantity": 1}], reason="r", actor="t").public_id
+        net.extra["payment"] = gateway_payments.start_deposit_payment(
+            s, buyer=c["s1"], seller=c["d1"], amount_minor=100, gateway="sandbox").public_id
         net.extra["remittance"] = remittances.file_remittance(
             s, buyer=c["s1"], seller=c["d1"], purpose="deposit", amount_minor=5,
             payer_account="1234", bank_reference_=f"{u}-rmt", proof=b"%PDF-1.4",
@@ -180,6 +190,15 @@ def requests(net):
         "channel_returns.remittance_proof": ("GET", f"/v1/remittances/{x['remittance']}/proof", None, both("denied")),
         "channel_returns.confirm_remittance": ("POST", f"/v1/remittances/{x['remittance']}/confirm", {}, both("denied")),
         "channel_returns.reject_remittance": ("POST", f"/v1/remittances/{x['remittance']}/reject", {"note": "x"}, both("denied")),
+        "channel_payments.start_payment": ("POST", "/v1/payments", {"gateway": "sandbox", "order": x["order"]}, both("denied")),
+        "channel_payments.get_payment": ("GET", f"/v1/payments/{x['payment']}", None, both("denied")),
+        "channel_payments.payment_exceptions": ("GET", "/v1/payment-exceptions", None, both("denied")),
+        "channel_events.list_events": ("GET", "/v1/events", None, both("own")),
+        "channel_events.get_event": ("GET", f"/v1/events/{x['event']}", None, both("denied")),
+        "channel_events.replay_event": ("POST", f"/v1/events/{x['event']}/replay", None, both("denied")),
+        "channel_events.create_webhook": ("POST", "/v1/webhooks", {"url": "https://evil.example/h", "party": c["d1"]}, both("refused")),
+        "channel_events.list_webhooks": ("GET", "/v1/webhooks", None, both("own")),
+        "channel_events.disable_webhook": ("DELETE", f"/v1/webhooks/{x['webhook']}", None, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
@@ -226,4 +245,7 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         assert [o.public_id for o in orders.list_orders(s, seller=c["d1"])[0]][-1] == \
             world.extra["order"]
         assert returns.get_return(s, world.extra["return"]).state == "requested"
+        assert webhooks.get_endpoint(s, world.extra["webhook"]).status == "active"
+        assert [(d.state, d.attempts) for d in outbox.deliveries(
+            s, world.extra["event"], party=c["d1"])] == [("pending", 0)]
         assert remittances.get_remittance(s, world.extra["remittance"]).state == "filed"

@@ -270,6 +270,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     daily = jobs.pop("recompute_dynamic_tags")  # a cron job (tests/test_channel_tags.py)
     purge = jobs.pop("purge_idempotency_records")
     assert {f.name: str(f) for f in purge.trigger.fields}["minute"] == "30"
+    assert {f.name: str(f) for f in jobs.pop("purge_events").trigger.fields}["minute"] == "45"
     freeze = jobs.pop("freeze_overdue_credit")
     assert {f.name: str(f) for f in freeze.trigger.fields}["minute"] == "15"
 
@@ -277,7 +278,8 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     assert {name: job.trigger.interval.total_seconds() for name, job in jobs.items()} == {
         "renew_lease": 10, "void_expired_pending": 45, "check_ledger": 900,
         "expire_unpaid_orders": 300, "auto_confirm_receipts": 300, "complete_orders": 300,
-        "lapse_credit_increases": 300}
+        "lapse_credit_increases": 300, "retry_callbacks": 60, "reconcile_stuck_payments": 300,
+        "deliver_webhooks": 10}
 
 
 def _utc(value: datetime) -> datetime:

@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from ledger.models import Base
 import service.models  # noqa: F401  (its tables belong to the same metadata)
 import channel_api.models  # noqa: F401  (so are the channel tables)
+import payments.models  # noqa: F401  (and the payment tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,6 +26,7 @@ def test_defaults_when_nothing_is_set():
         check_interval_seconds=3600,
         auto_confirm_days=7,
         return_window_days=7,
+        sandbox_secret="sandbox-demo-secret-change-me",
         secret_key=None,
     )
     assert str(settings.tz) == "Asia/Shanghai"
@@ -44,6 +45,7 @@ def test_every_variable_is_read():
         "CL_CHECK_INTERVAL_SECONDS": "600",
         "CL_AUTO_CONFIRM_DAYS": "10",
         "CL_RETURN_WINDOW_DAYS": "0",
+        "CL_SANDBOX_SECRET": "off",
         "CL_SECRET_KEY": GOOD_SECRET,
     })
 
@@ -59,6 +61,7 @@ def test_every_variable_is_read():
         check_interval_seconds=600,
         auto_confirm_days=10,
         return_window_days=0,
+        sandbox_secret=None,
         secret_key=GOOD_SECRET,
     )
 
@@ -96,6 +99,7 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("CL_CHECK_INTERVAL_SECONDS", "1.5", "not a whole number"),
         ("CL_AUTO_CONFIRM_DAYS", "0", "between 1 and 90"),
         ("CL_RETURN_WINDOW_DAYS", "400", "between 0 and 365"),
+        ("CL_SANDBOX_SECRET", "short", "too short (5 characters)"),
         ("CL_SECRET_KEY", "short", "too short (5 characters)"),
     ],
 )

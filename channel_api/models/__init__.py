@@ -30,6 +30,14 @@ from .credit import (
     CreditPolicy,
     OrderHold,
 )
+from .events import (
+    DELIVERY_STATES,
+    ENDPOINT_STATUSES,
+    EventParty,
+    OutboxEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from .orders import (
     PART_METHODS,
     Order,
@@ -62,4 +70,6 @@ __all__ = [
     "CreditLine", "CreditPolicy", "OrderHold",
     "REMITTANCE_PURPOSES", "REMITTANCE_STATES", "RETURN_STATES", "OrderReturn", "Remittance",
     "ReturnLine",
+    "DELIVERY_STATES", "ENDPOINT_STATUSES", "EventParty", "OutboxEvent", "WebhookDelivery",
+    "WebhookEndpoint",
 ]

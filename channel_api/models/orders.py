@@ -110,7 +110,7 @@ class OrderLink(Base):
 
 
 PART_STATES = ("awaiting", "reserved", "captured", "voided", "refunded")
-PART_METHODS = ("prepaid", "rebate", "credit", "offline")
+PART_METHODS = ("prepaid", "rebate", "credit", "offline", "gateway")
 
 
 class PaymentPart(Base):
@@ -124,7 +124,8 @@ class PaymentPart(Base):
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("state IN ('awaiting','reserved','captured','voided','refunded')",
                         name="state"),
-        CheckConstraint("method IN ('prepaid','rebate','credit','offline')", name="method"),
+        CheckConstraint("method IN ('prepaid','rebate','credit','offline','gateway')",
+                        name="method"),
         UniqueConstraint("order_id", "method"),
         CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor",
                         name="refunded_within_amount"),

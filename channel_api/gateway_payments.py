@@ -1,0 +1,313 @@
+"""Paying through gateways (issue 5): payments that fund an order's gateway
+part, a prepaid deposit or a credit repayment, and the application of
+verified gateway callbacks, exactly once, to the ledger.
+
+Postings (docs/accounting.md), each keyed by the payment so a retry never
+moves money twice:
+
+* order's gateway part: Dr ``gateway:G:receivable`` / Cr ``order:O:escrow``
+  (then the order is paid when nothing else is awaited);
+* deposit: Dr ``gateway:G:receivable`` / Cr ``prepaid:B@S``;
+* credit repayment: the repayment entry of ``credit.repay_credit`` with the
+  receivable as the source of the cash;
+* money that cannot be applied (no such payment, another amount, a payable
+  already closed, a second success for one payment): Dr
+  ``gateway:G:receivable`` / Cr ``suspense``, and an exception is opened for
+  finance. Never lost, never silently applied.
+
+The gateway itself is called by the service (outside any transaction);
+these use cases only record what it answered or what its callback said.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import ledger
+from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
+from payments import inbox, states
+from payments.gateway import GatewayEvent, PaymentCreated
+from payments.models import GatewayCallback, Payment, PaymentException
+
+from . import audit, credit, funding, orders, outbox
+from .books import ensure, ensure_prepaid, positive_amount
+from .errors import InvalidInput, NotFound
+from .parties import is_buyer_of, party_row
+
+SUSPENSE = "suspense"
+GATEWAYS = ("sandbox", "wechatpay", "alipay", "bank")
+
+
+def receivable_account(gateway: str) -> str:
+    return f"gateway:{gateway}:receivable"
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    public_id: str
+    gateway: str
+    purpose: str
+    order: str | None
+    payer: str
+    payee: str
+    amount_minor: int
+    currency: str
+    state: str
+    transaction_id: str | None
+    refunded_minor: int
+    pay_url: str | None
+    expires_at: datetime
+    created_at: datetime
+
+
+def _view(row: Payment) -> PaymentView:
+    return PaymentView(row.public_id, row.gateway, row.purpose, row.reference, row.payer,
+                       row.payee, row.amount_minor, row.currency, row.state, row.transaction_id,
+                       row.refunded_minor, row.pay_url, as_utc(row.expires_at),
+                       as_utc(row.created_at))
+
+
+def _row(session: Session, public_id: str, *, lock: bool = False) -> Payment:
+    query = select(Payment).where(Payment.public_id == public_id)
+    row = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
+        raise NotFound(f"no payment {public_id!r}", field="payment")
+    return row
+
+
+def _gateway(value: Any) -> str:
+    if value not in GATEWAYS:
+        raise InvalidInput(f"gateway must be one of {', '.join(GATEWAYS)}", field="gateway")
+    return value
+
+
+def _new(session: Session, *, gateway: str, purpose: str, reference: str | None, payer: str,
+         payee: str, amount: int, currency: str, expires_at: datetime) -> PaymentView:
+    now = utcnow()
+    row = Payment(public_id=f"pay_{new_uuid7().hex}", gateway=gateway, purpose=purpose,
+                  reference=reference, payer=payer, payee=payee, amount_minor=amount,
+                  currency=currency, state="created", refunded_minor=0,
+                  expires_at=expires_at, created_at=now, updated_at=now, version=1)
+    session.add(row)
+    session.flush()
+    return _view(row)
+
+
+def start_order_payment(session: Session, order: str, *, gateway: str) -> PaymentView:
+    """A payment for an order's awaited gateway part (its amount, to the
+    fen; it expires with the order's payment window). Asking again while
+    one is open returns it."""
+    gateway = _gateway(gateway)
+    view = orders.get_order(session, order)
+    row = orders.order_row(session, view.public_id, lock=True)
+    part = funding.awaited_part(session, view.public_id, "gateway")
+    if row.state != "awaiting_payment" or part is None:
+        raise InvalidInput("this order awaits no gateway payment", field="order")
+    for open_ in session.scalars(select(Payment).where(
+            Payment.reference == view.public_id, Payment.state.in_(("created", "pending")))):
+        if open_.gateway == gateway:
+            return _view(open_)
+    return _new(session, gateway=gateway, purpose="order", reference=view.public_id,
+                payer=view.buyer_code, payee=view.seller_code, amount=part.amount_minor,
+                currency=view.currency,
+                expires_at=as_utc(row.updated_at) + funding.PAYMENT_WINDOW)
+
+
+def start_deposit_payment(session: Session, *, buyer: str, seller: str, amount_minor: int,
+                          gateway: str, currency: str = "CNY",
+                          purpose: str = "deposit") -> PaymentView:
+    """A payment topping up ``buyer``'s deposit at ``seller`` (or, with
+    ``purpose`` repayment, repaying its credit there)."""
+    gateway = _gateway(gateway)
+    amount = positive_amount(amount_minor)
+    if purpose not in ("deposit", "repayment"):
+        raise InvalidInput("purpose must be deposit or repayment", field="purpose")
+    b, s = party_row(session, buyer), party_row(session, seller)
+    if not is_buyer_of(session, s.code, b.code):
+        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
+    if purpose == "repayment":
+        owed = credit.credit_aging(session, buyer=b.code, seller=s.code).outstanding_minor
+        if amount > owed:
+            raise InvalidInput(f"{b.code} owes {s.code} {owed} on credit; {amount} is more",
+                               field="amount_minor", owed_minor=owed)
+    return _new(session, gateway=gateway, purpose=purpose, reference=None, payer=b.code,
+                payee=s.code, amount=amount, currency=currency,
+                expires_at=utcnow() + funding.PAYMENT_WINDOW)
+
+
+def payment_sent(session: Session, payment: str, created: PaymentCreated) -> PaymentView:
+    """The gateway accepted the payment: keep how to pay it."""
+    row = _row(session, payment, lock=True)
+    if row.state == "created":
+        row.state = states.transition(row.state, "send")
+        row.pay_url, row.updated_at, row.version = created.pay_url, utcnow(), row.version + 1
+    session.flush()
+    return _view(row)
+
+
+def close_payment(session: Session, payment: str, action: str) -> PaymentView:
+    """Close a payment that will not be paid (``fail`` or ``expire``); a
+    payment already finished is left as it is."""
+    row = _row(session, payment, lock=True)
+    if row.state in ("created", "pending"):
+        row.state = states.transition(row.state, action)
+        row.updated_at, row.version = utcnow(), row.version + 1
+        session.flush()
+    return _view(row)
+
+
+def get_payment(session: Session, payment: str) -> PaymentView:
+    return _view(_row(session, payment))
+
+
+# -- applying verified callbacks ------------------------------------------------------------------
+
+def apply_event(session: Session, callback_id: int, event: GatewayEvent, *,
+                actor: str = "gateway") -> str:
+    """Apply one verified callback; returns the callback's new state
+    (applied, duplicate, waiting, ignored). Call inside a transaction;
+    a failure rolls everything back, the claim too, for the job to retry."""
+    callback = inbox.lock(session, callback_id)
+    if callback.state in ("applied", "duplicate", "rejected", "ignored"):
+        return callback.state
+    inbox.record(callback, event)
+    callback.attempts += 1
+    if event.kind.startswith("refund"):
+        # Refunds through gateways come next (issue 5); such a notice waits.
+        callback.state, callback.reason = "waiting", "refunds through gateways: not yet applied"
+        return callback.state
+    if not inbox.claim(session, callback, event):
+        callback.state = "duplicate"
+        return callback.state
+    if event.kind == "payment_succeeded":
+        _collect(session, callback, event, actor=actor)
+    else:
+        _closed(session, event)
+    callback.state, callback.applied_at = "applied", utcnow()
+    session.flush()
+    return callback.state
+
+
+def _closed(session: Session, event: GatewayEvent) -> None:
+    row = session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
+                                                Payment.gateway == event.gateway)
+                          .with_for_update()).one_or_none()
+    if row is not None and row.state in ("created", "pending"):
+        row.state = states.transition(row.state,
+                                      "fail" if event.kind == "payment_failed" else "expire")
+        row.updated_at, row.version = utcnow(), row.version + 1
+
+
+def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
+             actor: str) -> None:
+    row = session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
+                                                Payment.gateway == event.gateway)
+                          .with_for_update()).one_or_none()
+    receivable = receivable_account(event.gateway)
+    ensure(session, receivable, f"Receivable from {event.gateway}", "asset", event.currency)
+    problem = _problem(session, row, event)
+    if problem is not None:
+        _suspense(session, callback, event, *problem)
+        return
+    row.state = states.transition(row.state, "succeed")
+    row.transaction_id, row.updated_at, row.version = (event.transaction_id, utcnow(),
+                                                        row.version + 1)
+    meta = {"payment": row.public_id, "gateway": event.gateway,
+            "transaction_id": event.transaction_id}
+    # Announced before what it pays for moves on (the order's paid comes after).
+    outbox.record(session, type="payment.succeeded", subject_type="payment",
+                  subject=row.public_id, parties=[row.payer, row.payee],
+                  payload={**meta, "purpose": row.purpose, "order": row.reference,
+                           "amount_minor": row.amount_minor, "currency": row.currency})
+    if row.purpose == "order":
+        funding.collect_part(session, row.reference, method="gateway",
+                             amount_minor=row.amount_minor, source=receivable,
+                             description=f"{event.gateway} payment {event.transaction_id}",
+                             metadata=meta, actor=actor)
+        row.entry_id = funding.part_entry(session, row.reference, "gateway")
+    elif row.purpose == "deposit":
+        prepaid = ensure_prepaid(session, row.payer, row.payee, row.currency)
+        row.entry_id = ledger.post_entry(session, EntryRequest(
+            code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
+            idempotency_key=f"{row.public_id}:collect", metadata=meta,
+            postings=[PostingLine(receivable, "debit", row.amount_minor, row.currency),
+                      PostingLine(prepaid, "credit", row.amount_minor, row.currency)])).id
+    else:
+        credit.repay_credit(session, buyer=row.payer, seller=row.payee,
+                            amount_minor=row.amount_minor, bank_reference=row.public_id,
+                            actor=actor, source=receivable)
+    audit.record(session, actor=actor, action="payment.succeeded", subject_type="party",
+                 subject=row.payer, details={**meta, "purpose": row.purpose,
+                                             "amount_minor": row.amount_minor})
+
+
+def _problem(session: Session, row: Payment | None,
+             event: GatewayEvent) -> tuple[str, str] | None:
+    """Why this money cannot be applied to its payment, or None."""
+    if row is None:
+        return "unknown_payment", f"no {event.gateway} payment {event.out_trade_no!r}"
+    if event.amount_minor != row.amount_minor or event.currency != row.currency:
+        return "amount_mismatch", (f"paid {event.amount_minor} {event.currency}; the payment "
+                                   f"is {row.amount_minor} {row.currency}")
+    if row.state == "succeeded":
+        return "paid_twice", f"{row.public_id} was already paid by {row.transaction_id}"
+    if row.state in ("failed", "expired"):
+        return "payable_closed", f"{row.public_id} is {row.state}"
+    if row.purpose == "order":
+        order = orders.get_order(session, row.reference)
+        if order.state != "awaiting_payment" or \
+                funding.awaited_part(session, order.public_id, "gateway") is None:
+            return "payable_closed", f"order {order.public_id} is {order.state}"
+    if row.purpose == "repayment":
+        owed = credit.credit_aging(session, buyer=row.payer, seller=row.payee).outstanding_minor
+        if row.amount_minor > owed:
+            return "payable_closed", f"{row.payer} owes {owed} on credit now"
+    return None
+
+
+def _suspense(session: Session, callback: GatewayCallback, event: GatewayEvent, kind: str,
+              detail: str) -> None:
+    receivable = receivable_account(event.gateway)
+    ensure(session, SUSPENSE, "Suspense: money not yet explained", "liability", event.currency)
+    entry = ledger.post_entry(session, EntryRequest(
+        code="gateway.suspense", description=detail[:200],
+        idempotency_key=f"suspense:{inbox.dedupe_key(event)}",
+        metadata={"gateway": event.gateway, "transaction_id": event.transaction_id,
+                  "out_trade_no": event.out_trade_no, "kind": kind},
+        postings=[PostingLine(receivable, "debit", event.amount_minor, event.currency),
+                  PostingLine(SUSPENSE, "credit", event.amount_minor, event.currency)]))
+    session.add(PaymentException(
+        public_id=f"exc_{new_uuid7().hex}", kind=kind, gateway=event.gateway,
+        transaction_id=event.transaction_id, out_trade_no=event.out_trade_no,
+        amount_minor=event.amount_minor, currency=event.currency, callback_id=callback.id,
+        entry_id=entry.id, state="open", detail=detail[:500], created_at=utcnow(), note=""))
+    session.flush()
+
+
+@dataclass(frozen=True)
+class ExceptionView:
+    public_id: str
+    kind: str
+    gateway: str
+    transaction_id: str
+    out_trade_no: str | None
+    amount_minor: int
+    currency: str
+    state: str
+    detail: str
+    entry_id: str | None
+    created_at: datetime
+
+
+def payment_exceptions(session: Session, *, state: str = "open",
+                       limit: int = 100) -> list[ExceptionView]:
+    """Money in suspense waiting for finance, oldest first."""
+    return [ExceptionView(e.public_id, e.kind, e.gateway, e.transaction_id, e.out_trade_no,
+                          e.amount_minor, e.currency, e.state, e.detail, e.entry_id,
+                          as_utc(e.created_at))
+            for e in session.scalars(select(PaymentException).where(
+                PaymentException.state == state).order_by(PaymentException.id).limit(limit))]

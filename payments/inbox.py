@@ -1,0 +1,96 @@
+"""The callback inbox: every gateway callback is stored raw, in its own
+transaction, before anything else is done with it; then verified; then
+applied exactly once per gateway transaction.
+
+Exactly once: applying a verified event first *claims* its dedupe key
+(gateway, payment or refund, the gateway's transaction id) on the callback
+row, inside the applying transaction. The key is unique, so of any number
+of duplicates racing, one commits its claim with its postings; the others
+fail the claim (on PostgreSQL they wait for the first to commit, then see
+the key taken) and are marked ``duplicate``. A failed application rolls
+back its claim with everything else, and the job tries again from the raw
+row.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ledger import as_utc, utcnow
+
+from .gateway import CallbackRejected, CallbackRequest, GatewayEvent
+from .models import GatewayCallback
+
+MAX_BODY = 64 * 1024  # gateways send a few kilobytes; more is not a callback
+
+
+def store(session: Session, gateway: str, request: CallbackRequest) -> GatewayCallback:
+    """Keep the callback as it came (headers and raw body)."""
+    row = GatewayCallback(gateway=gateway, received_at=as_utc(request.received_at),
+                          headers={k: v for k, v in request.headers.items()},
+                          body=bytes(request.body[:MAX_BODY]), state="received", attempts=0)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def as_request(row: GatewayCallback) -> CallbackRequest:
+    """The stored callback as the adapter saw it (its time of arrival too, so
+    a retry later is judged by when it came, not when it is retried)."""
+    return CallbackRequest(headers=dict(row.headers), body=bytes(row.body),
+                           received_at=as_utc(row.received_at))
+
+
+def reject(row: GatewayCallback, rejection: CallbackRejected) -> None:
+    row.state, row.reason = "rejected", f"{rejection.code}: {rejection}"[:300]
+
+
+def ignore(row: GatewayCallback, reason: str) -> None:
+    """Verified, but nothing to do (a payment still waiting for the payer)."""
+    row.state, row.reason = "ignored", reason[:300]
+
+
+def record(row: GatewayCallback, event: GatewayEvent) -> None:
+    """What the verified callback says, kept on the row for finance's view."""
+    row.kind, row.transaction_id = event.kind, event.transaction_id
+    row.out_trade_no, row.out_refund_no = event.out_trade_no, event.out_refund_no
+    row.amount_minor = event.amount_minor
+
+
+def dedupe_key(event: GatewayEvent) -> str:
+    family = "refund" if event.kind.startswith("refund") else "payment"
+    outcome = "ok" if event.kind.endswith("succeeded") else "not"
+    return f"{event.gateway}:{family}:{outcome}:{event.transaction_id}"[:200]
+
+
+def claim(session: Session, row: GatewayCallback, event: GatewayEvent) -> bool:
+    """Claim the event's transaction for this callback; False: another
+    callback has applied it (this one is a duplicate)."""
+    try:
+        with session.begin_nested():
+            row.dedupe_key = dedupe_key(event)
+            session.flush()
+        return True
+    except IntegrityError:
+        row.dedupe_key = None
+        return False
+
+
+def lock(session: Session, callback_id: int) -> GatewayCallback:
+    return session.scalars(select(GatewayCallback).where(GatewayCallback.id == callback_id)
+                           .with_for_update()).one()
+
+
+def to_retry(session: Session, *, now: datetime | None = None, limit: int = 100,
+             min_age: timedelta = timedelta(seconds=30)) -> list[int]:
+    """Callbacks stored but not applied (their request failed after storing
+    them, or they wait for an earlier event), older than ``min_age`` so a
+    request still working on one is left alone; oldest first."""
+    cutoff = (as_utc(now) if now is not None else utcnow()) - min_age
+    return list(session.scalars(select(GatewayCallback.id).where(
+        GatewayCallback.state.in_(("received", "waiting", "failed")),
+        GatewayCallback.received_at <= cutoff, GatewayCallback.attempts < 50)
+        .order_by(GatewayCallback.id).limit(limit)))

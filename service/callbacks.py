@@ -1,0 +1,131 @@
+"""Receiving a gateway callback, the same way for the HTTP endpoint, the
+sandbox's checkout page and CLI, and the retry job:
+
+1. store it raw, in its own transaction, before anything else;
+2. verify it with the gateway's adapter (a bad signature or a stale
+   timestamp: stored as rejected, answered with the gateway's failure);
+3. apply it in a second transaction, exactly once per gateway transaction
+   (``channel_api.gateway_payments.apply_event``);
+4. answer the gateway's success. If applying failed, the callback stays in
+   the inbox marked ``failed`` and the retry job applies it later: it is
+   stored, so it is acknowledged.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from channel_api import gateway_payments
+from ledger import utcnow
+from payments import inbox
+from payments.gateway import Acknowledgement, CallbackRejected, CallbackRequest, Gateway
+from payments.models import GatewayCallback
+
+log = logging.getLogger(__name__)
+
+
+def receive(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
+            request: CallbackRequest) -> Acknowledgement:
+    with session_factory() as session, session.begin():
+        callback_id = inbox.store(session, name, request).id
+    return process(session_factory, name, adapter, callback_id, request)
+
+
+def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
+            callback_id: int, request: CallbackRequest) -> Acknowledgement:
+    try:
+        event = adapter.verify_callback(request)
+    except CallbackRejected as rejection:
+        with session_factory() as session, session.begin():
+            row = inbox.lock(session, callback_id)
+            if rejection.code == "not_actionable":  # verified; nothing to do yet
+                inbox.ignore(row, str(rejection))
+                return adapter.acknowledge(True)
+            inbox.reject(row, rejection)
+        log.warning("%s callback %d rejected: %s", name, callback_id, rejection.code,
+                    extra={"gateway": name, "callback": callback_id, "reason": rejection.code})
+        return adapter.acknowledge(False, rejection.code)
+    try:
+        with session_factory() as session, session.begin():
+            state = gateway_payments.apply_event(session, callback_id, event)
+        log.info("%s callback %d: %s", name, callback_id, state,
+                 extra={"gateway": name, "callback": callback_id, "state": state})
+    except Exception as error:  # noqa: BLE001 - stored: the retry job applies it later
+        log.exception("%s callback %d could not be applied; it will be retried", name,
+                      callback_id)
+        with session_factory() as session, session.begin():
+            row = inbox.lock(session, callback_id)
+            row.state, row.reason = "failed", f"{type(error).__name__}: {error}"[:300]
+            row.attempts += 1
+    return adapter.acknowledge(True)
+
+
+def retry_stored(session_factory: sessionmaker[Session], adapters: dict[str, Gateway], *,
+                 now=None, limit: int = 100) -> int:
+    """The job: apply callbacks that were stored but not applied (a failure
+    after storing, or a notice waiting for an earlier one). Returns how many
+    it tried."""
+    with session_factory() as session:
+        ids = inbox.to_retry(session, now=now or utcnow(), limit=limit)
+        rows = {i: (session.get(GatewayCallback, i).gateway,
+                    inbox.as_request(session.get(GatewayCallback, i))) for i in ids}
+    for callback_id, (name, request) in rows.items():
+        adapter = adapters.get(name)
+        if adapter is not None:
+            process(session_factory, name, adapter, callback_id, request)
+    return len(rows)
+
+
+def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, Gateway], *,
+                    now=None, limit: int = 100) -> dict[str, int]:
+    """The job for payments still open past their window: ask the gateway
+    (its answer is signed and verified by the adapter). Paid: applied as a
+    callback would be (stored in the inbox as the query's answer, applied
+    once by the same dedupe key, so a late real callback is a duplicate).
+    Closed or failed: the payment is closed. Still waiting: closed at our
+    end too, as expired (money arriving later goes to suspense)."""
+    import json
+
+    from channel_api import gateway_payments as gp
+    from payments.gateway import GatewayEvent, GatewayError
+    from payments.models import Payment
+    from sqlalchemy import select
+
+    now = now or utcnow()
+    with session_factory() as session:
+        stuck = [(p.public_id, p.gateway, p.amount_minor, p.currency) for p in session.scalars(
+            select(Payment).where(Payment.state.in_(("created", "pending")),
+                                  Payment.expires_at <= now).order_by(Payment.id).limit(limit))]
+    counts = {"paid": 0, "closed": 0, "unreachable": 0}
+    for public_id, name, amount, currency in stuck:
+        adapter = adapters.get(name)
+        if adapter is None:
+            continue
+        try:
+            status = adapter.query_payment(public_id)
+        except GatewayError:
+            counts["unreachable"] += 1
+            continue
+        if status.state == "succeeded":
+            event = GatewayEvent(gateway=name, kind="payment_succeeded",
+                                 transaction_id=status.transaction_id,
+                                 out_trade_no=public_id,
+                                 amount_minor=status.amount_minor or 0, currency=currency)
+            request = CallbackRequest(headers={"X-Channel-Ledger-Source": "query"},
+                                      body=json.dumps({"query": dict(status.raw)},
+                                                      default=str).encode(),
+                                      received_at=now)
+            with session_factory() as session, session.begin():
+                callback_id = inbox.store(session, name, request).id
+            with session_factory() as session, session.begin():
+                gp.apply_event(session, callback_id, event, actor="scheduler")
+            counts["paid"] += 1
+        else:
+            with session_factory() as session, session.begin():
+                gp.close_payment(session, public_id,
+                                 "fail" if status.state == "failed" else "expire")
+            counts["closed"] += 1
+    if stuck:
+        log.info("stuck payments: %s", counts, extra=counts)
+    return counts

@@ -1,0 +1,73 @@
+"""Request and response schemas of payments through gateways (issue 5)."""
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from service.schemas_channel import CODE, StrictSchema
+from service.schemas_ledger import UtcDateTime
+
+GATEWAY = validate.OneOf(("sandbox", "wechatpay", "alipay", "bank"))
+
+
+class PaymentIn(StrictSchema):
+    gateway = fields.String(required=True, validate=GATEWAY)
+    purpose = fields.String(load_default="order",
+                            validate=validate.OneOf(("order", "deposit", "repayment")))
+    order = fields.String(load_default=None, allow_none=True, **CODE, metadata={
+        "description": "purpose order: the order whose gateway part this pays."})
+    seller = fields.String(load_default=None, allow_none=True, **CODE, metadata={
+        "description": "purpose deposit or repayment: at which seller."})
+    amount_minor = fields.Integer(load_default=None, allow_none=True, strict=True, metadata={
+        "description": "purpose deposit or repayment (an order's is its gateway part)."})
+
+    @ma.validates_schema
+    def _purpose_fields(self, data, **_):
+        if data["purpose"] == "order":
+            if data["order"] is None:
+                raise ma.ValidationError("required to pay an order", "order")
+            for name in ("seller", "amount_minor"):
+                if data[name] is not None:
+                    raise ma.ValidationError("not for an order's payment", name)
+        else:
+            for name in ("seller", "amount_minor"):
+                if data[name] is None:
+                    raise ma.ValidationError(f"required for a {data['purpose']}", name)
+            if data["order"] is not None:
+                raise ma.ValidationError("only for an order's payment", "order")
+
+
+class PaymentOut(ma.Schema):
+    public_id = fields.String(metadata={"description": "Also the out_trade_no at the gateway."})
+    gateway = fields.String()
+    purpose = fields.String()
+    order = fields.String(allow_none=True)
+    payer = fields.String()
+    payee = fields.String()
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    state = fields.String(metadata={"description": "created, pending, succeeded, failed, expired."})
+    transaction_id = fields.String(allow_none=True)
+    refunded_minor = fields.Integer()
+    pay_url = fields.String(allow_none=True, metadata={"description": "Where the payer pays."})
+    expires_at = UtcDateTime()
+    created_at = UtcDateTime()
+
+
+class ExceptionOut(ma.Schema):
+    public_id = fields.String()
+    kind = fields.String(metadata={"description": "unknown_payment, amount_mismatch, "
+                                                  "payable_closed, paid_twice."})
+    gateway = fields.String()
+    transaction_id = fields.String()
+    out_trade_no = fields.String(allow_none=True)
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    state = fields.String()
+    detail = fields.String()
+    entry_id = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+
+
+class ExceptionList(ma.Schema):
+    items = fields.List(fields.Nested(ExceptionOut))

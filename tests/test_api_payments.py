@@ -1,0 +1,267 @@
+"""Payments through gateways over HTTP (issue 5): the sandbox end to end
+(checkout page, signed callback, order paid), WeChat Pay callbacks with
+real signatures (valid, tampered, stale, probe, duplicate, unknown order,
+amount mismatch, after cancellation), Alipay's notices, and the inbox's
+retry of a callback whose application failed."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+import ledger
+from channel_api import catalog, funding, gateway_payments, network, orders
+from payments.models import GatewayCallback, PaymentException
+from service import callbacks
+from service.api_payments import GATEWAYS_KEY
+from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
+from tests.vendors.wechatpay import FakeWeChatPay
+
+
+@pytest.fixture
+def net(session_factory, unique):
+    net = build_network(session_factory, unique)
+    u = unique
+    with session_factory() as s, s.begin():
+        catalog.create_category(s, f"{u}-tea", "Tea")
+        catalog.create_unit(s, f"{u}-case", "Case")
+        catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
+        catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
+                           list_price_minor=1000)
+        network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
+                                    actor="t")
+        funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
+                                amount_minor=400, bank_reference=f"{u}-dep", actor="t")
+    return net
+
+
+@pytest.fixture(scope="module")
+def wechat_vendor():
+    return FakeWeChatPay()  # its RSA keys are slow to make: one per module
+
+
+@pytest.fixture
+def wechat(client, wechat_vendor):
+    client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = wechat_vendor.gateway()
+    return wechat_vendor
+
+
+def order_with_gateway_part(client, net, gateway="sandbox"):
+    """A 1,000 order: 400 from the deposit, 600 through ``gateway``."""
+    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
+        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": 1}],
+        "plan": [{"method": "prepaid", "amount_minor": 400},
+                 {"method": "gateway", "amount_minor": 600}]})
+    assert placed.status_code == 201, placed.json
+    assert placed.json["state"] == "awaiting_payment"
+    payment = client.post("/v1/payments", headers=net.auth("s1"),
+                          json={"gateway": gateway, "order": placed.json["public_id"]})
+    assert payment.status_code == 201, payment.json
+    return placed.json["public_id"], payment.json
+
+
+def escrow(session_factory, order):
+    with session_factory() as s:
+        return ledger.get_account(s, funding.escrow_account(order)).posted_minor
+
+
+def callback_states(session_factory, gateway):
+    with session_factory() as s:
+        return [c.state for c in s.query(GatewayCallback).filter_by(gateway=gateway)
+                .order_by(GatewayCallback.id)]
+
+
+def test_an_order_is_paid_through_the_sandbox_checkout_end_to_end(client, net, session_factory):
+    order, payment = order_with_gateway_part(client, net)
+    assert (payment["amount_minor"], payment["state"]) == (600, "pending")
+    assert payment["pay_url"] == f"/sandbox/checkout/{payment['public_id']}"
+    again = client.post("/v1/payments", headers=net.auth("s1"),
+                        json={"gateway": "sandbox", "order": order})
+    assert again.json["public_id"] == payment["public_id"]  # the open payment, not a new one
+    page = client.get(payment["pay_url"])
+    assert page.status_code == 200 and b"CNY 6.00" in page.data
+    paid = client.post(payment["pay_url"], data={"action": "pay"})
+    assert b"answered 200" in paid.data
+    assert client.get(f"/v1/orders/{order}", headers=net.auth("s1")).json["state"] == "paid"
+    seen = client.get(f"/v1/payments/{payment['public_id']}", headers=net.auth("s1")).json
+    assert seen["state"] == "succeeded" and seen["transaction_id"]
+    assert escrow(session_factory, order) == 1_000
+    # The provider retries its callback: applied once, answered success again.
+    vendor = client.application.extensions[GATEWAYS_KEY].sandbox_vendor
+    with session_factory() as s:
+        first = s.query(GatewayCallback).filter_by(out_trade_no=payment["public_id"]).one()
+        body = json.loads(first.body)
+    headers, raw = vendor.redeliver(body["id"])
+    retry = client.post("/callbacks/sandbox", data=raw, headers=headers)
+    assert retry.status_code == 200
+    assert escrow(session_factory, order) == 1_000
+    assert callback_states(session_factory, "sandbox")[-2:] == ["applied", "duplicate"]
+    with session_factory() as s:
+        assert ledger.check_ledger(s) == []
+    # The buyer and the seller were told, once each thing happened (the outbox).
+    for who in ("s1", "d1"):
+        events = client.get("/v1/events?limit=100", headers=net.auth(who)).json["items"]
+        mine = [(e["type"], e["subject"]) for e in events
+                if e["subject"] in (order, payment["public_id"])]
+        assert mine == [("order.awaiting_payment", order),
+                        ("payment.succeeded", payment["public_id"]), ("order.paid", order)]
+
+
+def test_wechat_pay_callbacks_are_verified_and_applied_once(client, net, wechat,
+                                                             session_factory):
+    order, payment = order_with_gateway_part(client, net, gateway="wechatpay")
+    out_trade_no = payment["public_id"]
+    notice = wechat.payment_notification(out_trade_no, 600, transaction_id="4200-T1")
+
+    def post(request):
+        return client.post("/callbacks/wechatpay", data=request.body,
+                           headers=dict(request.headers))
+
+    tampered = post(type(notice)(headers=notice.headers, body=notice.body.replace(b'"', b"'", 1),
+                                 received_at=notice.received_at))
+    assert tampered.status_code == 400 and tampered.json["code"] == "FAIL"
+    stale = wechat.payment_notification(out_trade_no, 600, transaction_id="4200-T1",
+                                        timestamp=int(notice.received_at.timestamp()) - 600)
+    assert post(stale).status_code == 400
+    assert post(wechat.probe_notification()).status_code == 400
+    assert orders_state(client, net, order) == "awaiting_payment"  # nothing posted so far
+
+    assert post(notice).status_code == 204
+    assert post(notice).status_code == 204  # a duplicate is acknowledged, not applied
+    assert orders_state(client, net, order) == "paid"
+    assert escrow(session_factory, order) == 1_000
+    states = callback_states(session_factory, "wechatpay")
+    assert states.count("rejected") == 3 and states.count("applied") == 1
+    assert states.count("duplicate") == 1
+    with session_factory() as s:
+        reasons = [c.reason for c in s.query(GatewayCallback).filter_by(
+            gateway="wechatpay", state="rejected")]
+    assert any(r.startswith("bad_signature") for r in reasons)
+    assert any(r.startswith("stale_timestamp") for r in reasons)
+    assert any(r.startswith("signature_probe") for r in reasons)
+
+
+def orders_state(client, net, order):
+    return client.get(f"/v1/orders/{order}", headers=net.auth("s1")).json["state"]
+
+
+def test_money_that_cannot_be_applied_goes_to_suspense_for_finance(client, net, wechat,
+                                                                  session_factory):
+    def post(request):
+        return client.post("/callbacks/wechatpay", data=request.body,
+                           headers=dict(request.headers))
+
+    def suspense():
+        with session_factory() as s:
+            try:
+                return ledger.get_account(s, gateway_payments.SUSPENSE).posted_minor
+            except ledger.AccountNotFound:
+                return 0
+
+    before = suspense()
+    ids = {kind: f"T-{kind}-{secrets.token_hex(4)}" for kind in ("unknown", "wrong", "late")}
+    assert post(wechat.payment_notification("pay_nobody", 250,
+                                            transaction_id=ids["unknown"])).status_code == 204
+    order, payment = order_with_gateway_part(client, net, gateway="wechatpay")
+    wrong = wechat.payment_notification(payment["public_id"], 599, transaction_id=ids["wrong"])
+    assert post(wrong).status_code == 204
+    assert orders_state(client, net, order) == "awaiting_payment"
+    # The buyer cancels; then the money arrives anyway.
+    assert client.post(f"/v1/orders/{order}/cancel", headers=net.auth("s1"),
+                       json={}).status_code == 200
+    late = wechat.payment_notification(payment["public_id"], 600, transaction_id=ids["late"])
+    assert post(late).status_code == 204
+    assert suspense() - before == 250 + 599 + 600
+    exceptions = client.get("/v1/payment-exceptions", headers=net.auth("brand")).json["items"]
+    kinds = {e["transaction_id"]: e["kind"] for e in exceptions}
+    assert (kinds[ids["unknown"]], kinds[ids["wrong"]], kinds[ids["late"]]) == (
+        "unknown_payment", "amount_mismatch", "payable_closed")
+    assert client.get("/v1/payment-exceptions", headers=net.auth("d1")).status_code == 403
+    with session_factory() as s:
+        assert ledger.check_ledger(s) == []
+
+
+def test_a_callback_whose_application_failed_is_applied_by_the_retry_job(
+        client, net, session_factory, monkeypatch):
+    adapters = client.application.extensions[GATEWAYS_KEY].adapters
+    vendor = client.application.extensions[GATEWAYS_KEY].sandbox_vendor
+    order, payment = order_with_gateway_part(client, net)
+    real = gateway_payments.apply_event
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(gateway_payments, "apply_event", broken)
+    headers, body = vendor.pay(payment["public_id"])
+    assert client.post("/callbacks/sandbox", data=body, headers=headers).status_code == 200
+    assert orders_state(client, net, order) == "awaiting_payment"
+    assert callback_states(session_factory, "sandbox")[-1] == "failed"
+    monkeypatch.setattr(gateway_payments, "apply_event", real)
+    from datetime import timedelta
+
+    from ledger import utcnow
+    assert callbacks.retry_stored(session_factory, adapters,
+                                  now=utcnow() + timedelta(minutes=1)) >= 1
+    assert orders_state(client, net, order) == "paid"
+    assert callback_states(session_factory, "sandbox")[-1] == "applied"
+    with session_factory() as s:
+        assert s.query(PaymentException).filter_by(out_trade_no=payment["public_id"]).count() == 0
+
+
+def test_a_deposit_is_topped_up_through_the_sandbox_from_the_cli(client, net, engine):
+    from click.testing import CliRunner
+
+    from service.cli import cli
+    from tests.test_cli import run, runtime_for
+
+    started = client.post("/v1/payments", headers=net.auth("s1"), json={
+        "gateway": "sandbox", "purpose": "deposit", "seller": net.codes["d1"],
+        "amount_minor": 5_000})
+    assert started.status_code == 201, started.json
+    missing = client.post("/v1/payments", headers=net.auth("s1"), json={
+        "gateway": "sandbox", "purpose": "deposit", "seller": net.codes["d1"]})
+    assert missing.status_code == 422 and missing.json["errors"][0]["field"] == "amount_minor"
+    result = run(runtime_for(engine), "sandbox-pay", started.json["public_id"])
+    assert result.exit_code == 0, result.output
+    assert "answered 200; payment succeeded" in result.output
+    balances = client.get(f"/v1/sellers/{net.codes['d1']}/balances", headers=net.auth("s1")).json
+    assert balances["prepaid"]["posted_minor"] == 400 + 5_000
+    again = CliRunner().invoke(cli, ["sandbox-pay", started.json["public_id"]],
+                               obj=runtime_for(engine))
+    assert again.exit_code == 1 and "is succeeded: nothing to pay" in again.output
+    balances = client.get(f"/v1/sellers/{net.codes['d1']}/balances", headers=net.auth("s1")).json
+    assert balances["prepaid"]["posted_minor"] == 400 + 5_000
+
+
+def test_payments_stuck_past_their_window_are_asked_about(net, session_factory):
+    from datetime import timedelta
+
+    from ledger import utcnow
+    from payments.gateway import CallbackRequest, PaymentRequest
+    from service.gateways import sandbox
+
+    adapter, vendor = sandbox("stuck-secret-0123456789")
+    with session_factory() as s, s.begin():
+        lost, unpaid = (gateway_payments.start_deposit_payment(
+            s, buyer=net.codes["s1"], seller=net.codes["d1"], amount_minor=amount,
+            gateway="sandbox") for amount in (700, 800))
+    for payment in (lost, unpaid):
+        adapter.create_payment(PaymentRequest(
+            out_trade_no=payment.public_id, amount_minor=payment.amount_minor, currency="CNY",
+            description="deposit", notify_url="http://localhost/callbacks/sandbox"))
+    headers, body = vendor.pay(lost.public_id)  # paid, but its callback never arrives
+    later = utcnow() + timedelta(hours=25)
+    counts = callbacks.reconcile_stuck(session_factory, {"sandbox": adapter}, now=later)
+    assert counts == {"paid": 1, "closed": 1, "unreachable": 0}
+    with session_factory() as s:
+        assert gateway_payments.get_payment(s, lost.public_id).state == "succeeded"
+        assert gateway_payments.get_payment(s, unpaid.public_id).state == "expired"
+        assert funding.balances(s, buyer=net.codes["s1"],
+                                seller=net.codes["d1"]).prepaid.posted_minor == 400 + 700
+    # The callback turns up after all: a duplicate of what the query applied.
+    callbacks.receive(session_factory, "sandbox", adapter,
+                      CallbackRequest(headers=headers, body=body, received_at=utcnow()))
+    assert callback_states(session_factory, "sandbox")[-1] == "duplicate"
+    assert callbacks.reconcile_stuck(session_factory, {"sandbox": adapter}, now=later) == {
+        "paid": 0, "closed": 0, "unreachable": 0}

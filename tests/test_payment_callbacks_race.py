@@ -1,0 +1,82 @@
+"""On PostgreSQL (issue 5): 1,000 callbacks for 100 payments, delivered
+concurrently in random order with duplicates, each payment applied exactly
+once; and the inbox keeps every one of them."""
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+import channel_api as ca
+import ledger
+from channel_api import funding, gateway_payments, network
+from ledger import utcnow
+from payments.gateway import CallbackRequest, PaymentRequest
+from payments.models import GatewayCallback, Payment
+from service import callbacks
+from service.gateways import sandbox
+from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
+
+PAYMENTS, COPIES, THREADS = 100, 10, 8
+
+
+@pytest.mark.postgres_only
+def test_a_thousand_callbacks_for_a_hundred_payments_apply_each_once(session_factory, unique):
+    u = unique
+    adapter, vendor = sandbox("race-secret-0123456789")
+    with session_factory() as s, s.begin():
+        ca.create_region(s, f"{u}CN", "China")
+        ca.create_customer_type(s, f"{u}t", "T")
+        for code, role in (("D", "distributor"), ("S", "store")):
+            ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
+                            customer_type=f"{u}t")
+        network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
+                                    valid_from=utcnow() - timedelta(days=1))
+        payments = [gateway_payments.start_deposit_payment(
+            s, buyer=f"{u}S", seller=f"{u}D", amount_minor=100 + n, gateway="sandbox")
+            for n in range(PAYMENTS)]
+    deliveries = []
+    for payment in payments:
+        adapter.create_payment(PaymentRequest(
+            out_trade_no=payment.public_id, amount_minor=payment.amount_minor, currency="CNY",
+            description="deposit", notify_url="http://localhost/callbacks/sandbox"))
+        headers, body = vendor.pay(payment.public_id)
+        event_id = __import__("json").loads(body)["id"]
+        deliveries.append((headers, body))
+        deliveries += [vendor.redeliver(event_id) for _ in range(COPIES - 1)]
+    random.Random(7).shuffle(deliveries)
+    assert len(deliveries) == PAYMENTS * COPIES
+
+    answers: list[int] = []
+    lock = threading.Lock()
+    chunks = [deliveries[i::THREADS] for i in range(THREADS)]
+    barrier = threading.Barrier(THREADS)
+
+    def sender(chunk):
+        barrier.wait()
+        for headers, body in chunk:
+            ack = callbacks.receive(session_factory, "sandbox", adapter, CallbackRequest(
+                headers=headers, body=body, received_at=utcnow()))
+            with lock:
+                answers.append(ack.status)
+
+    threads = [threading.Thread(target=sender, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert answers == [200] * len(deliveries)
+    with session_factory() as s:
+        ids = [p.public_id for p in payments]
+        states = dict(s.execute(select(GatewayCallback.state, func.count()).where(
+            GatewayCallback.out_trade_no.in_(ids)).group_by(GatewayCallback.state)).all())
+        assert states == {"applied": PAYMENTS, "duplicate": PAYMENTS * (COPIES - 1)}
+        assert s.scalar(select(func.count()).select_from(Payment).where(
+            Payment.public_id.in_(ids), Payment.state == "succeeded")) == PAYMENTS
+        deposit = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid.posted_minor
+        assert deposit == sum(100 + n for n in range(PAYMENTS))
+        assert ledger.check_ledger(s) == []
