@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
-from . import audit, credit, habits, orders
+from . import audit, credit, gateway_refunds, habits, orders
 from .books import (
     CUSTODY,
     credit_account,
@@ -612,9 +612,14 @@ def _release(session: Session, order: orders.OrderView) -> None:
             except (ledger.AlreadyVoided, ledger.PendingExpired):
                 pass  # the ledger's expiry job released it already
             part.state = "voided"
-        elif part.state == "captured" and part.method in AWAITED:
-            # Cash (a transfer, or a gateway's payment until refunds through
-            # the gateway exist) goes back to the buyer's deposit at the seller.
+        elif part.state == "captured" and part.method == "gateway":
+            # Back through the gateway: posted when the gateway confirms.
+            gateway_refunds.request_refund(session, order=order.public_id,
+                                           amount_minor=part.amount_minor - part.refunded_minor,
+                                           reason=f"order {order.public_id} cancelled")
+            part.state = "refunded"
+        elif part.state == "captured" and part.method == "offline":
+            # Cash by transfer goes back to the buyer's deposit at the seller.
             prepaid = ensure_prepaid(session, order.buyer_code, order.seller_code, order.currency)
             refund = ledger.post_entry(session, EntryRequest(
                 code="order.offline.refund", idempotency_key=f"{key}:refund",

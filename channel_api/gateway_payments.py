@@ -33,7 +33,7 @@ from payments import inbox, states
 from payments.gateway import GatewayEvent, PaymentCreated
 from payments.models import GatewayCallback, Payment, PaymentException
 
-from . import audit, credit, funding, orders, outbox
+from . import audit, credit, funding, gateway_refunds, orders, outbox
 from .books import ensure, ensure_prepaid, positive_amount
 from .errors import InvalidInput, NotFound
 from .parties import is_buyer_of, party_row
@@ -139,12 +139,15 @@ def start_deposit_payment(session: Session, *, buyer: str, seller: str, amount_m
                 expires_at=utcnow() + funding.PAYMENT_WINDOW)
 
 
-def payment_sent(session: Session, payment: str, created: PaymentCreated) -> PaymentView:
-    """The gateway accepted the payment: keep how to pay it."""
+def payment_sent(session: Session, payment: str, created: PaymentCreated,
+                 notify_url: str | None = None) -> PaymentView:
+    """The gateway accepted the payment: keep how to pay it and where the
+    gateway calls back."""
     row = _row(session, payment, lock=True)
     if row.state == "created":
         row.state = states.transition(row.state, "send")
         row.pay_url, row.updated_at, row.version = created.pay_url, utcnow(), row.version + 1
+        row.notify_url = notify_url
     session.flush()
     return _view(row)
 
@@ -177,9 +180,7 @@ def apply_event(session: Session, callback_id: int, event: GatewayEvent, *,
     inbox.record(callback, event)
     callback.attempts += 1
     if event.kind.startswith("refund"):
-        # Refunds through gateways come next (issue 5); such a notice waits.
-        callback.state, callback.reason = "waiting", "refunds through gateways: not yet applied"
-        return callback.state
+        return _refund_event(session, callback, event, actor=actor)
     if not inbox.claim(session, callback, event):
         callback.state = "duplicate"
         return callback.state
@@ -187,6 +188,34 @@ def apply_event(session: Session, callback_id: int, event: GatewayEvent, *,
         _collect(session, callback, event, actor=actor)
     else:
         _closed(session, event)
+    callback.state, callback.applied_at = "applied", utcnow()
+    session.flush()
+    return callback.state
+
+
+def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
+                  actor: str) -> str:
+    """A refund's outcome. A notice for a refund we do not know yet, or whose
+    payment is not applied yet (its notice is late), waits in the inbox and
+    is applied by the retry job once they are."""
+    refund = gateway_refunds.find(session, event.out_refund_no)
+    payment = session.get(Payment, refund.payment_id) if refund is not None else None
+    if payment is None or payment.state != "succeeded":
+        callback.state = "waiting"
+        callback.reason = "its refund or its payment is not known here yet"
+        return callback.state
+    if not inbox.claim(session, callback, event):
+        callback.state = "duplicate"
+        return callback.state
+    refund.refund_id = refund.refund_id or event.transaction_id
+    if event.kind == "refund_failed":
+        gateway_refunds.fail(session, refund, "the gateway reports the refund failed",
+                             callback.id)
+    elif event.amount_minor != refund.amount_minor:
+        gateway_refunds.fail(session, refund, f"the gateway refunded {event.amount_minor}, "
+                             f"not {refund.amount_minor}", callback.id)
+    else:
+        gateway_refunds.confirm(session, refund, actor=actor)
     callback.state, callback.applied_at = "applied", utcnow()
     session.flush()
     return callback.state

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
-from . import audit, credit, orders, outbox, refunds
+from . import audit, credit, gateway_refunds, orders, outbox, refunds
 from .books import (
     credit_account,
     credit_issued_account,
@@ -211,7 +211,7 @@ def approve_return(session: Session, return_id: str, *, actor: str,
         code="order.return.refund", description=f"return {row.public_id}",
         idempotency_key=f"{row.public_id}:refund",
         metadata={"order": order.public_id, "return": row.public_id, "allocation": shares},
-        postings=postings))
+        postings=postings)) if postings else None
     now = utcnow()
     for method, amount in shares.items():
         part = parts[method]
@@ -220,7 +220,7 @@ def approve_return(session: Session, return_id: str, *, actor: str,
         if part.refunded_minor == part.amount_minor:
             part.state = "refunded"
     row.state, row.decided_by, row.decided_at, row.note = "refunded", actor, now, note
-    row.allocation, row.entry_id = shares, entry.id
+    row.allocation, row.entry_id = shares, entry.id if entry else None
     view = orders.get_order(session, order.public_id)
     outbox.record(session, type="refund.posted", subject_type="return", subject=row.public_id,
                   parties=[view.buyer_code, view.seller_code],
@@ -230,7 +230,8 @@ def approve_return(session: Session, return_id: str, *, actor: str,
     audit.record(session, actor=actor, action="return.approve", subject_type="order",
                  subject=order.public_id, details={"return": row.public_id,
                                                    "amount_minor": row.amount_minor,
-                                                   "allocation": shares, "entry": entry.id})
+                                                   "allocation": shares,
+                                                   "entry": entry.id if entry else None})
     session.flush()
     return _view(session, row)
 
@@ -240,9 +241,13 @@ def _refund_postings(session: Session, order: Order, shares: dict[str, int]) -> 
     b, s, ccy = view.buyer_code, view.seller_code, view.currency
     escrow = escrow_account(order.public_id)
     out: list[PostingLine] = []
-    # Cash parts go back to the deposit at the seller (a gateway part too,
-    # until refunds through the gateway come: issue 5).
-    cash = shares.get("prepaid", 0) + shares.get("offline", 0) + shares.get("gateway", 0)
+    # Cash by deposit or transfer goes back to the deposit at the seller; a
+    # gateway's share goes back through the gateway (posted when it confirms).
+    cash = shares.get("prepaid", 0) + shares.get("offline", 0)
+    if shares.get("gateway"):
+        gateway_refunds.request_refund(session, order=order.public_id,
+                                       amount_minor=shares["gateway"],
+                                       reason=f"return of order {order.public_id}")
     if shares.get("rebate"):
         out += [PostingLine(rebates_granted_account(s), "debit", shares["rebate"], ccy),
                 PostingLine(rebate_account(b, s), "credit", shares["rebate"], ccy)]

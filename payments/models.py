@@ -61,6 +61,8 @@ class Payment(Base):
     transaction_id: Mapped[str | None] = mapped_column(String(80))
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     pay_url: Mapped[str | None] = mapped_column(String(500))
+    # Where the gateway calls back (refunds are sent with it too).
+    notify_url: Mapped[str | None] = mapped_column(String(500))
     entry_id: Mapped[str | None] = mapped_column(String(40))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -69,14 +71,15 @@ class Payment(Base):
 
 
 class PaymentRefund(Base):
-    """A refund of (part of) a payment through its gateway: requested, then
-    confirmed (or not) by the gateway's callback. ``public_id`` is the
-    ``out_refund_no``."""
+    """A refund of (part of) a payment through its gateway: ``requested``
+    (decided here, not yet accepted by the gateway), ``processing`` (the
+    gateway accepted it), then ``succeeded`` or ``failed`` by the gateway's
+    answer or callback. ``public_id`` is the ``out_refund_no``."""
 
     __tablename__ = "payment_refund"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
-        CheckConstraint("state IN ('processing','succeeded','failed')", name="state"),
+        CheckConstraint("state IN ('requested','processing','succeeded','failed')", name="state"),
         Index("ix_payment_refund_payment", "payment_id"),
     )
 
@@ -86,6 +89,7 @@ class PaymentRefund(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(12))
     refund_id: Mapped[str | None] = mapped_column(String(80))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(String(200), default="")
     entry_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -9,6 +9,7 @@ purchase (upstream) to the sales it serves (downstream).
 from __future__ import annotations
 
 from channel_api import AccessDenied, access, credit, funding, orders
+from service.api_payments import send_refunds_after_this_request
 from service.channel_edge import (
     ChannelBlueprint,
     actor,
@@ -113,6 +114,7 @@ def cancel_order(body, order_id: str):
     """Cancel before shipment (the buyer, or the seller's managers); what was
     paid goes back to its source."""
     _visible(orders.get_order(db_session(), order_id))
+    send_refunds_after_this_request()
     return funding.cancel_order(db_session(), order_id, actor=actor(), reason=body["reason"])
 
 

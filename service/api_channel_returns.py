@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Response
 
 from channel_api import AccessDenied, access, orders, remittances, returns
+from service.api_payments import send_refunds_after_this_request
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import db_session
 from service.schemas_returns import (
@@ -86,6 +87,7 @@ def approve_return(body, return_id: str):
     """The seller approves: the refund goes back to each funding source."""
     found = returns.get_return(db_session(), return_id)
     access.require_manager_of(caller(), found.seller)
+    send_refunds_after_this_request()
     return returns.approve_return(db_session(), return_id, actor=actor(), note=body["note"])
 
 

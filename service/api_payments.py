@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from html import escape
 
-from flask import Blueprint, Response, abort, current_app, request, url_for
+from flask import Blueprint, Response, abort, after_this_request, current_app, request, url_for
 
 from channel_api import AccessDenied, access, gateway_payments, orders
 from channel_api.errors import GatewayDown
@@ -72,7 +72,27 @@ def start_payment(body):
     except GatewayUnavailable:
         raise GatewayDown(f"{payment.gateway} did not accept the payment; "
                                            "try again", gateway=payment.gateway) from None
-    return gateway_payments.payment_sent(session, payment.public_id, created)
+    return gateway_payments.payment_sent(
+        session, payment.public_id, created,
+        notify_url=url_for("gateway_callbacks.callback", gateway=payment.gateway,
+                           _external=True))
+
+
+def send_refunds_after_this_request() -> None:
+    """Refunds a use case decided go to their gateway once its transaction
+    has committed (the response is not held up by a failure: a job sends
+    what is left)."""
+    app = current_app._get_current_object()
+
+    @after_this_request
+    def _send(response):
+        if response.status_code < 400:
+            try:
+                callbacks.send_refunds(app.extensions[EXTENSION_KEY],
+                                       app.extensions[GATEWAYS_KEY].adapters)
+            except Exception:  # noqa: BLE001 - the job sends it later
+                app.logger.exception("sending refunds after the request failed")
+        return response
 
 
 @blp.route("/payments/<payment_id>", methods=["GET"])

@@ -129,3 +129,43 @@ def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, 
     if stuck:
         log.info("stuck payments: %s", counts, extra=counts)
     return counts
+
+
+def send_refunds(session_factory: sessionmaker[Session], adapters: dict[str, Gateway], *,
+                 limit: int = 100) -> int:
+    """Send refunds decided here but not yet accepted by their gateway (right
+    after the return or cancel commits, and by a job for any left over).
+    Each is sent with its ``out_refund_no``, which the gateway dedupes, so
+    sending one again is safe. Returns how many were sent."""
+    from channel_api import gateway_refunds
+    from payments.gateway import GatewayError, GatewayUnavailable, RefundAccepted, RefundRequest
+    from payments.models import Payment
+    from sqlalchemy import select
+
+    with session_factory() as session:
+        todo = []
+        for refund in gateway_refunds.to_send(session, limit):
+            payment = session.scalars(select(Payment).where(
+                Payment.public_id == refund.payment)).one()
+            todo.append((refund, payment.amount_minor, payment.notify_url or ""))
+    sent = 0
+    for refund, total, notify_url in todo:
+        adapter = adapters.get(refund.gateway)
+        if adapter is None:
+            continue
+        try:
+            accepted = adapter.refund(RefundRequest(
+                out_trade_no=refund.payment, out_refund_no=refund.public_id,
+                amount_minor=refund.amount_minor, total_minor=total, currency=refund.currency,
+                reason=refund.reason, notify_url=notify_url))
+        except GatewayUnavailable:
+            log.warning("refund %s: %s did not answer; it will be sent again", refund.public_id,
+                        refund.gateway)
+            accepted = None
+        except GatewayError as refused:  # a lasting refusal: finance decides
+            log.error("refund %s refused by %s: %s", refund.public_id, refund.gateway, refused)
+            accepted = RefundAccepted(refund.public_id, None, "failed")
+        with session_factory() as session, session.begin():
+            gateway_refunds.refund_sent(session, refund.public_id, accepted)
+        sent += 1
+    return sent

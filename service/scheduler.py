@@ -390,6 +390,10 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
               lambda: callbacks.retry_stored(session_factory, gateways)),
     )
     scheduler.add_job(
+        run_if_leader, "interval", id="send_refunds", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "send_refunds", lambda: callbacks.send_refunds(session_factory, gateways)),
+    )
+    scheduler.add_job(
         run_if_leader, "interval", id="reconcile_stuck_payments", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "reconcile_stuck_payments",
               lambda: callbacks.reconcile_stuck(session_factory, gateways)),

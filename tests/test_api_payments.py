@@ -11,8 +11,9 @@ import secrets
 import pytest
 
 import ledger
-from channel_api import catalog, funding, gateway_payments, network, orders
-from payments.models import GatewayCallback, PaymentException
+from channel_api import catalog, funding, gateway_payments, gateway_refunds, network, orders
+from channel_api import errors as ca_errors
+from payments.models import GatewayCallback, Payment, PaymentException, PaymentRefund
 from service import callbacks
 from service.api_payments import GATEWAYS_KEY
 from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
@@ -265,3 +266,123 @@ def test_payments_stuck_past_their_window_are_asked_about(net, session_factory):
     assert callback_states(session_factory, "sandbox")[-1] == "duplicate"
     assert callbacks.reconcile_stuck(session_factory, {"sandbox": adapter}, now=later) == {
         "paid": 0, "closed": 0, "unreachable": 0}
+
+
+def test_400_prepaid_and_600_wechat_then_partly_refunded_through_wechat(
+        client, net, wechat, session_factory):
+    """The issue's example, every balance checked after each step."""
+    u, c = net.u, net.codes
+    with session_factory() as s, s.begin():
+        catalog.create_sku(s, f"{u}-b", "B", product=f"{u}-green", unit=f"{u}-case",
+                           list_price_minor=500)
+
+    def money():
+        with session_factory() as s:
+            def posted(code):
+                try:
+                    return ledger.get_account(s, code).posted_minor
+                except ledger.AccountNotFound:
+                    return 0
+            return {"prepaid": posted(funding.prepaid_account(c["s1"], c["d1"])),
+                    "escrow": posted(funding.escrow_account(order)),
+                    "wechat": posted(gateway_payments.receivable_account("wechatpay"))}
+
+    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
+        "seller": c["d1"], "lines": [{"sku": f"{u}-b", "quantity": 2}],
+        "plan": [{"method": "prepaid", "amount_minor": 400},
+                 {"method": "gateway", "amount_minor": 600}]}).json
+    order = placed["public_id"]
+    start = money()
+    assert (start["prepaid"], start["escrow"]) == (400, 0)  # reserved (pending), not yet taken
+    payment = client.post("/v1/payments", headers=net.auth("s1"),
+                          json={"gateway": "wechatpay", "order": order}).json
+    assert payment["pay_url"].startswith("weixin://")
+    notice = wechat.pay(payment["public_id"])
+    assert client.post("/callbacks/wechatpay", data=notice.body,
+                       headers=dict(notice.headers)).status_code == 204
+    paid = money()
+    assert (paid["prepaid"], paid["escrow"], paid["wechat"] - start["wechat"]) == (0, 1_000, 600)
+
+    client.post(f"/v1/orders/{order}/ship", headers=net.auth("d1"), json={})
+    client.post(f"/v1/orders/{order}/confirm-receipt", headers=net.auth("s1"))
+    asked = client.post(f"/v1/orders/{order}/returns", headers=net.auth("s1"), json={
+        "lines": [{"line_no": 1, "quantity": 1}], "reason": "one case broken"}).json
+    approved = client.post(f"/v1/returns/{asked['public_id']}/approve", headers=net.auth("d1"),
+                           json={})
+    assert approved.status_code == 200 and approved.json["allocation"] == {
+        "prepaid": 200, "gateway": 300}
+    # The deposit's share is back at once; the gateway's waits for WeChat Pay.
+    sent = money()
+    assert (sent["prepaid"], sent["escrow"], sent["wechat"]) == (200, 800, paid["wechat"])
+    with session_factory() as s:
+        [refund] = s.query(PaymentRefund).filter_by(payment_id=s.query(Payment).filter_by(
+            public_id=payment["public_id"]).one().id).all()
+        assert (refund.state, refund.amount_minor) == ("processing", 300)
+        out_refund_no = refund.public_id
+    done = wechat.finish_refund(out_refund_no)
+    assert client.post("/callbacks/wechatpay", data=done.body,
+                       headers=dict(done.headers)).status_code == 204
+    after = money()
+    assert (after["prepaid"], after["escrow"], paid["wechat"] - after["wechat"]) == (200, 500, 300)
+    seen = client.get(f"/v1/payments/{payment['public_id']}", headers=net.auth("s1")).json
+    assert seen["refunded_minor"] == 300
+    with session_factory() as s, s.begin():
+        with pytest.raises(ca_errors.InvalidInput) as too_much:
+            gateway_refunds.request_refund(s, order=order, amount_minor=301, reason="x")
+        assert too_much.value.details["refundable_minor"] == 300
+    with session_factory() as s:
+        assert ledger.check_ledger(s) == []
+
+
+def test_a_cancelled_order_s_gateway_part_goes_back_through_the_gateway(
+        client, net, wechat, session_factory):
+    order, payment = order_with_gateway_part(client, net, gateway="wechatpay")
+    notice = wechat.pay(payment["public_id"])
+    client.post("/callbacks/wechatpay", data=notice.body, headers=dict(notice.headers))
+    assert orders_state(client, net, order) == "paid"
+    assert client.post(f"/v1/orders/{order}/cancel", headers=net.auth("s1"),
+                       json={}).status_code == 200
+    assert escrow(session_factory, order) == 600  # the deposit's 400 is back; 600 waits
+    with session_factory() as s:
+        refund = s.query(PaymentRefund).join(Payment).filter(
+            Payment.public_id == payment["public_id"]).one()
+        assert (refund.state, refund.amount_minor) == ("processing", 600)
+    # A notice for a refund nobody asked for waits in the inbox; it is not money.
+    stray = wechat.refund_notification(payment["public_id"], "rfd_unknown", 600, 600)
+    assert client.post("/callbacks/wechatpay", data=stray.body,
+                       headers=dict(stray.headers)).status_code == 204
+    assert callback_states(session_factory, "wechatpay")[-1] == "waiting"
+    done = wechat.finish_refund(refund.public_id)
+    client.post("/callbacks/wechatpay", data=done.body, headers=dict(done.headers))
+    assert escrow(session_factory, order) == 0
+    with session_factory() as s:
+        assert ledger.check_ledger(s) == []
+
+
+def test_alipay_notices_over_http_answer_exactly_success_and_apply_once(
+        client, net, session_factory):
+    from payments.alipay import Alipay
+    from tests.vendors.alipay import FakeAlipay, new_key, private_pem, public_pem
+
+    merchant = new_key()
+    fake = FakeAlipay(public_pem(merchant))
+    client.application.extensions[GATEWAYS_KEY].adapters["alipay"] = Alipay(
+        fake.app_id, private_pem(merchant), fake.alipay_public_key_pem, fake,
+        seller_id=fake.seller_id)
+    order, payment = order_with_gateway_part(client, net, gateway="alipay")
+
+    def post(notice):
+        return client.post("/callbacks/alipay", data=notice.body, headers=dict(notice.headers))
+
+    waiting = post(fake.payment_notice(payment["public_id"], 600, trade_status="WAIT_BUYER_PAY"))
+    assert (waiting.status_code, waiting.data) == (200, b"success")
+    assert orders_state(client, net, order) == "awaiting_payment"
+    forged = FakeAlipay(public_pem(merchant), app_id=fake.app_id)  # signs with another key
+    refused = post(forged.payment_notice(payment["public_id"], 600))
+    assert refused.data == b"fail"
+    paid = fake.payment_notice(payment["public_id"], 600)
+    assert post(paid).data == b"success" and post(paid).data == b"success"
+    assert orders_state(client, net, order) == "paid"
+    assert escrow(session_factory, order) == 1_000
+    assert callback_states(session_factory, "alipay") == [
+        "ignored", "rejected", "applied", "duplicate"]
