@@ -145,6 +145,27 @@ def get_health(conn, _item) -> bool:
     return response.status == 200
 
 
+def wait_applied(url: str, expected: int, began: float, timeout: float = 600) -> float:
+    """Seconds from the first callback until every payment is applied (in
+    background mode the answers come before the applying)."""
+    from sqlalchemy import func, select
+
+    from payments.models import Payment
+    from service.db import make_engine, make_session_factory
+
+    engine = make_engine(url)
+    try:
+        while time.perf_counter() - began < timeout:
+            with make_session_factory(engine)() as s:
+                if s.scalar(select(func.count()).select_from(Payment).where(
+                        Payment.state == "succeeded")) >= expected:
+                    return time.perf_counter() - began
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise RuntimeError("callbacks were not all applied in time")
+
+
 def verify(url: str, payments: list[tuple[str, int]]) -> dict:
     import ledger
     from sqlalchemy import func, select
@@ -172,9 +193,12 @@ def main() -> int:
     parser.add_argument("--duplicates", type=int, default=2)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--apply", choices=("inline", "background"), default="inline",
+                        help="CL_CALLBACK_APPLY of the server")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     os.environ["CL_SANDBOX_SECRET"] = SECRET  # the server's gateway shares the provider's secret
+    os.environ["CL_CALLBACK_APPLY"] = args.apply
     from service.migrate import upgrade
     from tests.isolated_db import create_database, drop_database
 
@@ -191,8 +215,12 @@ def main() -> int:
         send_all(server.port, [None] * 200, args.senders, get_health)  # warm up
         log("baseline: GET /health ...")
         result["baseline"] = send_all(server.port, [None] * len(items), args.senders, get_health)
-        log(f"{len(items)} callbacks from {args.senders} senders ...")
+        log(f"{len(items)} callbacks from {args.senders} senders ({args.apply}) ...")
+        began = time.perf_counter()
         result["callbacks"] = send_all(server.port, items, args.senders, post_callback)
+        applied_after = wait_applied(url, len(payments), began)
+        result["applied"] = {"seconds": round(applied_after, 2),
+                             "per_s": round(len(payments) / applied_after, 1)}
         server.stop()
         server = None
         result["check"] = verify(url, payments)
@@ -206,9 +234,12 @@ def main() -> int:
         print(f"{name:<14}{r['sent']:>7}{r['per_s']:>9}{r['p50_ms']:>9}{r['p99_ms']:>9}"
               f"{r['failed']:>8}")
     print(f"one callback costs {base['per_s'] / run['per_s']:.1f} x GET /health")
-    verdict = ("PASS" if run["per_s"] >= TARGET_PER_S else "MISS",
+    applied = result["applied"]
+    print(f"all {len(payments)} payments applied {applied['seconds']} s after the first "
+          f"callback: {applied['per_s']} payments/s")
+    verdict = ("PASS" if applied["per_s"] >= TARGET_PER_S else "MISS",
                "PASS" if run["p99_ms"] <= TARGET_P99_MS else "MISS")
-    print(f"callbacks/s {run['per_s']} (target >= {TARGET_PER_S}): {verdict[0]}; "
+    print(f"applied/s {applied['per_s']} (target >= {TARGET_PER_S}): {verdict[0]}; "
           f"ack p99 {run['p99_ms']} ms (target < {TARGET_P99_MS}): {verdict[1]}")
     print(f"check: {result['check']}")
     result["verdict"] = verdict

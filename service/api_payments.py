@@ -20,6 +20,7 @@ from service.request_db import EXTENSION_KEY, db_session
 from service.schemas_payments import ExceptionList, PaymentIn, PaymentOut
 
 GATEWAYS_KEY = "channel_ledger.gateways"
+APPLIER_KEY = "channel_ledger.callback_applier"
 
 blp = ChannelBlueprint("channel_payments", __name__, url_prefix="/v1",
                        description="Payments through gateways; money in suspense.")
@@ -120,7 +121,8 @@ def callback(gateway: str):
     adapter = _adapter(gateway)
     received = CallbackRequest(headers=dict(request.headers), body=request.get_data(),
                                received_at=utcnow())
-    ack = callbacks.receive(current_app.extensions[EXTENSION_KEY], gateway, adapter, received)
+    ack = callbacks.receive(current_app.extensions[EXTENSION_KEY], gateway, adapter, received,
+                            current_app.extensions.get(APPLIER_KEY))
     return Response(ack.body, status=ack.status, content_type=ack.content_type)
 
 

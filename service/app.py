@@ -28,6 +28,7 @@ from service import (
     api_channel_returns,
     api_ledger,
     api_payments,
+    callbacks,
 )
 from service.channel_edge import SECURITY_SCHEME
 from service.db import make_engine, make_session_factory
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     app.extensions["channel_ledger.engine"] = engine
     app.extensions[api_payments.GATEWAYS_KEY] = (gateways if gateways is not None
                                                  else build_gateways(settings))
+    if settings.callback_apply == "background":
+        app.extensions[api_payments.APPLIER_KEY] = callbacks.BackgroundApplier(session_factory)
 
     # Order matters: the request id must be bound before anything logs.
     init_request_ids(app)

@@ -5,7 +5,9 @@ sandbox's checkout page and CLI, and the retry job:
 2. verify it with the gateway's adapter (a bad signature or a stale
    timestamp: stored as rejected, answered with the gateway's failure);
 3. apply it in a second transaction, exactly once per gateway transaction
-   (``channel_api.gateway_payments.apply_event``);
+   (``channel_api.gateway_payments.apply_event``): in the request
+   (``CL_CALLBACK_APPLY=inline``, the default) or on a thread of the
+   process (``background``: the gateway is answered before);
 4. answer the gateway's success. If applying failed, the callback stays in
    the inbox marked ``failed`` and the retry job applies it later: it is
    stored, so it is acknowledged.
@@ -26,26 +28,51 @@ log = logging.getLogger(__name__)
 
 
 def receive(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
-            request: CallbackRequest) -> Acknowledgement:
+            request: CallbackRequest, applier: "BackgroundApplier | None" = None
+            ) -> Acknowledgement:
     with session_factory() as session, session.begin():
         callback_id = inbox.store(session, name, request).id
-    return process(session_factory, name, adapter, callback_id, request)
+    return process(session_factory, name, adapter, callback_id, request, applier)
 
 
-def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
-            callback_id: int, request: CallbackRequest) -> Acknowledgement:
-    try:
-        event = adapter.verify_callback(request)
-    except CallbackRejected as rejection:
-        with session_factory() as session, session.begin():
-            row = inbox.lock(session, callback_id)
-            if rejection.code == "not_actionable":  # verified; nothing to do yet
-                inbox.ignore(row, str(rejection))
-                return adapter.acknowledge(True)
-            inbox.reject(row, rejection)
-        log.warning("%s callback %d rejected: %s", name, callback_id, rejection.code,
-                    extra={"gateway": name, "callback": callback_id, "reason": rejection.code})
-        return adapter.acknowledge(False, rejection.code)
+class BackgroundApplier:
+    """Applies verified callbacks on a thread of this process, so a gateway
+    is answered as soon as its callback is stored and verified
+    (``CL_CALLBACK_APPLY=background``). A callback whose process stops
+    before applying it stays ``received`` in the inbox, and the retry job
+    applies it: nothing is lost, it is only later."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        import queue
+
+        self.session_factory = session_factory
+        self.queue: queue.Queue = queue.Queue()
+        self._thread = None
+        self._lock = __import__("threading").Lock()
+
+    def submit(self, name: str, callback_id: int, event) -> None:
+        with self._lock:  # started on first use: after gunicorn forks its workers
+            if self._thread is None or not self._thread.is_alive():
+                import threading
+                self._thread = threading.Thread(target=self._run, name="callback-applier",
+                                                daemon=True)
+                self._thread.start()
+        self.queue.put((name, callback_id, event))
+
+    def _run(self) -> None:
+        while True:
+            name, callback_id, event = self.queue.get()
+            try:
+                _apply(self.session_factory, name, callback_id, event)
+            finally:
+                self.queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until everything submitted is applied (tests, benchmarks)."""
+        self.queue.join()
+
+
+def _apply(session_factory: sessionmaker[Session], name: str, callback_id: int, event) -> None:
     try:
         with session_factory() as session, session.begin():
             state = gateway_payments.apply_event(session, callback_id, event)
@@ -58,6 +85,27 @@ def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
             row = inbox.lock(session, callback_id)
             row.state, row.reason = "failed", f"{type(error).__name__}: {error}"[:300]
             row.attempts += 1
+
+
+def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
+            callback_id: int, request: CallbackRequest,
+            applier: BackgroundApplier | None = None) -> Acknowledgement:
+    try:
+        event = adapter.verify_callback(request)
+    except CallbackRejected as rejection:
+        with session_factory() as session, session.begin():
+            row = inbox.lock(session, callback_id)
+            if rejection.code == "not_actionable":  # verified; nothing to do yet
+                inbox.ignore(row, str(rejection))
+                return adapter.acknowledge(True)
+            inbox.reject(row, rejection)
+        log.warning("%s callback %d rejected: %s", name, callback_id, rejection.code,
+                    extra={"gateway": name, "callback": callback_id, "reason": rejection.code})
+        return adapter.acknowledge(False, rejection.code)
+    if applier is not None:
+        applier.submit(name, callback_id, event)
+    else:
+        _apply(session_factory, name, callback_id, event)
     return adapter.acknowledge(True)
 
 

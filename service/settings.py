@@ -50,6 +50,9 @@ class Settings:
     # delivered order is completed (no more returns) this many days after.
     auto_confirm_days: int = 7
     return_window_days: int = 7
+    # Apply verified gateway callbacks in the request, or on a thread after
+    # answering the gateway (faster answers; the retry job covers a crash).
+    callback_apply: str = "inline"
     # The sandbox gateway's shared secret; None ("off"): no sandbox gateway.
     sandbox_secret: str | None = "sandbox-demo-secret-change-me"
     # None means "not configured": the web app then uses a random per-process
@@ -91,6 +94,8 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
                                minimum=1, maximum=90),
         return_window_days=_int(env, "CL_RETURN_WINDOW_DAYS", defaults.return_window_days,
                                 minimum=0, maximum=365),
+        callback_apply=_choice(env, "CL_CALLBACK_APPLY", defaults.callback_apply,
+                               ("inline", "background")),
         sandbox_secret=_sandbox_secret(env, defaults.sandbox_secret),
         secret_key=_secret_key(env),
     )

@@ -386,3 +386,29 @@ def test_alipay_notices_over_http_answer_exactly_success_and_apply_once(
     assert escrow(session_factory, order) == 1_000
     assert callback_states(session_factory, "alipay") == [
         "ignored", "rejected", "applied", "duplicate"]
+
+
+def test_in_background_mode_the_gateway_is_answered_first_and_the_callback_applied_after(
+        net, session_factory):
+    from ledger import utcnow
+    from payments.gateway import CallbackRequest, PaymentRequest
+    from service.gateways import sandbox
+
+    adapter, vendor = sandbox("background-secret-0123")
+    with session_factory() as s, s.begin():
+        payment = gateway_payments.start_deposit_payment(
+            s, buyer=net.codes["s1"], seller=net.codes["d1"], amount_minor=900,
+            gateway="sandbox")
+    adapter.create_payment(PaymentRequest(out_trade_no=payment.public_id, amount_minor=900,
+                                          currency="CNY", description="d", notify_url="http://x"))
+    headers, body = vendor.pay(payment.public_id)
+    applier = callbacks.BackgroundApplier(session_factory)
+    ack = callbacks.receive(session_factory, "sandbox", adapter,
+                            CallbackRequest(headers=headers, body=body, received_at=utcnow()),
+                            applier)
+    assert ack.status == 200
+    applier.drain()
+    with session_factory() as s:
+        assert gateway_payments.get_payment(s, payment.public_id).state == "succeeded"
+        assert funding.balances(s, buyer=net.codes["s1"],
+                                seller=net.codes["d1"]).prepaid.posted_minor == 400 + 900

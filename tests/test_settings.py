@@ -26,6 +26,7 @@ def test_defaults_when_nothing_is_set():
         check_interval_seconds=3600,
         auto_confirm_days=7,
         return_window_days=7,
+        callback_apply="inline",
         sandbox_secret="sandbox-demo-secret-change-me",
         secret_key=None,
     )
@@ -46,6 +47,7 @@ def test_every_variable_is_read():
         "CL_AUTO_CONFIRM_DAYS": "10",
         "CL_RETURN_WINDOW_DAYS": "0",
         "CL_SANDBOX_SECRET": "off",
+        "CL_CALLBACK_APPLY": "Background",
         "CL_SECRET_KEY": GOOD_SECRET,
     })
 
@@ -61,6 +63,7 @@ def test_every_variable_is_read():
         check_interval_seconds=600,
         auto_confirm_days=10,
         return_window_days=0,
+        callback_apply="background",
         sandbox_secret=None,
         secret_key=GOOD_SECRET,
     )
@@ -100,6 +103,7 @@ def test_reads_os_environ_by_default(monkeypatch):
         ("CL_AUTO_CONFIRM_DAYS", "0", "between 1 and 90"),
         ("CL_RETURN_WINDOW_DAYS", "400", "between 0 and 365"),
         ("CL_SANDBOX_SECRET", "short", "too short (5 characters)"),
+        ("CL_CALLBACK_APPLY", "later", "not one of inline, background"),
         ("CL_SECRET_KEY", "short", "too short (5 characters)"),
     ],
 )
