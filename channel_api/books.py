@@ -13,6 +13,7 @@ import ledger
 from .errors import InvalidInput
 
 CUSTODY = "custody:bank"
+SUSPENSE = "suspense"  # money not yet explained, until finance resolves it
 _REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 
@@ -38,6 +39,14 @@ def credit_issued_account(seller: str) -> str:
 
 def escrow_account(order: str) -> str:
     return f"order:{order}:escrow"
+
+
+def receivable_account(gateway: str) -> str:
+    return f"gateway:{gateway}:receivable"
+
+
+def fees_account(gateway: str) -> str:
+    return f"gateway:{gateway}:fees"
 
 
 def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,

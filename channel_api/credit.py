@@ -59,7 +59,7 @@ from .models import (
     OrderEvent,
     Party,
 )
-from .parties import is_buyer_of, party_row
+from .parties import party_row, trading_pair
 
 # Business dates (a day of the month) are the brand's; the service passes
 # its configured zone (CL_TIMEZONE), this is the default.
@@ -171,13 +171,6 @@ def _grade(session: Session, code: str | None) -> Grade | None:
     if grade is None:
         raise GradeNotFound(f"no grade {code!r}", field="grade")
     return grade
-
-
-def _pair(session: Session, buyer: str, seller: str) -> tuple[Party, Party]:
-    b, s = party_row(session, buyer), party_row(session, seller)
-    if not is_buyer_of(session, s.code, b.code):
-        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
-    return b, s
 
 
 # -- lines, defaults, increases ----------------------------------------------------------------
@@ -297,7 +290,7 @@ def set_credit_line(session: Session, *, seller: str, buyer: str, limit_minor: i
     block = _whole(block_overdue_days, "block_overdue_days", 0, 365, optional=True)
     if valid_to is not None and (not isinstance(valid_to, datetime) or valid_to.tzinfo is None):
         raise InvalidInput("valid_to must be a date-time with a time zone", field="valid_to")
-    b, s = _pair(session, buyer, seller)
+    b, s = trading_pair(session, buyer, seller)
     now = utcnow()
     line = session.get(CreditLine, (s.id, b.id)) or CreditLine(
         seller_id=s.id, buyer_id=b.id, currency=currency, valid_from=now)
@@ -388,7 +381,7 @@ def grant_increase(session: Session, *, seller: str, buyer: str, amount_minor: i
                            field="valid_to")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput("say why (1-500 characters)", field="reason")
-    b, s = _pair(session, buyer, seller)
+    b, s = trading_pair(session, buyer, seller)
     if sync_line(session, b, s, now) is None:
         raise CreditUnavailable("there is no credit line to increase", reason="no_credit_line",
                                 field="buyer")

@@ -69,7 +69,7 @@ from .models import (
     Sku,
 )
 from .order_states import transition
-from .parties import is_buyer_of, party_row
+from .parties import party_row, trading_pair
 
 PAYMENT_WINDOW = timedelta(hours=24)  # how long a plan's holds wait for the rest of the money
 # Parts whose money comes later: a transfer finance confirms, a gateway's callback.
@@ -77,13 +77,6 @@ AWAITED = frozenset({"offline", "gateway"})
 
 __all__ = ["CUSTODY", "PAYMENT_WINDOW", "credit_account", "credit_issued_account",
            "escrow_account", "prepaid_account", "rebate_account", "rebates_granted_account"]
-
-
-def _pair(session: Session, buyer: str, seller: str):
-    b, s = party_row(session, buyer), party_row(session, seller)
-    if not is_buyer_of(session, s.code, b.code):
-        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
-    return b, s
 
 
 # -- balances ---------------------------------------------------------------------------
@@ -146,7 +139,7 @@ def confirm_deposit(session: Session, *, buyer: str, seller: str, amount_minor: 
     (``idempotency_conflict``)."""
     amount = positive_amount(amount_minor)
     reference = _bank_reference(bank_reference, "bank_reference")
-    b, s = _pair(session, buyer, seller)
+    b, s = trading_pair(session, buyer, seller)
     prepaid = prepaid_account(b.code, s.code)
     ensure(session, CUSTODY, "Custody bank account", "asset", currency)
     ensure(session, prepaid, f"Prepaid deposit of {b.code} at {s.code}", "liability", currency,
@@ -172,7 +165,7 @@ def grant_rebate(session: Session, *, buyer: str, seller: str, amount_minor: int
     reference = _bank_reference(reference, "reference")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput("say why the rebate is granted (1-500 characters)", field="reason")
-    b, s = _pair(session, buyer, seller)
+    b, s = trading_pair(session, buyer, seller)
     rebate, granted = rebate_account(b.code, s.code), rebates_granted_account(s.code)
     ensure(session, granted, f"Rebates granted by {s.code}", "asset", currency, owner=s.code)
     ensure(session, rebate, f"Rebate of {b.code} at {s.code}", "liability", currency,

@@ -26,13 +26,9 @@ from payments.models import Payment, PaymentRefund
 from . import audit
 from .books import CUSTODY, ensure
 from .errors import InvalidInput
-from .gateway_refunds import receivable_account
+from .books import fees_account, receivable_account
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
-
-
-def fees_account(gateway: str) -> str:
-    return f"gateway:{gateway}:fees"
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,11 @@ from payments.gateway import GatewayEvent, PaymentCreated
 from payments.models import GatewayCallback, Payment, PaymentException
 
 from . import audit, credit, funding, gateway_refunds, orders, outbox
-from .books import ensure, ensure_prepaid, positive_amount
+from .books import SUSPENSE, ensure, ensure_prepaid, positive_amount, receivable_account
 from .errors import InvalidInput, NotFound
-from .parties import is_buyer_of, party_row
+from .parties import trading_pair
 
-SUSPENSE = "suspense"
 GATEWAYS = ("sandbox", "wechatpay", "alipay", "bank")
-
-
-def receivable_account(gateway: str) -> str:
-    return f"gateway:{gateway}:receivable"
 
 
 @dataclass(frozen=True)
@@ -126,9 +121,7 @@ def start_deposit_payment(session: Session, *, buyer: str, seller: str, amount_m
     amount = positive_amount(amount_minor)
     if purpose not in ("deposit", "repayment"):
         raise InvalidInput("purpose must be deposit or repayment", field="purpose")
-    b, s = party_row(session, buyer), party_row(session, seller)
-    if not is_buyer_of(session, s.code, b.code):
-        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
+    b, s = trading_pair(session, buyer, seller)
     if purpose == "repayment":
         owed = credit.credit_aging(session, buyer=b.code, seller=s.code).outstanding_minor
         if amount > owed:

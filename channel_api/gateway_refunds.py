@@ -27,12 +27,8 @@ from payments.gateway import RefundAccepted
 from payments.models import Payment, PaymentException, PaymentRefund
 
 from . import outbox
-from .books import escrow_account
+from .books import escrow_account, receivable_account
 from .errors import InvalidInput, NotFound
-
-
-def receivable_account(gateway: str) -> str:
-    return f"gateway:{gateway}:receivable"
 
 
 @dataclass(frozen=True)

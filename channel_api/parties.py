@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ledger import as_utc, new_uuid7, utcnow
 
 from .errors import (
+    InvalidInput,
     CustomerTypeExists,
     CustomerTypeNotFound,
     GradeExists,
@@ -267,6 +268,16 @@ def is_buyer_of(session: Session, seller: str, buyer: str) -> bool:
     return session.scalar(select(SupplyRelationship.id).where(
         SupplyRelationship.seller_id == seller_id,
         SupplyRelationship.buyer_id == buyer_id)) is not None
+
+
+def trading_pair(session: Session, buyer: str, seller: str) -> tuple[Party, Party]:
+    """The rows of a buyer and a seller that trade (a relationship of any
+    status links them), or ``InvalidInput`` naming ``seller``: money is only
+    ever held for a buyer at a seller it buys from."""
+    b, s = _party(session, buyer), _party(session, seller)
+    if not is_buyer_of(session, s.code, b.code):
+        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
+    return b, s
 
 
 def _is_dynamic(session: Session, tag: str) -> bool:

@@ -28,7 +28,7 @@ from .books import bank_reference, positive_amount
 from .errors import InvalidInput, NotFound, RemittanceExists
 from .models import REMITTANCE_PURPOSES, Order, Party, PaymentPart, Remittance
 from .order_states import IllegalTransition
-from .parties import is_buyer_of, party_row
+from .parties import party_row, trading_pair
 
 PROOF_TYPES = ("image/png", "image/jpeg", "application/pdf")
 PROOF_MAX_BYTES = 5 * 1024 * 1024
@@ -112,9 +112,7 @@ def file_remittance(session: Session, *, buyer: str, seller: str, purpose: str,
     if not isinstance(payer_name, str) or len(payer_name) > 200:
         raise InvalidInput("payer_name must be at most 200 characters", field="payer_name")
     content, content_type, digest = _proof(proof, proof_content_type)
-    b, s = party_row(session, buyer), party_row(session, seller)
-    if not is_buyer_of(session, s.code, b.code):
-        raise InvalidInput(f"{b.code} does not buy from {s.code}", field="seller")
+    b, s = trading_pair(session, buyer, seller)
     order_id = None
     if purpose == "order":
         order_id = _awaited_order(session, order, b, s, amount)
