@@ -18,6 +18,7 @@ import ledger.models  # noqa: F401  (registers the ledger tables)
 import service.models  # noqa: F401  (registers the service tables)
 import channel_api.models  # noqa: F401  (registers the channel tables)
 import payments.models  # noqa: F401  (registers the payment tables)
+import clearing.models  # noqa: F401  (registers the clearing tables)
 from ledger.models import Base
 from service.db import make_engine
 

@@ -26,6 +26,7 @@ from service import (
     api_channel_parties,
     api_channel_pricing,
     api_channel_returns,
+    api_clearing,
     api_ledger,
     api_payments,
     callbacks,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     api.register_blueprint(api_channel_credit.blp)
     api.register_blueprint(api_channel_returns.blp)
     api.register_blueprint(api_channel_events.blp)
+    api.register_blueprint(api_clearing.blp)
     api.register_blueprint(api_payments.blp)
     app.register_blueprint(api_payments.callbacks_blp)  # for gateways: not in the OpenAPI
     # Registered after Api() so they take precedence over its handlers.

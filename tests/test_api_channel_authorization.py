@@ -19,7 +19,9 @@ import pytest
 import channel_api as ca
 from channel_api import (
     bulk,
+    business_calendar,
     catalog,
+    clearing_rules,
     funding,
     gateway_payments,
     keys,
@@ -61,6 +63,9 @@ def world(engine):
             "order": orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
                                         lines=[{"sku": f"{u}-sku", "quantity": 2}]).public_id,
         }
+        clearing_rules.create_rule(s, code=f"{u}-rule", name="R", sellers=[c["d1"]], actor="t",
+                                   legs=[{"recipient": "seller", "basis": "remainder",
+                                          "timing": {"kind": "immediate"}}])
         net.extra["webhook"] = webhooks.register(
             s, party=c["d1"], url="https://d1.example/hooks", actor="t").webhook.public_id
         net.extra["event"] = outbox.record(
@@ -199,6 +204,13 @@ def requests(net):
         "channel_events.create_webhook": ("POST", "/v1/webhooks", {"url": "https://evil.example/h", "party": c["d1"]}, both("refused")),
         "channel_events.list_webhooks": ("GET", "/v1/webhooks", None, both("own")),
         "channel_events.disable_webhook": ("DELETE", f"/v1/webhooks/{x['webhook']}", None, both("denied")),
+        "channel_clearing.create_rule": ("POST", "/v1/clearing-rules", {"code": f"{u}-evil-rule", "name": "E", "legs": [{"recipient": "seller", "basis": "remainder", "timing": {"kind": "immediate"}}]}, both("denied")),
+        "channel_clearing.list_rules": ("GET", "/v1/clearing-rules", None, both("denied")),
+        "channel_clearing.get_rule": ("GET", f"/v1/clearing-rules/{u}-rule", None, both("denied")),
+        "channel_clearing.update_rule": ("PUT", f"/v1/clearing-rules/{u}-rule", {"priority": 99}, both("denied")),
+        "channel_clearing.clearing_preview": ("GET", f"/v1/orders/{x['order']}/clearing-preview?payment_method=prepaid", None, both("denied")),
+        "channel_clearing.set_business_calendar": ("PUT", "/v1/business-calendar", None, both("denied")),
+        "channel_clearing.business_calendar": ("GET", "/v1/business-calendar", None, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
@@ -249,3 +261,5 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         assert [(d.state, d.attempts) for d in outbox.deliveries(
             s, world.extra["event"], party=c["d1"])] == [("pending", 0)]
         assert remittances.get_remittance(s, world.extra["remittance"]).state == "filed"
+        assert clearing_rules.get_rule(s, f"{world.u}-rule").version == 1
+        assert business_calendar.list_calendar(s) == []

@@ -13,6 +13,7 @@ from ledger.models import Base
 import service.models  # noqa: F401  (its tables belong to the same metadata)
 import channel_api.models  # noqa: F401  (so are the channel tables)
 import payments.models  # noqa: F401  (and the payment tables)
+import clearing.models  # noqa: F401  (and the clearing tables)
 
 ROOT = Path(__file__).resolve().parents[1]
 
