@@ -9,7 +9,7 @@ from html import escape
 
 from flask import Blueprint, Response, abort, after_this_request, current_app, request, url_for
 
-from channel_api import AccessDenied, access, gateway_payments, orders
+from channel_api import AccessDenied, access, cash, gateway_payments, orders
 from channel_api.errors import GatewayDown
 from ledger import utcnow
 from payments.gateway import CallbackRequest, GatewayUnavailable, PaymentRequest
@@ -17,7 +17,7 @@ from payments.sandbox_vendor import SandboxError
 from service import callbacks
 from service.channel_edge import ChannelBlueprint, caller, mutation
 from service.request_db import EXTENSION_KEY, db_session
-from service.schemas_payments import ExceptionList, PaymentIn, PaymentOut
+from service.schemas_payments import CashPositionOut, ExceptionList, PaymentIn, PaymentOut
 
 GATEWAYS_KEY = "channel_ledger.gateways"
 APPLIER_KEY = "channel_ledger.callback_applier"
@@ -113,6 +113,22 @@ def payment_exceptions():
     finance (the brand's finance)."""
     access.require_brand_finance(caller())
     return {"items": gateway_payments.payment_exceptions(db_session())}
+
+
+@blp.route("/cash-position", methods=["GET"])
+@blp.response(200, CashPositionOut)
+def cash_position():
+    """The cash invariant, per currency: custody cash and gateway
+    receivables against what is held for parties plus the platform's
+    result; and any claim pair (credit, rebate) that does not net to zero.
+    The brand's finance."""
+    access.require_brand_finance(caller())
+    result = cash.check_cash(db_session())
+    return {"holds": result.holds, "positions": [
+        {"currency": p.currency, "assets_minor": p.assets_minor,
+         "liabilities_minor": p.liabilities_minor, "result_minor": p.result_minor,
+         "difference_minor": p.difference_minor} for p in result.positions],
+        "claims": list(result.claims)}
 
 
 @callbacks_blp.route("/callbacks/<gateway>", methods=["POST"])

@@ -111,16 +111,30 @@ def seed_demo(runtime: Runtime) -> None:
 @cli.command()
 @pass_runtime
 def check(runtime: Runtime) -> None:
-    """Check the ledger's invariants; print every finding; exit 1 if any."""
+    """Check the ledger's invariants and the cash invariant; print every
+    finding; exit 1 if any."""
+    from channel_api import cash
+
     with runtime.session_factory()() as session, session.begin():
         findings = ledger.check_ledger(session)
         entries, postings = ledger.ledger_counts(session)
+        money = cash.check_cash(session)
     for finding in findings:
         click.echo(f"{finding.check}: {finding.subject}: {finding.message}")
-    if findings:
-        click.echo(f"ledger check FAILED: {len(findings)} finding(s)", err=True)
+    for position in money.positions:
+        if position.difference_minor:
+            click.echo(f"cash_invariant: {position.currency}: assets {position.assets_minor} != "
+                       f"liabilities {position.liabilities_minor} + result "
+                       f"{position.result_minor}")
+    for claim in money.claims:
+        click.echo(f"claim_pair: {claim.seller} {claim.kind}: buyers {claim.buyers_minor} != "
+                   f"memo {claim.memo_minor}")
+    failed = len(findings) + (0 if money.holds else 1)
+    if failed:
+        click.echo(f"ledger check FAILED: {failed} finding(s)", err=True)
         sys.exit(1)
-    click.echo(f"ledger OK: {entries} entries, {postings} postings checked")
+    click.echo(f"ledger OK: {entries} entries, {postings} postings checked; "
+               f"cash invariant holds in {len(money.positions)} currencies")
 
 
 @cli.command()

@@ -39,7 +39,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
-from channel_api import credit, funding, idempotency, orders, outbox, returns, tags, webhooks
+from channel_api import (
+    cash,
+    credit,
+    funding,
+    idempotency,
+    orders,
+    outbox,
+    returns,
+    tags,
+    webhooks,
+)
 from service import callbacks
 from service.gateways import build_gateways
 from service.logs import bound_request_id
@@ -302,6 +312,28 @@ def purge_events(session_factory: sessionmaker[Session]) -> int:
     return _in_batches(session_factory, lambda s, n: outbox.purge(s, limit=n), "purged events")
 
 
+def check_cash_invariant(session_factory: sessionmaker[Session]) -> bool:
+    """Check the cash invariant and the claim pairs; every difference is
+    logged at ERROR (an alert for finance)."""
+    with session_factory() as session:
+        result = cash.check_cash(session)
+    for position in result.positions:
+        if position.difference_minor:
+            log.error("cash invariant broken in %s: assets %d, liabilities %d, result %d, "
+                      "difference %d", position.currency, position.assets_minor,
+                      position.liabilities_minor, position.result_minor,
+                      position.difference_minor,
+                      extra={"currency": position.currency,
+                             "difference_minor": position.difference_minor})
+    for claim in result.claims:
+        log.error("claim pair broken: %s's %s: buyers %d, memo %d", claim.seller, claim.kind,
+                  claim.buyers_minor, claim.memo_minor,
+                  extra={"seller": claim.seller, "kind": claim.kind})
+    if result.holds:
+        log.info("cash invariant holds in %d currencies", len(result.positions))
+    return result.holds
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -397,6 +429,11 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         run_if_leader, "interval", id="reconcile_stuck_payments", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "reconcile_stuck_payments",
               lambda: callbacks.reconcile_stuck(session_factory, gateways)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="check_cash_invariant",
+        hour=RECOMPUTE_TAGS_HOUR + 1, minute=0, misfire_grace_time=3600,
+        args=(lease, "check_cash_invariant", lambda: check_cash_invariant(session_factory)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="freeze_overdue_credit",

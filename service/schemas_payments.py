@@ -71,3 +71,26 @@ class ExceptionOut(ma.Schema):
 
 class ExceptionList(ma.Schema):
     items = fields.List(fields.Nested(ExceptionOut))
+
+
+class PositionOut(ma.Schema):
+    currency = fields.String()
+    assets_minor = fields.Integer(metadata={"description": "Custody cash and gateway receivables."})
+    liabilities_minor = fields.Integer(metadata={
+        "description": "Wallets, pending, deposits, escrows, suspense, payouts in flight."})
+    result_minor = fields.Integer(metadata={"description": "Platform revenue less gateway fees."})
+    difference_minor = fields.Integer(metadata={"description": "Zero when the invariant holds."})
+
+
+class ClaimOut(ma.Schema):
+    seller = fields.String()
+    kind = fields.String()
+    currency = fields.String()
+    buyers_minor = fields.Integer()
+    memo_minor = fields.Integer()
+
+
+class CashPositionOut(ma.Schema):
+    holds = fields.Boolean()
+    positions = fields.List(fields.Nested(PositionOut))
+    claims = fields.List(fields.Nested(ClaimOut))

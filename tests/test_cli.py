@@ -107,7 +107,8 @@ def test_seed_demo_posts_the_demo_books_once(migrated_fresh):
 
     checked = run(runtime, "check")
     assert checked.exit_code == 0
-    assert checked.stdout.strip() == "ledger OK: 23 entries, 49 postings checked"
+    assert checked.stdout.strip() == ("ledger OK: 23 entries, 49 postings checked; "
+                                      "cash invariant holds in 1 currencies")
 
 
 def test_the_demo_opens_every_partys_accounts(migrated_fresh):
@@ -136,7 +137,8 @@ def test_check_reports_counts_when_healthy(engine, session_factory):
 
     assert result.exit_code == 0
     # Nothing writes between the count and the check: tests run one at a time.
-    assert result.stdout.strip() == f"ledger OK: {entries} entries, {postings} postings checked"
+    assert result.stdout.strip().startswith(
+        f"ledger OK: {entries} entries, {postings} postings checked; cash invariant holds")
 
 
 def test_check_prints_every_finding_and_exits_1(engine, monkeypatch):

@@ -271,6 +271,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     purge = jobs.pop("purge_idempotency_records")
     assert {f.name: str(f) for f in purge.trigger.fields}["minute"] == "30"
     assert {f.name: str(f) for f in jobs.pop("purge_events").trigger.fields}["minute"] == "45"
+    assert {f.name: str(f) for f in jobs.pop("check_cash_invariant").trigger.fields}["hour"] == "3"
     freeze = jobs.pop("freeze_overdue_credit")
     assert {f.name: str(f) for f in freeze.trigger.fields}["minute"] == "15"
 
