@@ -47,6 +47,7 @@ from payments.gateway import (
     RefundAccepted,
     RefundRequest,
     Transport,
+    header,
 )
 
 SIGNATURE_HEADER = "Bank-Signature"
@@ -116,11 +117,6 @@ def format_bank_time(moment: datetime) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
 def _dumps(payload: Mapping[str, Any]) -> bytes:
@@ -244,7 +240,7 @@ class OnlineBankGateway:
             raise GatewayUnavailable(f"bank did not answer: {exc}") from exc
         try:
             signing.verify(
-                _header(response.headers, SIGNATURE_HEADER), response.body, self._secrets, self._clock(), self._tolerance_s
+                header(response.headers, SIGNATURE_HEADER), response.body, self._secrets, self._clock(), self._tolerance_s
             )
         except CallbackRejected as exc:
             raise GatewayUnavailable("bank answer is not validly signed", status=response.status, reason=exc.code) from exc

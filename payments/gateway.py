@@ -28,6 +28,13 @@ EventKind = Literal[
 ]
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value whatever the case of its name (HTTP names are not
+    case-sensitive, and servers and frameworks spell them differently)."""
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -48,11 +55,7 @@ class CallbackRequest:
     received_at: datetime
 
     def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        for key, value in self.headers.items():
-            if key.lower() == wanted:
-                return value
-        return None
+        return header(self.headers, name)
 
 
 @dataclass(frozen=True)

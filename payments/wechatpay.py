@@ -37,6 +37,7 @@ from payments.gateway import (
     GatewayError, GatewayEvent, GatewayUnavailable, HttpResponse, PaymentCreated,
     PaymentRequest, PaymentState, PaymentStatus, RefundAccepted, RefundRequest,
     Transport,
+    header,
 )
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -67,11 +68,6 @@ class BillError(GatewayError, ValueError):
     """The bill is not what WeChat Pay sends; reconciliation must not guess."""
 
     code = "malformed_bill"
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
 def sign_message(private_key: rsa.RSAPrivateKey, message: bytes) -> str:
@@ -143,10 +139,10 @@ class WeChatPayV3:
 
     def _check_signed(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         """Raise CallbackRejected unless the platform signed ``body`` recently."""
-        timestamp = _header(headers, "Wechatpay-Timestamp")
-        nonce = _header(headers, "Wechatpay-Nonce")
-        signature = _header(headers, "Wechatpay-Signature")
-        serial = _header(headers, "Wechatpay-Serial")
+        timestamp = header(headers, "Wechatpay-Timestamp")
+        nonce = header(headers, "Wechatpay-Nonce")
+        signature = header(headers, "Wechatpay-Signature")
+        serial = header(headers, "Wechatpay-Serial")
         if not (timestamp and nonce and signature and serial):
             raise CallbackRejected("malformed", "missing Wechatpay-* signature headers")
         if signature.startswith(PROBE_PREFIX):
@@ -162,7 +158,7 @@ class WeChatPayV3:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise CallbackRejected("unknown_certificate", f"platform certificate {serial} is not valid now",
                                    serial=serial)
-        sig_type = _header(headers, "Wechatpay-Signature-Type")
+        sig_type = header(headers, "Wechatpay-Signature-Type")
         if sig_type not in (None, SIGNATURE_TYPE):
             raise CallbackRejected("bad_signature", f"unsupported signature type {sig_type}")
         try:
