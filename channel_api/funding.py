@@ -252,10 +252,6 @@ def _parts(parts: Any, total: int) -> list[tuple[str, int]]:
     return out
 
 
-def _order_row(session: Session, public_id: str) -> Order:
-    return session.scalars(select(Order).where(Order.public_id == public_id)).one()
-
-
 def set_payment_plan(session: Session, order: str, parts: list[dict[str, Any]], *,
                      actor: str, at: datetime | None = None,
                      tz: ZoneInfo = credit.BUSINESS_TZ) -> orders.OrderView:
@@ -435,7 +431,7 @@ def held_orders(session: Session, *, seller: str, state: str = "pending",
 
 
 def _pending_hold(session: Session, order: str) -> tuple[Order, OrderHold]:
-    row = _order_row(session, orders.get_order(session, order).public_id)
+    row = orders.order_row(session, orders.get_order(session, order).public_id)
     hold = session.get(OrderHold, row.id)
     if hold is None or hold.state != "pending":
         transition(row.state, "approve")  # names the illegal move
@@ -490,7 +486,7 @@ def _note(value: Any) -> str:
 
 def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.OrderView:
     """Post every reserved part once nothing is awaited any more."""
-    row = _order_row(session, order)
+    row = orders.order_row(session, order)
     parts = list(session.scalars(select(PaymentPart).where(PaymentPart.order_id == row.id)))
     if any(p.state == "awaiting" for p in parts):
         return orders.get_order(session, order)
@@ -554,7 +550,7 @@ def confirm_order_transfer(session: Session, order: str, *, amount_minor: int,
 def awaited_part(session: Session, order: str, method: str) -> PaymentPart | None:
     """The order's part of ``method`` still waiting for its money, if any."""
     part = session.scalars(select(PaymentPart).where(
-        PaymentPart.order_id == _order_row(session, order).id,
+        PaymentPart.order_id == orders.order_row(session, order).id,
         PaymentPart.method == method)).one_or_none()
     return part if part is not None and part.state == "awaiting" else None
 
@@ -562,7 +558,7 @@ def awaited_part(session: Session, order: str, method: str) -> PaymentPart | Non
 def part_entry(session: Session, order: str, method: str) -> str | None:
     """The ledger entry that captured an order's part of ``method``."""
     return session.scalar(select(PaymentPart.entry_id).where(
-        PaymentPart.order_id == _order_row(session, order).id, PaymentPart.method == method))
+        PaymentPart.order_id == orders.order_row(session, order).id, PaymentPart.method == method))
 
 
 def collect_part(session: Session, order: str, *, method: str, amount_minor: int, source: str,
@@ -594,7 +590,7 @@ def collect_part(session: Session, order: str, *, method: str, amount_minor: int
 
 def _release(session: Session, order: orders.OrderView) -> None:
     """Give every part back to its source (after the transition is allowed)."""
-    order_id = _order_row(session, order.public_id).id
+    order_id = orders.order_row(session, order.public_id).id
     reversed_: dict[str, str] = {}  # parts captured at once share one entry: reverse it once
     for part in session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)):
         key = f"{order.public_id}:{part.method}"
