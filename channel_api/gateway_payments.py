@@ -325,11 +325,44 @@ class ExceptionView:
     created_at: datetime
 
 
+def _exception_view(e: PaymentException) -> ExceptionView:
+    return ExceptionView(e.public_id, e.kind, e.gateway, e.transaction_id, e.out_trade_no,
+                         e.amount_minor, e.currency, e.state, e.detail, e.entry_id,
+                         as_utc(e.created_at))
+
+
 def payment_exceptions(session: Session, *, state: str = "open",
                        limit: int = 100) -> list[ExceptionView]:
     """Money in suspense waiting for finance, oldest first."""
-    return [ExceptionView(e.public_id, e.kind, e.gateway, e.transaction_id, e.out_trade_no,
-                          e.amount_minor, e.currency, e.state, e.detail, e.entry_id,
-                          as_utc(e.created_at))
-            for e in session.scalars(select(PaymentException).where(
-                PaymentException.state == state).order_by(PaymentException.id).limit(limit))]
+    return [_exception_view(e) for e in session.scalars(select(PaymentException).where(
+        PaymentException.state == state).order_by(PaymentException.id).limit(limit))]
+
+
+def resolve_to_deposit(session: Session, exception: str, *, buyer: str, seller: str,
+                       note: str, actor: str) -> ExceptionView:
+    """Finance found whose money it is: it becomes ``buyer``'s deposit at
+    ``seller`` (Dr ``suspense`` / Cr ``prepaid:B@S``), once. A refund of it
+    through the gateway is the other way out (not built yet)."""
+    if not isinstance(note, str) or not note.strip() or len(note) > 500:
+        raise InvalidInput("say how the money was identified (1-500 characters)", field="note")
+    row = session.scalars(select(PaymentException).where(
+        PaymentException.public_id == exception).with_for_update()).one_or_none()
+    if row is None:
+        raise NotFound(f"no payment exception {exception!r}", field="exception")
+    if row.state != "open":
+        raise InvalidInput("this exception is resolved already", field="exception")
+    b, s = trading_pair(session, buyer, seller)
+    prepaid = ensure_prepaid(session, b.code, s.code, row.currency)
+    entry = ledger.post_entry(session, EntryRequest(
+        code="suspense.resolve", description=note.strip()[:200],
+        idempotency_key=f"{row.public_id}:resolve",
+        metadata={"exception": row.public_id, "buyer": b.code, "seller": s.code},
+        postings=[PostingLine(SUSPENSE, "debit", row.amount_minor, row.currency),
+                  PostingLine(prepaid, "credit", row.amount_minor, row.currency)]))
+    row.state, row.resolved_by, row.resolved_at = "resolved", actor, utcnow()
+    row.note = f"to the deposit of {b.code} at {s.code} ({entry.id}): {note.strip()}"[:500]
+    audit.record(session, actor=actor, action="payment_exception.resolve", subject_type="party",
+                 subject=b.code, details={"exception": row.public_id, "seller": s.code,
+                                          "amount_minor": row.amount_minor, "entry": entry.id})
+    session.flush()
+    return _exception_view(row)

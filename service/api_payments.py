@@ -15,9 +15,16 @@ from ledger import utcnow
 from payments.gateway import CallbackRequest, GatewayUnavailable, PaymentRequest
 from payments.sandbox_vendor import SandboxError
 from service import callbacks
-from service.channel_edge import ChannelBlueprint, caller, mutation
+from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import EXTENSION_KEY, db_session
-from service.schemas_payments import CashPositionOut, ExceptionList, PaymentIn, PaymentOut
+from service.schemas_payments import (
+    CashPositionOut,
+    ExceptionList,
+    ExceptionOut,
+    PaymentIn,
+    PaymentOut,
+    ResolveIn,
+)
 
 GATEWAYS_KEY = "channel_ledger.gateways"
 APPLIER_KEY = "channel_ledger.callback_applier"
@@ -113,6 +120,17 @@ def payment_exceptions():
     finance (the brand's finance)."""
     access.require_brand_finance(caller())
     return {"items": gateway_payments.payment_exceptions(db_session())}
+
+
+@blp.route("/payment-exceptions/<exception_id>/to-deposit", methods=["POST"])
+@mutation
+@blp.arguments(ResolveIn)
+@blp.response(200, ExceptionOut)
+def resolve_to_deposit(body, exception_id: str):
+    """Finance found whose the money in suspense is: it becomes that buyer's
+    deposit at a seller (the brand's finance)."""
+    access.require_brand_finance(caller())
+    return gateway_payments.resolve_to_deposit(db_session(), exception_id, actor=actor(), **body)
 
 
 @blp.route("/cash-position", methods=["GET"])

@@ -69,6 +69,12 @@ class ExceptionOut(ma.Schema):
     created_at = UtcDateTime()
 
 
+class ResolveIn(StrictSchema):
+    buyer = fields.String(required=True, **CODE)
+    seller = fields.String(required=True, **CODE)
+    note = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
 class ExceptionList(ma.Schema):
     items = fields.List(fields.Nested(ExceptionOut))
 

@@ -197,6 +197,7 @@ def requests(net):
         "channel_returns.reject_remittance": ("POST", f"/v1/remittances/{x['remittance']}/reject", {"note": "x"}, both("denied")),
         "channel_payments.start_payment": ("POST", "/v1/payments", {"gateway": "sandbox", "order": x["order"]}, both("denied")),
         "channel_payments.get_payment": ("GET", f"/v1/payments/{x['payment']}", None, both("denied")),
+        "channel_payments.resolve_to_deposit": ("POST", "/v1/payment-exceptions/exc_x/to-deposit", {"buyer": c["s1"], "seller": c["d1"], "note": "x"}, both("denied")),
         "channel_payments.cash_position": ("GET", "/v1/cash-position", None, both("denied")),
         "channel_payments.payment_exceptions": ("GET", "/v1/payment-exceptions", None, both("denied")),
         "channel_events.list_events": ("GET", "/v1/events", None, both("own")),

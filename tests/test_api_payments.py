@@ -179,6 +179,17 @@ def test_money_that_cannot_be_applied_goes_to_suspense_for_finance(client, net, 
     assert (kinds[ids["unknown"]], kinds[ids["wrong"]], kinds[ids["late"]]) == (
         "unknown_payment", "amount_mismatch", "payable_closed")
     assert client.get("/v1/payment-exceptions", headers=net.auth("d1")).status_code == 403
+    # Finance identifies the unknown payment: it becomes s1's deposit at d1.
+    unknown = next(e for e in exceptions if e["transaction_id"] == ids["unknown"])
+    path = f"/v1/payment-exceptions/{unknown['public_id']}/to-deposit"
+    body = {"buyer": net.codes["s1"], "seller": net.codes["d1"], "note": "phoned the store"}
+    assert client.post(path, headers=net.auth("d1"), json=body).status_code == 403
+    resolved = client.post(path, headers=net.auth("brand"), json=body)
+    assert resolved.status_code == 200 and resolved.json["state"] == "resolved"
+    assert suspense() - before == 599 + 600
+    assert client.post(path, headers=net.auth("brand"), json=body).status_code == 422
+    balances = client.get(f"/v1/sellers/{net.codes['d1']}/balances", headers=net.auth("s1")).json
+    assert balances["prepaid"]["posted_minor"] == 400 + 250  # its own 400, and the 250
     with session_factory() as s:
         assert ledger.check_ledger(s) == []
 
