@@ -49,24 +49,35 @@ def fees_account(gateway: str) -> str:
     return f"gateway:{gateway}:fees"
 
 
+def pending_account(party: str) -> str:
+    return f"party:{party}:pending"
+
+
+def wallet_account(party: str) -> str:
+    return f"party:{party}:wallet"
+
+
+PLATFORM_REVENUE = "platform:revenue"
+
+
 def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
-           owner: str | None = None, min_balance: int | None = None) -> None:
+           owner: str | None = None, min_balance: int | None = None, shards: int = 1) -> None:
     """Accounts are opened on first use (docs/accounting.md); an existing one
     is used as it is, whatever name it was opened with."""
     try:
         ledger.get_account(session, code)
     except ledger.AccountNotFound:
-        _open(session, code, name, type_, currency, owner, min_balance)
+        _open(session, code, name, type_, currency, owner, min_balance, shards)
 
 
 def _open(session: Session, code: str, name: str, type_: str, currency: str,
-          owner: str | None, min_balance: int | None) -> None:
+          owner: str | None, min_balance: int | None, shards: int = 1) -> None:
     """Open, in a savepoint: when a concurrent transaction opened the same
     account first (the unique code), use theirs."""
     try:
         with session.begin_nested():
             ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
-                                min_balance_minor=min_balance)
+                                min_balance_minor=min_balance, balance_shards=shards)
     except IntegrityError:
         ledger.get_account(session, code)  # it is there now
 

@@ -597,14 +597,18 @@ def _candidate(c: RuleCandidate, versions: Mapping[str, int]) -> CandidateView:
 
 
 def _part(rule: ClearingRuleSpec | None, version: int | None, lines: list[_Line], cash: int,
-          explanations: list[PathExplanation], recipients: _Recipients) -> PreviewPart:
+          explanations: list[PathExplanation], recipients: _Recipients,
+          whole: int | None = None) -> PreviewPart:
+    """``cash`` of the part's ``whole`` (default: all of it) is split; fixed
+    legs are prorated when only some of the part's money is cleared."""
     numbers = tuple(line.line_no for line in lines)
     units = sum(line.quantity for line in lines)
     if rule is None:
         return PreviewPart(None, None, numbers, cash, units, (), tuple(explanations),
                            "no clearing rule applies")
     try:
-        shares = split(cash, rule.legs, order_total_minor=cash, units=units)
+        shares = split(cash, rule.legs, order_total_minor=whole if whole is not None else cash,
+                       units=units)
     except SplitError as exc:
         return PreviewPart(rule.code, version, numbers, cash, units, (), tuple(explanations),
                            str(exc))
@@ -617,11 +621,27 @@ def _part(rule: ClearingRuleSpec | None, version: int | None, lines: list[_Line]
                        tuple(explanations))
 
 
+def _portions(cash: int, wholes: dict[str | None, int]) -> dict[str | None, int]:
+    """``cash`` shared among parts in proportion to their wholes (rounded
+    down, the rest to the largest part): the same rule as refunds."""
+    total = sum(wholes.values())
+    if not 0 <= cash <= total:
+        raise InvalidInput(f"cannot clear {cash} of an order of {total}", field="cash_minor")
+    shares = {code: cash * whole // total if total else 0 for code, whole in wholes.items()}
+    largest = max(wholes, key=lambda code: wholes[code])
+    shares[largest] += cash - sum(shares.values())
+    return shares
+
+
 def explain_for_order(session: Session, order_public_id: str, payment_method: str, *,
-                      at: datetime | None = None) -> ClearingPreview:
+                      at: datetime | None = None,
+                      cash_minor: int | None = None) -> ClearingPreview:
     """Which rule would split the order's cash paid by ``payment_method`` at
     ``at`` (default now), why (every rule with its rank or its reason), and
-    the shares with their recipients resolved (module docstring)."""
+    the shares with their recipients resolved (module docstring). With
+    ``cash_minor``, only that much of the order's total is split (the cash
+    of one part of its plan, a repayment): shared among the rules' parts in
+    proportion to their lines, fixed legs prorated."""
     if payment_method not in PAYMENT_METHODS:
         raise InvalidInput(f"payment_method must be one of {', '.join(PAYMENT_METHODS)}",
                            field="payment_method")
@@ -652,14 +672,16 @@ def explain_for_order(session: Session, order_public_id: str, payment_method: st
                                         tuple(_candidate(c, versions) for c in ranked)))
 
     one_part = len(groups) == 1
+    wholes = {code: order.total_minor if one_part else sum(l.total_minor for l in group[1])
+              for code, group in groups.items()}
+    portions = _portions(cash_minor, wholes) if cash_minor is not None else wholes
     parts = []
     for code, (rule, part_lines, explanations) in groups.items():
         part_lines.sort(key=lambda l: l.line_no)
-        cash = order.total_minor if one_part else sum(l.total_minor for l in part_lines)
-        parts.append(_part(rule, versions.get(code) if code else None, part_lines, cash,
-                           explanations, recipients))
+        parts.append(_part(rule, versions.get(code) if code else None, part_lines,
+                           portions[code], explanations, recipients, whole=wholes[code]))
     parts.sort(key=lambda p: p.lines[0] if p.lines else 0)
-    if sum(p.cash_minor for p in parts) != order.total_minor:
+    if cash_minor is None and sum(p.cash_minor for p in parts) != order.total_minor:
         # Promotions allocate an order's discount to its lines, so this holds.
         raise InvalidInput("the order's lines do not add up to its total", field="order")
     return ClearingPreview(order.public_id, seller.code, buyer.code, mode, payment_method, at,

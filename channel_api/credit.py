@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
-from . import audit
+from . import audit, clearings
 from .books import (
     CUSTODY,
     bank_reference,
@@ -677,6 +677,11 @@ def repay_credit(session: Session, *, buyer: str, seller: str, amount_minor: int
         metadata={"buyer": b.code, "seller": s.code, "amount_minor": amount,
                   "allocated": allocated},
         postings=postings))
+    for debt, public_id, _, _ in debts:  # the repaid cash is cleared like any cash
+        if public_id in allocated:
+            clearings.clear_cash(session, session.get(Order, debt.order_id),
+                                 amount_minor=allocated[public_id], method="credit",
+                                 cause=f"repay:{s.code}:{reference}:{public_id}")
     audit.record(session, actor=actor, action="credit.repay", subject_type="party",
                  subject=b.code, details={"seller": s.code, "amount_minor": amount,
                                           "bank_reference": reference, "allocated": allocated,

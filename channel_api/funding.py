@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
 
-from . import audit, credit, gateway_refunds, habits, orders
+from . import audit, clearings, credit, gateway_refunds, habits, orders
 from .books import (
     CUSTODY,
     credit_account,
@@ -74,6 +74,7 @@ from .parties import party_row, trading_pair
 PAYMENT_WINDOW = timedelta(hours=24)  # how long a plan's holds wait for the rest of the money
 # Parts whose money comes later: a transfer finance confirms, a gateway's callback.
 AWAITED = frozenset({"offline", "gateway"})
+CASH_METHODS = frozenset({"prepaid", "offline", "gateway"})  # what clearing may split
 
 __all__ = ["CUSTODY", "PAYMENT_WINDOW", "credit_account", "credit_issued_account",
            "escrow_account", "prepaid_account", "rebate_account", "rebates_granted_account"]
@@ -354,7 +355,25 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
     session.flush()
     paid = orders.refreshed(view, row)
     _record_habit(session, row, paid)
+    _clear(session, row, {m: a for m, a in plan})
     return paid
+
+
+def _clear(session: Session, row: Order, captured: dict[str, int]) -> None:
+    """The cash the paid order's escrow now holds is cleared by its rule,
+    method by method (rebate and credit value never are)."""
+    for method, amount in captured.items():
+        if method not in CASH_METHODS:
+            continue
+        name = method if method != "gateway" else _gateway_of(session, row.public_id)
+        clearings.clear_cash(session, row, amount_minor=amount, method=name,
+                             cause=f"{row.public_id}:{method}")
+
+
+def _gateway_of(session: Session, order: str) -> str:
+    from payments.models import Payment
+    return session.scalar(select(Payment.gateway).where(
+        Payment.reference == order, Payment.state == "succeeded").limit(1)) or "gateway"
 
 
 def _reserve(session: Session, row: Order, view: orders.OrderView,
@@ -503,6 +522,7 @@ def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.
     session.flush()
     paid = orders.apply_action(session, order, "fund", actor=actor, details={"captured": captured})
     _record_habit(session, row, paid)
+    _clear(session, row, captured)
     return paid
 
 
@@ -590,9 +610,15 @@ def collect_part(session: Session, order: str, *, method: str, amount_minor: int
 
 def _release(session: Session, order: orders.OrderView) -> None:
     """Give every part back to its source (after the transition is allowed)."""
-    order_id = orders.order_row(session, order.public_id).id
+    row = orders.order_row(session, order.public_id)
+    order_id = row.id
+    parts = list(session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)))
+    # Cash already cleared to its recipients comes back to the escrow first.
+    clearings.make_room(session, row, sum(p.amount_minor - p.refunded_minor for p in parts
+                                          if p.state == "captured" and p.method in CASH_METHODS),
+                        reason=f"order {order.public_id} cancelled")
     reversed_: dict[str, str] = {}  # parts captured at once share one entry: reverse it once
-    for part in session.scalars(select(PaymentPart).where(PaymentPart.order_id == order_id)):
+    for part in parts:
         key = f"{order.public_id}:{part.method}"
         if part.state == "reserved":
             try:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
-from . import audit, credit, gateway_refunds, orders, outbox, refunds
+from . import audit, clearings, credit, gateway_refunds, orders, outbox, refunds
 from .books import (
     credit_account,
     credit_issued_account,
@@ -39,7 +39,15 @@ from .books import (
     rebates_granted_account,
 )
 from .errors import InvalidInput, NotFound
-from .models import Order, OrderEvent, OrderLine, OrderReturn, PaymentPart, ReturnLine
+from .models import (
+    CreditDebt,
+    Order,
+    OrderEvent,
+    OrderLine,
+    OrderReturn,
+    PaymentPart,
+    ReturnLine,
+)
 from .order_states import IllegalTransition
 
 RETURNABLE_STATES = ("paid", "shipped", "delivered")
@@ -206,6 +214,9 @@ def approve_return(session: Session, return_id: str, *, actor: str,
         raise InvalidInput("the order has less left to refund than this return",
                            field="return", refundable_minor=sum(room.values()))
     shares = {m: a for m, a in refunds.allocate(row.amount_minor, room).items() if a}
+    # The cash this return takes from the escrow; what was cleared comes back first.
+    clearings.make_room(session, order, _cash_out(session, order, shares),
+                        reason=f"return {row.public_id}")
     postings = _refund_postings(session, order, shares)
     entry = ledger.post_entry(session, EntryRequest(
         code="order.return.refund", description=f"return {row.public_id}",
@@ -234,6 +245,17 @@ def approve_return(session: Session, return_id: str, *, actor: str,
                                                    "entry": entry.id if entry else None})
     session.flush()
     return _view(session, row)
+
+
+def _cash_out(session: Session, order: Order, shares: dict[str, int]) -> int:
+    """How much of a refund leaves the escrow: cash parts, and the credit
+    share beyond what is still owed (it was repaid in cash)."""
+    cash = sum(shares.get(m, 0) for m in ("prepaid", "offline", "gateway"))
+    if shares.get("credit"):
+        debt = session.scalars(select(CreditDebt).where(CreditDebt.order_id == order.id)).one()
+        owed = debt.amount_minor - debt.repaid_minor - debt.refunded_minor
+        cash += max(0, shares["credit"] - owed)
+    return cash
 
 
 def _refund_postings(session: Session, order: Order, shares: dict[str, int]) -> list[PostingLine]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Date, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.models import Base, BigId, Json
@@ -79,3 +79,48 @@ class CalendarDay(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
     note: Mapped[str] = mapped_column(String(MAX_NOTE_LENGTH), default="", server_default="")
+
+
+class ClearingShare(Base):
+    """One leg of one clearing: cash of an order moved from its escrow to a
+    recipient (an inter-party document: who is owed how much, for which
+    order, by which rule and leg, and why). It waits in the recipient's
+    pending account until its timing fires (``release_at``; NULL: on a
+    delivery not yet happened), then moves to the wallet. A refund claws
+    it back (``clawed_minor``), from pending first, then from the wallet."""
+
+    __tablename__ = "clearing_share"
+    __table_args__ = (
+        CheckConstraint("amount_minor >= 0 AND clawed_minor >= 0 "
+                        "AND clawed_minor <= amount_minor", name="amounts"),
+        CheckConstraint("state IN ('pending','released')", name="state"),
+        Index("ix_clearing_share_order", "order_ref", "id"),
+        Index("ix_clearing_share_recipient", "recipient", "cleared_at"),
+        Index("ix_clearing_share_due", "state", "release_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    order_ref: Mapped[str] = mapped_column(String(40))
+    seller: Mapped[str] = mapped_column(String(64))
+    buyer: Mapped[str] = mapped_column(String(64))
+    # What cash was cleared: the order's plan part or repayment it came from.
+    cause: Mapped[str] = mapped_column(String(120))
+    payment_method: Mapped[str] = mapped_column(String(16))
+    rule_code: Mapped[str] = mapped_column(String(64))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    leg_index: Mapped[int] = mapped_column(Integer)
+    basis: Mapped[str] = mapped_column(String(12))
+    recipient: Mapped[str] = mapped_column(String(64))   # a party code, or "platform"
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    clawed_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    timing_kind: Mapped[str] = mapped_column(String(12))
+    timing_days: Mapped[int] = mapped_column(Integer, default=0)
+    timing_anchor: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10))
+    release_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cleared_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    entry_id: Mapped[str] = mapped_column(String(40))
+    release_entry_id: Mapped[str | None] = mapped_column(String(40))

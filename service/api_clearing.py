@@ -5,9 +5,12 @@ brand's manage key writes or reads them), and an order's clearing preview,
 """
 from __future__ import annotations
 
-from flask import abort, request
+import csv
+import io
 
-from channel_api import access, clearing_rules, orders
+from flask import Response, abort, request
+
+from channel_api import access, clearing_rules, clearings, orders
 from channel_api import business_calendar as calendars
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import db_session
@@ -15,6 +18,9 @@ from service.schemas_clearing import (
     CalendarArgs,
     CalendarChangeOut,
     CalendarOut,
+    DocumentArgs,
+    DocumentList,
+    DocumentOut,
     PreviewArgs,
     PreviewOut,
     RuleIn,
@@ -104,3 +110,32 @@ def set_business_calendar():
 def business_calendar(year: int | None = None):
     access.require_brand_manager(caller())
     return {"items": calendars.list_calendar(db_session(), year=year)}
+
+
+CSV_COLUMNS = ("public_id", "order", "seller", "buyer", "recipient", "amount_minor",
+               "clawed_minor", "currency", "rule", "rule_version", "leg_index", "basis",
+               "payment_method", "state", "cleared_at", "release_at", "released_at")
+
+
+@blp.route("/parties/<party>/documents", methods=["GET"])
+@blp.arguments(DocumentArgs, location="query", as_kwargs=True)
+@blp.response(200, DocumentList)
+def documents(party: str, since=None, until=None, format: str = "json", limit: int = 500):
+    """Inter-party documents of a party (as the one owed, the seller or the
+    buyer) in a period: who is owed how much for which order, by which rule
+    and leg. ``format=csv`` exports them. Each party sees its own; the
+    brand's managers and finance see every party's."""
+    who = caller()
+    if who.party_code != party:
+        access.require_brand_finance(who)
+    rows = clearings.documents(db_session(), party=party, since=since, until=until,
+                               limit=limit)
+    if format == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        dumped = DocumentOut(many=True).dump(rows)
+        writer.writerows([d[c] if d[c] is not None else "" for c in CSV_COLUMNS] for d in dumped)
+        return Response(out.getvalue(), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="documents-{party}.csv"'})
+    return {"items": rows}

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import ledger
 from channel_api import (
     cash,
+    clearings,
     credit,
     funding,
     idempotency,
@@ -272,6 +273,13 @@ def auto_confirm_receipts(session_factory: sessionmaker[Session], *,
                        "auto-confirmed shipped orders")
 
 
+def release_clearings(session_factory: sessionmaker[Session], tz=None) -> int:
+    """Cleared legs whose timing has come move from pending to wallets."""
+    return _in_batches(session_factory,
+                       lambda s, n: clearings.release_due(s, limit=n, **({"tz": tz} if tz else {})),
+                       "released cleared legs")
+
+
 def complete_orders(session_factory: sessionmaker[Session], *,
                     window: timedelta | None = None) -> int:
     """Delivered orders past the return window, with no return waiting, complete."""
@@ -396,6 +404,10 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         run_if_leader, "interval", id="auto_confirm_receipts", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "auto_confirm_receipts",
               lambda: auto_confirm_receipts(session_factory, after=confirm_after)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="release_clearings", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "release_clearings", lambda: release_clearings(session_factory, settings.tz)),
     )
     scheduler.add_job(
         run_if_leader, "interval", id="complete_orders", seconds=EXPIRE_ORDERS_SECONDS,

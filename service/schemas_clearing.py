@@ -206,3 +206,37 @@ class CalendarChangeOut(ma.Schema):
     added = fields.Integer()
     removed = fields.Integer()
     changed = fields.Integer()
+
+
+class DocumentArgs(StrictSchema):
+    since = UtcDateTime(load_default=None, allow_none=True,
+                        metadata={"description": "Cleared at or after (default: all)."})
+    until = UtcDateTime(load_default=None, allow_none=True,
+                        metadata={"description": "Cleared before."})
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 10_000))
+
+
+class DocumentOut(ma.Schema):
+    public_id = fields.String()
+    order_ref = fields.String(data_key="order")
+    seller = fields.String()
+    buyer = fields.String()
+    recipient = fields.String(metadata={"description": "Who is owed: a party, or platform."})
+    amount_minor = fields.Integer()
+    clawed_minor = fields.Integer(metadata={"description": "Taken back by refunds."})
+    currency = fields.String()
+    rule_code = fields.String(data_key="rule")
+    rule_version = fields.Integer()
+    leg_index = fields.Integer()
+    basis = fields.String()
+    payment_method = fields.String()
+    cause = fields.String()
+    state = fields.String(metadata={"description": "pending, or released to the wallet."})
+    cleared_at = UtcDateTime()
+    release_at = UtcDateTime(allow_none=True)
+    released_at = UtcDateTime(allow_none=True)
+
+
+class DocumentList(ma.Schema):
+    items = fields.List(fields.Nested(DocumentOut))

@@ -212,6 +212,7 @@ def requests(net):
         "channel_clearing.update_rule": ("PUT", f"/v1/clearing-rules/{u}-rule", {"priority": 99}, both("denied")),
         "channel_clearing.clearing_preview": ("GET", f"/v1/orders/{x['order']}/clearing-preview?payment_method=prepaid", None, both("denied")),
         "channel_clearing.set_business_calendar": ("PUT", "/v1/business-calendar", None, both("denied")),
+        "channel_clearing.documents": ("GET", f"/v1/parties/{c['d1']}/documents", None, both("denied")),
         "channel_clearing.business_calendar": ("GET", "/v1/business-calendar", None, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }

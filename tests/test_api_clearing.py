@@ -164,3 +164,37 @@ def test_the_business_calendar_is_put_as_csv_and_read_back(client, net):
     as_json = client.put("/v1/business-calendar", headers=brand, json={"2026-10-01": "holiday"})
     assert as_json.status_code == 415
     assert client.get("/v1/business-calendar", headers=brand).json["items"] == got
+
+
+def test_a_party_lists_and_exports_its_documents_and_no_one_else_s(client, net, session_factory):
+    from datetime import timedelta
+
+    from channel_api import clearing_rules, funding, orders
+    from ledger import utcnow
+
+    c, u = net.codes, net.u
+    with session_factory() as s, s.begin():
+        clearing_rules.create_rule(s, code=f"{u}-docs", name="Docs", sellers=[c["d1"]],
+                                   actor="t", valid_from=utcnow() - timedelta(days=1), legs=[
+                                       {"recipient": "seller", "basis": "remainder", "value": 0,
+                                        "timing": {"kind": "immediate"}},
+                                       {"recipient": "platform", "basis": "percent",
+                                        "value": 100, "timing": {"kind": "immediate"}}])
+        funding.confirm_deposit(s, buyer=c["s1"], seller=c["d1"], amount_minor=100_000,
+                                bank_reference=f"{u}-dep", actor="t")
+        placed = orders.place_order(s, buyer=c["s1"], seller=c["d1"], actor="t",
+                                    lines=[{"sku": f"{u}-a", "quantity": 1}])
+        order, platform = placed.public_id, placed.total_minor * 100 // 10_000
+        funding.pay_with_prepaid(s, order, actor="t")
+    mine = client.get(f"/v1/parties/{c['d1']}/documents", headers=net.auth("d1"))
+    assert mine.status_code == 200
+    assert sorted((d["recipient"], d["amount_minor"], d["order"]) for d in mine.json["items"]) \
+        == sorted([(c["d1"], placed.total_minor - platform, order), ("platform", platform, order)])
+    exported = client.get(f"/v1/parties/{c['d1']}/documents?format=csv", headers=net.auth("d1"))
+    assert exported.mimetype == "text/csv"
+    lines = exported.data.decode().splitlines()
+    assert lines[0].startswith("public_id,order,seller,buyer,recipient,amount_minor")
+    assert len(lines) == 3
+    assert client.get(f"/v1/parties/{c['d1']}/documents", headers=net.auth("d2")).status_code == 403
+    assert client.get(f"/v1/parties/{c['s1']}/documents",
+                      headers=net.auth("s1")).json["items"][0]["buyer"] == c["s1"]

@@ -279,7 +279,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     assert {name: job.trigger.interval.total_seconds() for name, job in jobs.items()} == {
         "renew_lease": 10, "void_expired_pending": 45, "check_ledger": 900,
         "expire_unpaid_orders": 300, "auto_confirm_receipts": 300, "complete_orders": 300,
-        "lapse_credit_increases": 300, "retry_callbacks": 60, "reconcile_stuck_payments": 300, "send_refunds": 60,
+        "lapse_credit_increases": 300, "retry_callbacks": 60, "reconcile_stuck_payments": 300, "send_refunds": 60, "release_clearings": 300,
         "deliver_webhooks": 10}
 
 

@@ -1,0 +1,249 @@
+"""Clearing an order's cash (issue 6, first part): when cash for an order
+arrives in its escrow (the cash parts of its plan once it is paid: prepaid,
+offline transfer, gateway; a credit repayment as it arrives), the clearing
+rule chosen for the order and the method (``clearing_rules``) splits it
+into legs, and each leg moves from the escrow to its recipient:
+
+* a party: Dr ``order:O:escrow`` / Cr ``party:X:pending``, released to
+  ``party:X:wallet`` when its timing fires (at once, on delivery, or T+N
+  business days after delivery or payment, by the business calendar);
+* the platform: Dr ``order:O:escrow`` / Cr ``platform:revenue``.
+
+Each leg is a ``ClearingShare`` row: the inter-party document (who is owed
+how much, for which order, by which rule). Rebate and credit value are never
+cleared: only cash. With no rule for an order (or a leg whose recipient
+cannot be named), nothing is cleared and the cash stays in the escrow.
+
+A refund claws back, before the refund takes cash out of the escrow, what
+the escrow lacks: from the cleared legs in proportion to what each still
+holds; from pending first, then the wallet. A wallet that has paid out
+cannot give back: the refund is refused with ``clawback_blocked`` for
+finance to approve another way.
+"""
+from __future__ import annotations
+
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import ledger
+from clearing.models import ClearingRule, ClearingShare
+from clearing.split import Timing
+from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
+
+from . import business_calendar, clearing_rules, refunds
+from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
+from .errors import ChannelError
+from .models import Order, OrderEvent, Party
+
+BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class ClawbackBlocked(ChannelError):
+    """A refund needs cash back from a recipient's wallet that no longer has
+    it; finance must decide (``details`` names the party and the amount)."""
+
+    code = "clawback_blocked"
+    http_status = 409
+
+
+def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str,
+               cause: str, now: datetime | None = None, tz: ZoneInfo = BUSINESS_TZ) -> int:
+    """Clear ``amount_minor`` of cash that arrived for ``order`` by
+    ``method``; once per ``cause``. Returns how much was cleared (0: no rule,
+    or a recipient that cannot be named: the cash stays in the escrow)."""
+    if amount_minor <= 0 or session.scalar(select(ClearingRule.id).limit(1)) is None:
+        return 0  # no rules at all: the common case of a network not clearing yet
+    if session.scalar(select(ClearingShare.id).where(
+            ClearingShare.cause == cause).limit(1)) is not None:
+        return 0
+    now = now or utcnow()
+    preview = clearing_rules.explain_for_order(session, order.public_id, method, at=now,
+                                               cash_minor=amount_minor)
+    legs = [(part, share) for part in preview.parts if part.rule and not part.problem
+            for share in part.shares if share.amount_minor]
+    if not legs or any(share.party is None for _, share in legs) or \
+            any(part.rule is None or part.problem for part in preview.parts):
+        return 0
+    ccy, escrow = order.currency, escrow_account(order.public_id)
+    postings, rows = [], []
+    for part, share in legs:
+        if share.party == clearing_rules.PLATFORM:
+            account = PLATFORM_REVENUE
+            ensure(session, account, "Platform revenue", "revenue", ccy)
+        else:
+            account = pending_account(share.party)
+            _open_party_accounts(session, share.party, ccy)
+        postings += [PostingLine(escrow, "debit", share.amount_minor, ccy),
+                     PostingLine(account, "credit", share.amount_minor, ccy)]
+        rows.append(ClearingShare(
+            public_id=f"doc_{new_uuid7().hex}", order_ref=order.public_id,
+            seller=preview.seller, buyer=preview.buyer, cause=cause, payment_method=method,
+            rule_code=part.rule, rule_version=part.rule_version, leg_index=share.leg_index,
+            basis=share.basis, recipient=share.party, amount_minor=share.amount_minor,
+            clawed_minor=0, currency=ccy, timing_kind=share.timing.kind,
+            timing_days=share.timing.days, timing_anchor=share.timing.anchor,
+            state="pending", release_at=_release_at(session, share.timing, now, None, tz),
+            cleared_at=now))
+    entry = ledger.post_entry(session, EntryRequest(
+        code="order.clear", description=f"clearing of {order.public_id} ({method})",
+        idempotency_key=f"clear:{cause}", metadata={"order": order.public_id, "cause": cause},
+        postings=postings))
+    for row in rows:
+        row.entry_id = entry.id
+        if row.recipient == clearing_rules.PLATFORM:  # revenue: nothing to release
+            row.state, row.released_at = "released", now
+    session.add_all(rows)
+    session.flush()
+    release_due(session, now=now, order=order.public_id, tz=tz)
+    return sum(row.amount_minor for row in rows)
+
+
+def _open_party_accounts(session: Session, party: str, currency: str) -> None:
+    """A party's pending and wallet accounts; the brand's take a leg of
+    almost every order, so they are opened with several balance shards."""
+    row = session.scalars(select(Party).where(Party.code == party)).one()
+    shards = 8 if row.role == "brand" else 1
+    ensure(session, pending_account(party), f"Pending for {party}", "liability", currency,
+           owner=party, min_balance=0, shards=shards)
+    ensure(session, wallet_account(party), f"Wallet of {party}", "liability", currency,
+           owner=party, min_balance=0, shards=shards)
+
+
+def _release_at(session: Session, timing, now: datetime, delivered: datetime | None,
+                tz: ZoneInfo) -> datetime | None:
+    """When a leg may move to the wallet; None: on a delivery to come."""
+    if timing.kind == "immediate":
+        return now
+    anchor = delivered if timing.kind == "on_delivery" or timing.anchor == "delivery" \
+        else now
+    if anchor is None:
+        return None
+    if timing.kind == "on_delivery":
+        return anchor
+    day = business_calendar.calendar(session).add_business_days(
+        anchor.astimezone(tz).date(), timing.days)
+    return datetime.combine(day, time(0), tzinfo=tz)
+
+
+def release_due(session: Session, *, now: datetime | None = None, order: str | None = None,
+                tz: ZoneInfo = BUSINESS_TZ, limit: int = 1000) -> int:
+    """The release job (and each clearing, for its own order): legs whose
+    time has come move from pending to the wallet; legs waiting for a
+    delivery that has happened get their date first. Returns legs released."""
+    now = now or utcnow()
+    waiting = select(ClearingShare).where(ClearingShare.state == "pending",
+                                          ClearingShare.release_at.is_(None))
+    if order is not None:
+        waiting = waiting.where(ClearingShare.order_ref == order)
+    for row in session.scalars(waiting.limit(limit)):
+        delivered = _delivered_at(session, row.order_ref)
+        if delivered is not None:
+            row.release_at = _release_at(session, Timing(row.timing_kind, row.timing_days,
+                                                         row.timing_anchor),
+                                         as_utc(row.cleared_at), delivered, tz)
+    session.flush()
+    due = select(ClearingShare).where(ClearingShare.state == "pending",
+                                      ClearingShare.release_at <= now)
+    if order is not None:
+        due = due.where(ClearingShare.order_ref == order)
+    released = 0
+    for row in session.scalars(due.order_by(ClearingShare.id).limit(limit)):
+        amount = row.amount_minor - row.clawed_minor
+        if amount:
+            row.release_entry_id = ledger.post_entry(session, EntryRequest(
+                code="clearing.release", idempotency_key=f"{row.public_id}:release",
+                metadata={"order": row.order_ref, "document": row.public_id},
+                postings=[PostingLine(pending_account(row.recipient), "debit", amount,
+                                      row.currency),
+                          PostingLine(wallet_account(row.recipient), "credit", amount,
+                                      row.currency)])).id
+        row.state, row.released_at = "released", now
+        released += 1
+    session.flush()
+    return released
+
+
+def _delivered_at(session: Session, order: str) -> datetime | None:
+    at = session.scalar(select(OrderEvent.at).join(Order, Order.id == OrderEvent.order_id)
+                        .where(Order.public_id == order, OrderEvent.to_state == "delivered")
+                        .order_by(OrderEvent.id).limit(1))
+    return as_utc(at) if at is not None else None
+
+
+def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str) -> int:
+    """Bring ``amount_minor`` back into the order's escrow from its cleared
+    legs, in proportion to what each still holds (pending first, then the
+    wallet). Returns how much was clawed back."""
+    if amount_minor <= 0:
+        return 0
+    rows = list(session.scalars(select(ClearingShare).where(
+        ClearingShare.order_ref == order.public_id,
+        ClearingShare.clawed_minor < ClearingShare.amount_minor)
+        .order_by(ClearingShare.id).with_for_update()))
+    room = {str(r.id): r.amount_minor - r.clawed_minor for r in rows}
+    if amount_minor > sum(room.values()):
+        raise ClawbackBlocked("the order's cleared legs hold less than the refund needs",
+                              order=order.public_id, needed_minor=amount_minor)
+    takes = refunds.allocate(amount_minor, room)
+    ccy, escrow = order.currency, escrow_account(order.public_id)
+    postings = []
+    for row in rows:
+        take = takes.get(str(row.id), 0)
+        if not take:
+            continue
+        if row.recipient == clearing_rules.PLATFORM:
+            source = PLATFORM_REVENUE
+        elif row.state == "pending":
+            source = pending_account(row.recipient)
+        else:
+            source = wallet_account(row.recipient)
+        postings += [PostingLine(source, "debit", take, ccy),
+                     PostingLine(escrow, "credit", take, ccy)]
+        row.clawed_minor += take
+    done = sum(r.clawed_minor for r in rows)
+    try:
+        ledger.post_entry(session, EntryRequest(
+            code="clearing.clawback", description=reason[:200],
+            idempotency_key=f"clawback:{order.public_id}:{done}",
+            metadata={"order": order.public_id, "amount_minor": amount_minor},
+            postings=postings))
+    except ledger.InsufficientFunds as short:
+        raise ClawbackBlocked("a recipient's wallet no longer holds what the refund needs "
+                              "back; finance must approve the refund another way",
+                              order=order.public_id, **short.details) from None
+    session.flush()
+    return amount_minor
+
+
+def make_room(session: Session, order: Order, needed_minor: int, *, reason: str) -> None:
+    """Before a refund takes ``needed_minor`` from the order's escrow, claw
+    back whatever the escrow lacks."""
+    try:
+        have = ledger.get_account(session, escrow_account(order.public_id)).available_minor
+    except ledger.AccountNotFound:
+        have = 0
+    if needed_minor > have:
+        claw_back(session, order, needed_minor - have, reason=reason)
+
+
+def documents(session: Session, *, party: str | None = None, order: str | None = None,
+              since: datetime | None = None, until: datetime | None = None,
+              limit: int = 500) -> list[ClearingShare]:
+    """Inter-party documents: a party's (as recipient, seller or buyer) or an
+    order's clearing legs, oldest first, in a period."""
+    query = select(ClearingShare)
+    if party is not None:
+        query = query.where((ClearingShare.recipient == party) | (ClearingShare.seller == party)
+                            | (ClearingShare.buyer == party))
+    if order is not None:
+        query = query.where(ClearingShare.order_ref == order)
+    if since is not None:
+        query = query.where(ClearingShare.cleared_at >= since)
+    if until is not None:
+        query = query.where(ClearingShare.cleared_at < until)
+    return list(session.scalars(query.order_by(ClearingShare.id).limit(limit)))
+
+
