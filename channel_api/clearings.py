@@ -22,6 +22,7 @@ finance to approve another way.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
@@ -35,10 +36,11 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
 from . import business_calendar, clearing_rules, refunds
 from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
-from .errors import ChannelError
+from .errors import ChannelError, InvalidInput
 from .models import Order, OrderEvent, Party
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+log = logging.getLogger(__name__)
 
 
 class ClawbackBlocked(ChannelError):
@@ -60,8 +62,13 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             ClearingShare.cause == cause).limit(1)) is not None:
         return 0
     now = now or utcnow()
-    preview = clearing_rules.explain_for_order(session, order.public_id, method, at=now,
-                                               cash_minor=amount_minor)
+    try:
+        preview = clearing_rules.explain_for_order(session, order.public_id, method, at=now,
+                                                   cash_minor=amount_minor)
+    except InvalidInput as why:  # no trade mode or method for it: the cash waits in escrow
+        log.warning("order %s not cleared: %s", order.public_id, why,
+                    extra={"order": order.public_id})
+        return 0
     legs = [(part, share) for part in preview.parts if part.rule and not part.problem
             for share in part.shares if share.amount_minor]
     if not legs or any(share.party is None for _, share in legs) or \

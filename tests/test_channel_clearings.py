@@ -147,3 +147,15 @@ def test_t_plus_n_counts_business_days_across_a_weekend_and_a_holiday(shop):
     on_delivery = clearings._release_at(shop, Timing("on_delivery", 0, "delivery"), friday,
                                         None, SH)
     assert on_delivery is None  # waits for the delivery
+
+
+def test_cash_that_no_rule_can_take_stays_in_the_escrow(shop):
+    s = shop
+    funding.confirm_deposit(s, buyer="S", seller="D", amount_minor=1_000,
+                            bank_reference="DEP-3", actor="t")
+    order = orders.place_order(s, buyer="S", seller="D", actor="store",
+                               lines=[{"sku": "g1", "quantity": 1}]).public_id
+    row = orders.order_row(s, order)
+    assert clearings.clear_cash(s, row, amount_minor=1_000, method="carrier-pigeon",
+                                cause="odd") == 0
+    assert clearings.documents(s, order=order) == []
