@@ -9,15 +9,17 @@ from html import escape
 
 from flask import Blueprint, Response, abort, after_this_request, current_app, request, url_for
 
-from channel_api import AccessDenied, access, cash, gateway_payments, orders
-from channel_api.errors import GatewayDown
+from channel_api import AccessDenied, access, cash, gateway_bills, gateway_payments, orders
+from channel_api.errors import GatewayDown, InvalidInput
 from ledger import utcnow
-from payments.gateway import CallbackRequest, GatewayUnavailable, PaymentRequest
+from payments.gateway import CallbackRequest, GatewayError, GatewayUnavailable, PaymentRequest
 from payments.sandbox_vendor import SandboxError
 from service import callbacks
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import EXTENSION_KEY, db_session
 from service.schemas_payments import (
+    BillArgs,
+    BillReportOut,
     CashPositionOut,
     ExceptionList,
     ExceptionOut,
@@ -131,6 +133,25 @@ def resolve_to_deposit(body, exception_id: str):
     deposit at a seller (the brand's finance)."""
     access.require_brand_finance(caller())
     return gateway_payments.resolve_to_deposit(db_session(), exception_id, actor=actor(), **body)
+
+
+@blp.route("/gateway-bills/<gateway>", methods=["POST"])
+@mutation
+@blp.arguments(BillArgs, location="query", as_kwargs=True)
+@blp.response(200, BillReportOut)
+def post_bill(gateway: str, day, currency: str):
+    """Finance posts a gateway's daily bill (the file as the gateway gives
+    it, as the request body): the net into custody, the fees, and what does
+    not match what was applied here. The same day again posts nothing more."""
+    access.require_brand_finance(caller())
+    adapter = _adapter(gateway)
+    try:
+        lines = adapter.parse_bill(request.get_data(cache=True))
+    except GatewayError as bad:
+        raise InvalidInput(f"the bill cannot be read: {bad}", field="body",
+                           **{k: v for k, v in bad.details.items() if k == "line"}) from None
+    return gateway_bills.post_bill(db_session(), gateway=gateway, day=day, lines=lines,
+                                   currency=currency, actor=actor())
 
 
 @blp.route("/cash-position", methods=["GET"])

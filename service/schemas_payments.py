@@ -100,3 +100,29 @@ class CashPositionOut(ma.Schema):
     holds = fields.Boolean()
     positions = fields.List(fields.Nested(PositionOut))
     claims = fields.List(fields.Nested(ClaimOut))
+
+
+class BillArgs(StrictSchema):
+    day = fields.Date(required=True, metadata={"description": "The day the bill covers."})
+    currency = fields.String(load_default="CNY", validate=validate.Length(equal=3))
+
+
+class DiscrepancyOut(ma.Schema):
+    kind = fields.String(metadata={"description": "unknown_transaction, amount_differs, "
+                                                  "missing_from_bill."})
+    transaction_id = fields.String()
+    bill_minor = fields.Integer(allow_none=True)
+    ours_minor = fields.Integer(allow_none=True)
+
+
+class BillReportOut(ma.Schema):
+    gateway = fields.String()
+    day = fields.Date()
+    payments_minor = fields.Integer()
+    refunds_minor = fields.Integer()
+    fees_minor = fields.Integer()
+    net_minor = fields.Integer(metadata={"description": "What reached custody."})
+    lines = fields.Integer()
+    matched = fields.Integer()
+    entry_id = fields.String(allow_none=True)
+    discrepancies = fields.List(fields.Nested(DiscrepancyOut))

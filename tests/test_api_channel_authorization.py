@@ -198,6 +198,7 @@ def requests(net):
         "channel_payments.start_payment": ("POST", "/v1/payments", {"gateway": "sandbox", "order": x["order"]}, both("denied")),
         "channel_payments.get_payment": ("GET", f"/v1/payments/{x['payment']}", None, both("denied")),
         "channel_payments.resolve_to_deposit": ("POST", "/v1/payment-exceptions/exc_x/to-deposit", {"buyer": c["s1"], "seller": c["d1"], "note": "x"}, both("denied")),
+        "channel_payments.post_bill": ("POST", "/v1/gateway-bills/sandbox?day=2026-01-01", None, both("denied")),
         "channel_payments.cash_position": ("GET", "/v1/cash-position", None, both("denied")),
         "channel_payments.payment_exceptions": ("GET", "/v1/payment-exceptions", None, both("denied")),
         "channel_events.list_events": ("GET", "/v1/events", None, both("own")),

@@ -423,3 +423,37 @@ def test_in_background_mode_the_gateway_is_answered_first_and_the_callback_appli
         assert gateway_payments.get_payment(s, payment.public_id).state == "succeeded"
         assert funding.balances(s, buyer=net.codes["s1"],
                                 seller=net.codes["d1"]).prepaid.posted_minor == 400 + 900
+
+
+def test_finance_posts_the_sandbox_s_daily_bill_over_http(client, net, session_factory):
+    from ledger import utcnow
+
+    started = client.post("/v1/payments", headers=net.auth("s1"), json={
+        "gateway": "sandbox", "purpose": "deposit", "seller": net.codes["d1"],
+        "amount_minor": 10_000}).json
+    client.post(started["pay_url"], data={"action": "pay"})
+    vendor = client.application.extensions[GATEWAYS_KEY].sandbox_vendor
+    day = utcnow().date()
+    bill = vendor.bill(day)
+
+    def custody():
+        with session_factory() as s:
+            try:
+                return ledger.get_account(s, "custody:bank").posted_minor
+            except ledger.AccountNotFound:
+                return 0
+
+    before = custody()
+    path = f"/v1/gateway-bills/sandbox?day={day.isoformat()}"
+    assert client.post(path, headers=net.auth("d1"), data=bill,
+                       content_type="text/csv").status_code == 403
+    posted = client.post(path, headers=net.auth("brand"), data=bill, content_type="text/csv")
+    assert posted.status_code == 200, posted.json
+    report = posted.json
+    assert report["payments_minor"] >= 10_000 and report["fees_minor"] > 0
+    assert custody() - before == report["net_minor"]
+    again = client.post(path, headers=net.auth("brand"), data=bill, content_type="text/csv")
+    assert again.json["entry_id"] == report["entry_id"] and custody() - before == report["net_minor"]
+    garbled = client.post(path, headers=net.auth("brand"), data=b"not,a\nbill",
+                          content_type="text/csv")
+    assert garbled.status_code == 422 and garbled.json["errors"][0]["field"] == "body"
