@@ -66,6 +66,21 @@ def build_network(session_factory, u: str) -> Network:
     return net
 
 
+def add_tea(s, net: Network, list_price_minor: int = 1000) -> None:
+    """One SKU (``<u>-a``, in category ``<u>-tea``) that d1 may sell to
+    everyone: what the order, return and payment API tests trade."""
+    from channel_api import catalog, network
+
+    u = net.u
+    catalog.create_category(s, f"{u}-tea", "Tea")
+    catalog.create_unit(s, f"{u}-case", "Case")
+    catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
+    catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
+                       list_price_minor=list_price_minor)
+    network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
+                                actor="t")
+
+
 # Fixtures for the channel API test modules (import them by name): each
 # module gets a database of its own, as it commits.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from channel_api import catalog, network, prices
-from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
+from channel_api import prices
+from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -14,13 +14,7 @@ def net(session_factory, unique):
     net = build_network(session_factory, unique)
     u = unique
     with session_factory() as s, s.begin():
-        catalog.create_category(s, f"{u}-tea", "Tea")
-        catalog.create_unit(s, f"{u}-case", "Case")
-        catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
-        catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
-                           list_price_minor=1000)
-        network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
-                                    actor="t")
+        add_tea(s, net)
         prices.create_strategy(s, code=f"{u}-p", owner=net.codes["d1"], name="P", rule="percent",
                                product_scope={"all": True}, actor="t",
                                tiers=[{"sku": None, "min_qty": 1, "percent_bp": 9500}])

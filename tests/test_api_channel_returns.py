@@ -8,8 +8,8 @@ import base64
 
 import pytest
 
-from channel_api import catalog, keys, network
-from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
+from channel_api import keys
+from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
 
 PDF = b"%PDF-1.4 receipt of transfer"
 
@@ -17,15 +17,8 @@ PDF = b"%PDF-1.4 receipt of transfer"
 @pytest.fixture
 def net(session_factory, unique):
     net = build_network(session_factory, unique)
-    u = unique
     with session_factory() as s, s.begin():
-        catalog.create_category(s, f"{u}-tea", "Tea")
-        catalog.create_unit(s, f"{u}-case", "Case")
-        catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
-        catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
-                           list_price_minor=1000)
-        network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
-                                    actor="t")
+        add_tea(s, net)
         for name in ("d1", "d2"):
             net.tokens[f"{name}-finance"] = keys.create_api_key(
                 s, party=net.codes[name], scopes=["finance"], actor="t").token

@@ -11,12 +11,12 @@ import secrets
 import pytest
 
 import ledger
-from channel_api import catalog, funding, gateway_payments, gateway_refunds, network, orders
+from channel_api import catalog, funding, gateway_payments, gateway_refunds, orders
 from channel_api import errors as ca_errors
 from payments.models import GatewayCallback, Payment, PaymentException, PaymentRefund
 from service import callbacks
 from service.api_payments import GATEWAYS_KEY
-from tests.channel_fixtures import build_network, client, engine  # noqa: F401  (fixtures)
+from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
 from tests.vendors.wechatpay import FakeWeChatPay
 
 
@@ -25,13 +25,7 @@ def net(session_factory, unique):
     net = build_network(session_factory, unique)
     u = unique
     with session_factory() as s, s.begin():
-        catalog.create_category(s, f"{u}-tea", "Tea")
-        catalog.create_unit(s, f"{u}-case", "Case")
-        catalog.create_product(s, f"{u}-green", "Green", category=f"{u}-tea")
-        catalog.create_sku(s, f"{u}-a", "A", product=f"{u}-green", unit=f"{u}-case",
-                           list_price_minor=1000)
-        network.set_sale_permission(s, net.codes["d1"], product_scope={"all": True}, regions=[],
-                                    actor="t")
+        add_tea(s, net)
         funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
                                 amount_minor=400, bank_reference=f"{u}-dep", actor="t")
     return net
