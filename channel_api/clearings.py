@@ -23,10 +23,11 @@ finance to approve another way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import ledger
@@ -75,7 +76,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             any(part.rule is None or part.problem for part in preview.parts):
         return 0
     ccy, escrow = order.currency, escrow_account(order.public_id)
-    postings, rows = [], []
+    postings, rows, calendar = [], [], _calendar(session)
     for part, share in legs:
         if share.party == clearing_rules.PLATFORM:
             account = PLATFORM_REVENUE
@@ -92,7 +93,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             basis=share.basis, recipient=share.party, amount_minor=share.amount_minor,
             clawed_minor=0, currency=ccy, timing_kind=share.timing.kind,
             timing_days=share.timing.days, timing_anchor=share.timing.anchor,
-            state="pending", release_at=_release_at(session, share.timing, now, None, tz),
+            state="pending", release_at=_release_at(calendar, share.timing, now, None, tz),
             cleared_at=now))
     entry = ledger.post_entry(session, EntryRequest(
         code="order.clear", description=f"clearing of {order.public_id} ({method})",
@@ -119,8 +120,20 @@ def _open_party_accounts(session: Session, party: str, currency: str) -> None:
            owner=party, min_balance=0, shards=shards)
 
 
-def _release_at(session: Session, timing, now: datetime, delivered: datetime | None,
-                tz: ZoneInfo) -> datetime | None:
+def _calendar(session: Session) -> Callable[[], business_calendar.BusinessCalendar]:
+    """The business calendar, read once per use case and only if a T+N leg
+    needs it."""
+    loaded: list = []
+
+    def get():
+        if not loaded:
+            loaded.append(business_calendar.calendar(session))
+        return loaded[0]
+    return get
+
+
+def _release_at(calendar: Callable[[], business_calendar.BusinessCalendar], timing,
+                now: datetime, delivered: datetime | None, tz: ZoneInfo) -> datetime | None:
     """When a leg may move to the wallet; None: on a delivery to come."""
     if timing.kind == "immediate":
         return now
@@ -130,8 +143,7 @@ def _release_at(session: Session, timing, now: datetime, delivered: datetime | N
         return None
     if timing.kind == "on_delivery":
         return anchor
-    day = business_calendar.calendar(session).add_business_days(
-        anchor.astimezone(tz).date(), timing.days)
+    day = calendar().add_business_days(anchor.astimezone(tz).date(), timing.days)
     return datetime.combine(day, time(0), tzinfo=tz)
 
 
@@ -145,12 +157,14 @@ def release_due(session: Session, *, now: datetime | None = None, order: str | N
                                           ClearingShare.release_at.is_(None))
     if order is not None:
         waiting = waiting.where(ClearingShare.order_ref == order)
-    for row in session.scalars(waiting.limit(limit)):
-        delivered = _delivered_at(session, row.order_ref)
-        if delivered is not None:
-            row.release_at = _release_at(session, Timing(row.timing_kind, row.timing_days,
-                                                         row.timing_anchor),
-                                         as_utc(row.cleared_at), delivered, tz)
+    rows = list(session.scalars(waiting.limit(limit)))
+    delivered = _delivered_at(session, {row.order_ref for row in rows})
+    calendar = _calendar(session)
+    for row in rows:
+        if row.order_ref in delivered:
+            row.release_at = _release_at(calendar, Timing(row.timing_kind, row.timing_days,
+                                                          row.timing_anchor),
+                                         as_utc(row.cleared_at), delivered[row.order_ref], tz)
     session.flush()
     due = select(ClearingShare).where(ClearingShare.state == "pending",
                                       ClearingShare.release_at <= now)
@@ -173,11 +187,15 @@ def release_due(session: Session, *, now: datetime | None = None, order: str | N
     return released
 
 
-def _delivered_at(session: Session, order: str) -> datetime | None:
-    at = session.scalar(select(OrderEvent.at).join(Order, Order.id == OrderEvent.order_id)
-                        .where(Order.public_id == order, OrderEvent.to_state == "delivered")
-                        .order_by(OrderEvent.id).limit(1))
-    return as_utc(at) if at is not None else None
+def _delivered_at(session: Session, orders: set[str]) -> dict[str, datetime]:
+    """When each of these orders was delivered (those that were), in one query."""
+    if not orders:
+        return {}
+    rows = session.execute(select(Order.public_id, func.min(OrderEvent.at))
+                           .join(Order, Order.id == OrderEvent.order_id)
+                           .where(Order.public_id.in_(orders), OrderEvent.to_state == "delivered")
+                           .group_by(Order.public_id)).all()
+    return {public_id: as_utc(at) for public_id, at in rows}
 
 
 def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str) -> int:

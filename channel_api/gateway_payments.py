@@ -214,10 +214,15 @@ def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEve
     return callback.state
 
 
+def _payment_of(session: Session, event: GatewayEvent) -> Payment | None:
+    """The payment a callback speaks of, locked (None: not ours)."""
+    return session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
+                                                 Payment.gateway == event.gateway)
+                           .with_for_update()).one_or_none()
+
+
 def _closed(session: Session, event: GatewayEvent) -> None:
-    row = session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
-                                                Payment.gateway == event.gateway)
-                          .with_for_update()).one_or_none()
+    row = _payment_of(session, event)
     if row is not None and row.state in ("created", "pending"):
         row.state = states.transition(row.state,
                                       "fail" if event.kind == "payment_failed" else "expire")
@@ -226,9 +231,7 @@ def _closed(session: Session, event: GatewayEvent) -> None:
 
 def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
              actor: str) -> None:
-    row = session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
-                                                Payment.gateway == event.gateway)
-                          .with_for_update()).one_or_none()
+    row = _payment_of(session, event)
     receivable = receivable_account(event.gateway)
     ensure(session, receivable, f"Receivable from {event.gateway}", "asset", event.currency)
     problem = _problem(session, row, event)

@@ -142,9 +142,10 @@ def test_a_refund_that_needs_cash_a_wallet_paid_out_is_stopped_for_finance(shop)
 def test_t_plus_n_counts_business_days_across_a_weekend_and_a_holiday(shop):
     business_calendar.set_calendar(shop, "date,kind\n2026-10-05,holiday\n", "finance")
     friday = datetime(2026, 10, 2, 15, tzinfo=SH)
-    t_plus_1 = clearings._release_at(shop, Timing("t_plus", 1, "payment"), friday, None, SH)
+    calendar = clearings._calendar(shop)
+    t_plus_1 = clearings._release_at(calendar, Timing("t_plus", 1, "payment"), friday, None, SH)
     assert t_plus_1.date() == date(2026, 10, 6)  # Saturday, Sunday, the Monday holiday
-    on_delivery = clearings._release_at(shop, Timing("on_delivery", 0, "delivery"), friday,
+    on_delivery = clearings._release_at(calendar, Timing("on_delivery", 0, "delivery"), friday,
                                         None, SH)
     assert on_delivery is None  # waits for the delivery
 
