@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 import ledger
 from ledger import EntryRequest, PostingLine, as_utc, utcnow
+from payments.models import Payment
 
 from . import audit, clearings, credit, gateway_refunds, habits, orders
 from .books import (
@@ -371,7 +372,6 @@ def _clear(session: Session, row: Order, captured: dict[str, int]) -> None:
 
 
 def _gateway_of(session: Session, order: str) -> str:
-    from payments.models import Payment
     return session.scalar(select(Payment.gateway).where(
         Payment.reference == order, Payment.state == "succeeded").limit(1)) or "gateway"
 

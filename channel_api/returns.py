@@ -83,12 +83,27 @@ class ReturnView:
 
 
 def _view(session: Session, row: OrderReturn) -> ReturnView:
-    order = orders.get_order(session, session.get(Order, row.order_id).public_id)
+    return _views(session, [row])[0]
+
+
+def _views(session: Session, rows: list[OrderReturn]) -> list[ReturnView]:
+    """Views of several returns: each order read once, all lines in one query."""
+    views = {}
+    for order_id in {row.order_id for row in rows}:
+        views[order_id] = orders.get_order(session, session.get(Order, order_id).public_id)
+    lines: dict[int, list[ReturnLine]] = {}
+    for line in session.scalars(select(ReturnLine).where(
+            ReturnLine.return_id.in_([row.id for row in rows]))
+            .order_by(ReturnLine.return_id, ReturnLine.line_no)):
+        lines.setdefault(line.return_id, []).append(line)
+    return [_view_of(row, views[row.order_id], lines.get(row.id, [])) for row in rows]
+
+
+def _view_of(row: OrderReturn, order: orders.OrderView,
+             return_lines: list[ReturnLine]) -> ReturnView:
     skus = {line.line_no: line.sku for line in order.lines}
     lines = tuple(ReturnLineView(line.line_no, skus.get(line.line_no), line.quantity,
-                                 line.amount_minor)
-                  for line in session.scalars(select(ReturnLine).where(
-                      ReturnLine.return_id == row.id).order_by(ReturnLine.line_no)))
+                                 line.amount_minor) for line in return_lines)
     return ReturnView(row.public_id, order.public_id, order.buyer_code, order.seller_code,
                       row.state, row.amount_minor, row.reason, row.client_reference,
                       row.requested_by, as_utc(row.created_at), row.decided_by,
@@ -320,8 +335,7 @@ def list_returns(session: Session, *, order: str | None = None, seller: str | No
         query = query.where(Order.seller_id == party_row(session, seller).id)
     if state is not None:
         query = query.where(OrderReturn.state == state)
-    return [_view(session, row) for row in session.scalars(
-        query.order_by(OrderReturn.id).limit(limit))]
+    return _views(session, list(session.scalars(query.order_by(OrderReturn.id).limit(limit))))
 
 
 def complete_orders(session: Session, *, now: datetime | None = None,
