@@ -13,7 +13,8 @@ import ledger
 from .errors import InvalidInput
 
 CUSTODY = "custody:bank"
-SUSPENSE = "suspense"  # money not yet explained, until finance resolves it
+SUSPENSE = "suspense"
+PAYOUTS_IN_FLIGHT = "payouts:in_flight"  # sent to the bank, not yet confirmed  # money not yet explained, until finance resolves it
 _REFERENCE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 

@@ -211,3 +211,22 @@ class GatewayDown(ChannelError):
 
     code = "gateway_unavailable"
     http_status = 503
+
+
+class PayoutNotFound(NotFound):
+    code = "payout_not_found"
+
+
+class BankAccountMissing(ChannelError):
+    """A payout needs the party's registered bank account in its currency."""
+
+    code = "bank_account_missing"
+    http_status = 422
+
+
+class PayoutRefused(ChannelError):
+    """A payout cannot be requested: a frozen party, a wallet without the
+    money, the same request key for another amount."""
+
+    code = "payout_refused"
+    http_status = 422

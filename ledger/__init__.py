@@ -46,9 +46,11 @@ from .timeutil import as_utc, utcnow
 from .writer import add_write_listener
 from .queries import (
     balance_at,
+    balances_before,
     find_entry_by_key,
     get_entry,
     list_entries,
+    movements,
     statement,
     trial_balance,
 )

@@ -124,10 +124,12 @@ def post_entries(
 
 
 def reverse_entry(
-    session: Session, entry_id: str, *, idempotency_key: str | None = None, description: str = ""
+    session: Session, entry_id: str, *, idempotency_key: str | None = None, description: str = "",
+    code: str = "reversal",
 ) -> EntryView:
     """Post the mirror image of a posted entry, linked to it. An entry is
-    reversed at most once; a pending entry is voided, not reversed."""
+    reversed at most once; a pending entry is voided, not reversed. ``code``
+    says what the reversal means (a failed payout), for reports by code."""
     original = _load_entry(session, entry_id)
     if original.kind not in (EntryKind.STANDARD.value, EntryKind.POST_PENDING.value):
         raise NotReversible(
@@ -141,7 +143,7 @@ def reverse_entry(
         for p in postings
     ]
     request = EntryRequest(
-        code="reversal",
+        code=code,
         postings=lines,
         description=description or f"reversal of {entry_public_id(original.id)}",
         idempotency_key=idempotency_key,
@@ -162,22 +164,28 @@ def post_pending(
     postings: Sequence[PostingLine] | None = None,
     idempotency_key: str | None = None,
     description: str = "",
+    code: str | None = None,
 ) -> EntryView:
     """Post a pending entry, in full or (with ``postings``) in part.
 
     A partial post names, for some of the pending lines, an amount no larger
     than reserved, and must balance; whatever is not posted is released.
+    ``code`` names the posting entry (default ``post_pending``), so reports
+    that classify movements by entry code can tell what it was.
     """
     return _resolve(
-        session, pending_entry_id, EntryKind.POST_PENDING, postings, idempotency_key, description
+        session, pending_entry_id, EntryKind.POST_PENDING, postings, idempotency_key, description,
+        code=code,
     )
 
 
 def void_pending(
-    session: Session, pending_entry_id: str, *, idempotency_key: str | None = None, reason: str = ""
+    session: Session, pending_entry_id: str, *, idempotency_key: str | None = None, reason: str = "",
+    code: str | None = None,
 ) -> EntryView:
     """Release everything a pending entry reserved."""
-    return _resolve(session, pending_entry_id, EntryKind.VOID_PENDING, None, idempotency_key, reason)
+    return _resolve(session, pending_entry_id, EntryKind.VOID_PENDING, None, idempotency_key, reason,
+                    code=code)
 
 
 def void_expired_pending(session: Session, *, now: datetime | None = None, limit: int = 1000) -> int:

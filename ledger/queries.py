@@ -283,3 +283,57 @@ def trial_balance(session: Session, *, at: datetime | None = None) -> TrialBalan
         totals[currency][0] += row.debit_minor
         totals[currency][1] += row.credit_minor
     return TrialBalance(at, out, {c: (d, k) for c, (d, k) in totals.items()})
+
+
+# -- set-based reads for reports over many accounts ---------------------------
+
+
+def balances_before(session: Session, at: datetime, *, code_like: str) -> dict[str, tuple[str, int]]:
+    """The posted normal-side balance of every account whose code matches
+    ``code_like`` (SQL LIKE), from everything posted before ``at``:
+    ``{code: (currency, balance)}``. Each shard's value is the running
+    balance of its last posting before ``at``, found through the posting
+    index (one seek per shard), so the cost follows the number of accounts,
+    not the length of their history."""
+    last = (
+        select(Posting.balance_after_minor)
+        .where(Posting.account_id == Balance.account_id, Posting.shard == Balance.shard,
+               Posting.posted_at < as_utc(at))
+        .order_by(Posting.posted_at.desc(), Posting.version.desc())
+        .limit(1)
+        .correlate(Balance)
+        .scalar_subquery()
+    )
+    per_shard = (
+        select(Account.code, Account.currency, func.coalesce(last, 0).label("value"))
+        .join(Balance, Balance.account_id == Account.id)
+        .where(Account.code.like(code_like))
+        .subquery()
+    )
+    rows = session.execute(
+        select(per_shard.c.code, per_shard.c.currency, func.sum(per_shard.c.value))
+        .group_by(per_shard.c.code, per_shard.c.currency)
+    ).all()
+    return {code: (currency, int(total or 0)) for code, currency, total in rows}
+
+
+def movements(
+    session: Session, since: datetime, until: datetime, *, code_like: str
+) -> list[tuple[str, str, int]]:
+    """What was posted in ``[since, until)`` to the accounts whose code
+    matches ``code_like``, netted on each account's normal side and grouped
+    by the code of the entry that posted it: ``(account code, entry code,
+    net)``. Reservations (pending postings) move no posted balance and are
+    left out."""
+    debits = func.sum(case((Posting.side == "debit", Posting.amount_minor), else_=0))
+    credits = func.sum(case((Posting.side == "credit", Posting.amount_minor), else_=0))
+    rows = session.execute(
+        select(Account.code, JournalEntry.code, Account.normal_side, debits, credits)
+        .join(Posting, Posting.account_id == Account.id)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(Account.code.like(code_like), Posting.pending.is_(False),
+               Posting.posted_at >= as_utc(since), Posting.posted_at < as_utc(until))
+        .group_by(Account.code, JournalEntry.code, Account.normal_side)
+    ).all()
+    return [(code, entry_code, int((d or 0) - (c or 0)) if side == "debit" else int((c or 0) - (d or 0)))
+            for code, entry_code, side, d, c in rows]

@@ -19,6 +19,7 @@ import service.models  # noqa: F401  (registers the service tables)
 import channel_api.models  # noqa: F401  (registers the channel tables)
 import payments.models  # noqa: F401  (registers the payment tables)
 import clearing.models  # noqa: F401  (registers the clearing tables)
+import clearing.settlement_models  # noqa: F401  (and the settlement and payout tables)
 from ledger.models import Base
 from service.db import make_engine
 

@@ -25,6 +25,19 @@ Notes on the scheme, and the choices made where Alipay leaves one:
   (``out_request_no`` when we ask) is used everywhere: notices, answers, bill.
 * Times are Asia/Shanghai, a fixed UTC+8 (China has no daylight saving), so
   no tz database is needed.
+
+Trade splits (issue 6, ``payments.split.SplitGateway``) are
+``alipay.trade.order.settle`` (``split``; ``finish`` is the same call with no
+receivers and ``royalty_finish`` "true") and ``alipay.trade.order.settle.query``
+(``query_split``). A settle answered 10000 is reported ``processing`` with its
+receivers ``pending`` until ``query_split`` says each one's outcome: the
+answer says the request was taken, the query says what happened. The money is
+held for splitting when the trade was created with
+``extend_params.royalty_freeze`` (the adapter's ``royalty_freeze=True``).
+Alipay has no call that gives a split back to the payee on its own (a split is
+unwound by the buyer's refund, ``alipay.trade.refund`` with
+``refund_royalty_parameters``), so ``return_split``/``query_return`` raise
+``NotImplementedError``.
 """
 from __future__ import annotations
 
@@ -35,6 +48,7 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlencode
 
@@ -47,12 +61,18 @@ from payments.gateway import (
     GatewayUnavailable, PaymentCreated, PaymentRequest, PaymentState, PaymentStatus,
     RefundAccepted, RefundRequest, Transport,
 )
+from payments.split import (
+    ALIPAY_DEFAULT_MAX_RATIO, FinishRequest, GatewayRefused, ReceiverOutcome, ReceiverResult, ReturnRequest,
+    ReturnResult, SplitRefused, SplitRequest, SplitResult, check_receivers, split_state,
+)
 
 SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 SUCCESS_CODE = "10000"
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 _YUAN = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")  # not \d: no Arabic-Indic digits
+RECEIVER_KINDS = ("userId", "loginName")  # trans_in_type
+_ROYALTY_STATES: dict[str, ReceiverOutcome] = {"PROCESSING": "pending", "SUCCESS": "success", "FAIL": "closed"}
 
 
 class CallbackNotActionable(CallbackRejected):
@@ -136,7 +156,13 @@ class Alipay:
         gateway_url: str = "https://openapi.alipay.com/gateway.do",
         seller_id: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        royalty_freeze: bool = False,
+        max_split_ratio: Fraction = ALIPAY_DEFAULT_MAX_RATIO,
     ) -> None:
+        """``royalty_freeze``: create trades with ``extend_params.royalty_freeze``
+        so their money stays frozen for ``split`` until ``finish``.
+        ``max_split_ratio``: how much of a trade (after fees) the contract lets
+        be split away; 100 % unless it says less."""
         key = serialization.load_pem_private_key(app_private_key_pem, password=None)
         public = serialization.load_pem_public_key(alipay_public_key_pem)
         if not isinstance(key, rsa.RSAPrivateKey) or not isinstance(public, rsa.RSAPublicKey):
@@ -144,6 +170,9 @@ class Alipay:
         self.app_id, self.seller_id = app_id, seller_id
         self._key, self._alipay_key = key, public
         self._transport, self.gateway_url, self._clock = transport, gateway_url, clock
+        if not isinstance(max_split_ratio, Fraction) or not 0 < max_split_ratio <= 1:
+            raise ValueError("max_split_ratio must be a Fraction in (0, 1]")
+        self.royalty_freeze, self.max_split_ratio = royalty_freeze, max_split_ratio
 
     # -- signatures -------------------------------------------------------
 
@@ -239,10 +268,12 @@ class Alipay:
     # -- openapi calls ----------------------------------------------------
 
     def _call(self, method: str, biz: dict[str, Any], notify_url: str | None = None,
-              tolerated: tuple[str, ...] = ()) -> dict[str, Any]:
+              tolerated: tuple[str, ...] = (), refusals: bool = False) -> dict[str, Any]:
         """Sign, POST, verify; the response node. ``code`` != 10000 raises
         ``GatewayUnavailable`` (details: code, sub_code, sub_msg) unless its
-        ``sub_code`` is ``tolerated`` and the answer is signed."""
+        ``sub_code`` is ``tolerated`` and the answer is signed. With
+        ``refusals``, a signed business or argument error (not 20000 "service
+        unavailable", not a ``*SYSTEM_ERROR``) is ``GatewayRefused``."""
         params = {
             "app_id": self.app_id, "method": method, "format": "JSON", "charset": "utf-8",
             "sign_type": "RSA2", "version": "1.0",
@@ -277,6 +308,10 @@ class Alipay:
         if not isinstance(sign, str) or not self._verifies(node_text.encode("utf-8"), sign):
             raise GatewayUnavailable(f"{method}: answer signature does not verify", reason="bad_signature")
         if node.get("code") != SUCCESS_CODE and node.get("sub_code") not in tolerated:
+            if refusals and _is_refusal(node):
+                raise GatewayRefused(f"{method}: {error}", vendor_code=node.get("sub_code") or node.get("code"),
+                                     vendor_message=node.get("sub_msg") or node.get("msg"), verified=True,
+                                     alipay_code=node.get("code"), sub_code=node.get("sub_code"))
             raise GatewayUnavailable(f"{method}: {error}", verified=True, **error)
         return node
 
@@ -294,6 +329,8 @@ class Alipay:
                                "total_amount": fen_to_yuan(request.amount_minor)}
         if self.seller_id:
             biz["seller_id"] = self.seller_id
+        if self.royalty_freeze:
+            biz["extend_params"] = {"royalty_freeze": "true"}
         if request.expires_at is not None:
             # Relative minutes, rounded down so the code never outlives expires_at.
             minutes = int((request.expires_at - self._clock()).total_seconds() // 60)
@@ -338,6 +375,72 @@ class Alipay:
         state = "succeeded" if node.get("fund_change") == "Y" else "processing"
         return RefundAccepted(request.out_refund_no, refund_id, state, raw=node)
 
+    # -- trade splits (payments.split.SplitGateway) -------------------------
+
+    def split(self, request: SplitRequest) -> SplitResult:
+        """``alipay.trade.order.settle``: one ``transfer`` royalty per
+        receiver, from the seller (Alipay's default ``trans_out``); amounts in
+        yuan strings made from fen with integer arithmetic. Receivers are
+        checked first (``SplitRefused``, nothing sent); the cap is the
+        caller's ``check_caps``."""
+        check_receivers(request.receivers)
+        for receiver in request.receivers:
+            if receiver.kind not in RECEIVER_KINDS:
+                raise SplitRefused("bad_receiver", f"Alipay receivers are {' or '.join(RECEIVER_KINDS)},"
+                                   f" not {receiver.kind!r}", account=receiver.account)
+        royalties = [{"royalty_type": "transfer", "trans_in_type": r.kind, "trans_in": r.account,
+                      "amount": fen_to_yuan(r.amount_minor), "desc": r.description} for r in request.receivers]
+        return self._settle(request.out_order_no, request.transaction_id, royalties, request.finish)
+
+    def finish(self, request: FinishRequest) -> SplitResult:
+        """``alipay.trade.order.settle`` with no royalty and ``royalty_finish``
+        "true": no more splits, the rest of the frozen money to the seller.
+        Alipay's settle has no description; ``request.description`` is unused."""
+        return self._settle(request.out_order_no, request.transaction_id, [], True)
+
+    def _settle(self, out_request_no: str, trade_no: str, royalties: list[dict[str, str]],
+                finish: bool) -> SplitResult:
+        biz = {"out_request_no": out_request_no, "trade_no": trade_no, "royalty_parameters": royalties,
+               "extend_params": {"royalty_finish": "true" if finish else "false"}}
+        node = self._call("alipay.trade.order.settle", biz, refusals=True)
+        if node.get("trade_no") != trade_no:
+            raise GatewayUnavailable("settle answer is about another trade", trade_no=node.get("trade_no"))
+        receivers = tuple(ReceiverResult(r["trans_in"], yuan_to_fen(r["amount"]), "pending") for r in royalties)
+        return SplitResult(out_request_no, "processing", node.get("settle_no"), receivers, raw=node)
+
+    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
+        """``alipay.trade.order.settle.query``: each ``transfer`` detail is a
+        receiver (PROCESSING pending, SUCCESS, FAIL closed with its
+        ``error_code``); other operation types stay in ``raw``. An unknown
+        request is ``GatewayRefused``."""
+        node = self._call("alipay.trade.order.settle.query",
+                          {"out_request_no": out_order_no, "trade_no": transaction_id}, refusals=True)
+        if node.get("out_request_no", out_order_no) != out_order_no:
+            raise GatewayUnavailable("settle query answer is about another request",
+                                     out_request_no=node.get("out_request_no"))
+        details = node.get("royalty_detail_list") or []
+        receivers: list[ReceiverResult] = []
+        try:
+            for d in details:
+                if d.get("operation_type", "transfer") != "transfer":
+                    continue
+                result = _ROYALTY_STATES[d["state"]]
+                receivers.append(ReceiverResult(
+                    d["trans_in"], _amount_fen(d["amount"]), result,
+                    (d.get("error_code") or d.get("error_desc") or None) if result == "closed" else None))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GatewayUnavailable(f"unreadable settle query answer: {exc!r}") from exc
+        return SplitResult(out_order_no, split_state(True, receivers), node.get("settle_no"), tuple(receivers),
+                           raw=node)
+
+    def return_split(self, request: ReturnRequest) -> ReturnResult:
+        raise NotImplementedError(
+            "Alipay has no call that returns a split to the payee on its own; a split is unwound by the "
+            "buyer's refund (alipay.trade.refund with refund_royalty_parameters), built by the refund use case")
+
+    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
+        raise NotImplementedError("Alipay has no split returns to query; see return_split")
+
     # -- bill -------------------------------------------------------------
 
     def parse_bill(self, data: bytes) -> list[BillLine]:
@@ -371,3 +474,20 @@ class Alipay:
             except (KeyError, IndexError, ValueError) as exc:
                 raise GatewayError(f"unreadable bill line {cells[:3]}: {exc!r}") from exc
         return lines
+
+
+def _amount_fen(value: Any) -> int:
+    """An answer's amount, a yuan string (or a JSON number: the docs show
+    both) to fen, exactly."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"not an amount: {value!r}")
+    return yuan_to_fen(value if isinstance(value, str) else repr(value))
+
+
+def _is_refusal(node: Mapping[str, Any]) -> bool:
+    """A signed error that retrying the same request will not change: any
+    code but 20000 (service unavailable), unless its sub_code is a system
+    error (``ACQ.SYSTEM_ERROR``, ``isp.*``)."""
+    sub_code = str(node.get("sub_code") or "")
+    return (node.get("code") != "20000" and not sub_code.endswith("SYSTEM_ERROR")
+            and not sub_code.startswith("isp."))

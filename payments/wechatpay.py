@@ -11,6 +11,18 @@ itself (no injectable transport) and, given certificates rather than a
 platform public key, downloads ``/v3/certificates`` over the network at init
 and again on any unknown serial, so it cannot run offline on injected
 certificates.
+
+Profit sharing (issue 6, ``payments.split.SplitGateway``): ``split``,
+``query_split``, ``finish`` (unfreeze), ``return_split`` and ``query_return``
+call ``/v3/profitsharing/...``, signed and verified like every other call. A
+payment can be shared only if it was created with
+``settle_info.profit_sharing`` (the adapter's ``profit_sharing=True``):
+otherwise WeChat Pay settles it to the merchant at once. This adapter is the
+direct-merchant mode (``mchid``): the service-provider mode would add
+``sub_mchid`` to these bodies and use the partner payment endpoints. Receivers
+must have been added (``/v3/profitsharing/receivers/add``) beforehand, which
+is account set-up, not done here; a receiver that was not comes back
+``closed`` (``NO_RELATION``) or refused.
 """
 from __future__ import annotations
 
@@ -23,6 +35,7 @@ import re
 import secrets
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Callable, Literal, Mapping
 from urllib.parse import quote
 
@@ -38,6 +51,11 @@ from payments.gateway import (
     PaymentRequest, PaymentState, PaymentStatus, RefundAccepted, RefundRequest,
     Transport,
     header,
+)
+from payments.split import (
+    WECHATPAY_DEFAULT_MAX_RATIO, FinishRequest, GatewayRefused, ReceiverOutcome, ReceiverResult,
+    ReturnRequest, ReturnResult, ReturnState, SplitRefused, SplitRequest, SplitResult, check_receivers,
+    split_state,
 )
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -62,6 +80,13 @@ _REFUND_STATES: dict[str, Literal["processing", "succeeded", "failed"]] = {
     "PROCESSING": "processing", "SUCCESS": "succeeded",
     "ABNORMAL": "failed", "CLOSED": "failed",
 }
+# profit sharing: an order's state is "done?", each receiver has its result
+_SHARING_DONE = {"PROCESSING": False, "FINISHED": True}
+_RECEIVER_RESULTS: dict[str, ReceiverOutcome] = {"PENDING": "pending", "SUCCESS": "success", "CLOSED": "closed"}
+_RETURN_RESULTS: dict[str, ReturnState] = {"PROCESSING": "processing", "SUCCESS": "success", "FAILED": "failed"}
+RECEIVER_KINDS = ("MERCHANT_ID", "PERSONAL_OPENID")
+# 4xx answers that mean "not now" rather than "no": retried like a 5xx
+_RETRYABLE_CODES = frozenset({"SYSTEM_ERROR", "FREQUENCY_LIMITED", "RATELIMIT_EXCEED", "FREQUENCY_LIMIT_EXCEED"})
 
 
 class BillError(GatewayError, ValueError):
@@ -107,7 +132,12 @@ class WeChatPayV3:
         apiv3_key: str, platform_certificates: Mapping[str, bytes], transport: Transport,
         base_url: str = "https://api.mch.weixin.qq.com",
         clock: Callable[[], datetime] | None = None, timestamp_tolerance: int = 300,
+        profit_sharing: bool = False, max_split_ratio: Fraction = WECHATPAY_DEFAULT_MAX_RATIO,
     ) -> None:
+        """``profit_sharing``: create payments with ``settle_info.profit_sharing``
+        so their money stays frozen for ``split`` until ``finish``.
+        ``max_split_ratio``: the merchant's profit-sharing cap (30 % unless
+        WeChat Pay configured another), after fees."""
         key = serialization.load_pem_private_key(merchant_private_key, password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the merchant key must be an RSA private key")
@@ -123,6 +153,9 @@ class WeChatPayV3:
         self._base_url = base_url.rstrip("/")
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._tolerance = timestamp_tolerance
+        if not isinstance(max_split_ratio, Fraction) or not 0 < max_split_ratio <= 1:
+            raise ValueError("max_split_ratio must be a Fraction in (0, 1]")
+        self.profit_sharing, self.max_split_ratio = profit_sharing, max_split_ratio
 
     @staticmethod
     def _load_certificate(serial: str, pem: bytes) -> x509.Certificate:
@@ -179,9 +212,10 @@ class WeChatPayV3:
 
     # -- outgoing calls --------------------------------------------------
 
-    def _call(self, method: str, canonical_url: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Sign, send, verify the answer; anything short of a signed 2xx JSON
-        answer is GatewayUnavailable (with the vendor's code/message)."""
+    def _send(self, method: str, canonical_url: str,
+              payload: Mapping[str, Any] | None) -> tuple[int, Any, dict[str, Any], str | None]:
+        """Sign and send: (status, the answer's JSON or None, details for an
+        error, why the platform signature did not verify or None)."""
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {"Authorization": self._authorization(method, canonical_url, body),
                    "Accept": "application/json", "Content-Type": "application/json",
@@ -192,19 +226,34 @@ class WeChatPayV3:
             raise GatewayUnavailable(f"WeChat Pay unreachable: {exc}", path=canonical_url) from exc
         try:
             self._check_signed(answer.headers, answer.body, self._clock())
-            verified, reason = True, None
+            reason = None
         except CallbackRejected as exc:
-            verified, reason = False, exc.code
+            reason = exc.code
         try:
             data = json.loads(answer.body) if answer.body else {}
         except ValueError:
             data = None
-        details = {"status": answer.status, "path": canonical_url, "signature_verified": verified}
+        details = {"status": answer.status, "path": canonical_url, "signature_verified": reason is None}
         if isinstance(data, dict):
             details.update(vendor_code=data.get("code"), vendor_message=data.get("message"))
-        if not 200 <= answer.status < 300:
-            raise GatewayUnavailable(f"WeChat Pay answered {answer.status}", **details)
-        if not verified:
+        return answer.status, data, details, reason
+
+    def _call(self, method: str, canonical_url: str, payload: Mapping[str, Any] | None = None,
+              *, refusals: bool = False) -> dict[str, Any]:
+        """Sign, send, verify the answer; anything short of a signed 2xx JSON
+        answer is GatewayUnavailable (with the vendor's code/message). With
+        ``refusals``, a *signed* 4xx with a vendor code other than "busy" is
+        the vendor's definitive no: ``GatewayRefused``. An unsigned or
+        unverifiable refusal is never trusted: still GatewayUnavailable."""
+        status, data, details, reason = self._send(method, canonical_url, payload)
+        if not 200 <= status < 300:
+            code = details.get("vendor_code")
+            if (refusals and 400 <= status < 500 and status != 429 and reason is None
+                    and isinstance(code, str) and code not in _RETRYABLE_CODES):
+                raise GatewayRefused(f"WeChat Pay refused: {status} {code} {details.get('vendor_message')}",
+                                     **details)
+            raise GatewayUnavailable(f"WeChat Pay answered {status}", **details)
+        if reason is not None:
             raise GatewayUnavailable("WeChat Pay answer signature rejected", reason=reason, **details)
         if not isinstance(data, dict):
             raise GatewayUnavailable("WeChat Pay answer is not a JSON object", **details)
@@ -218,6 +267,8 @@ class WeChatPayV3:
             "out_trade_no": request.out_trade_no, "notify_url": request.notify_url,
             "amount": {"total": request.amount_minor, "currency": request.currency},
         }
+        if self.profit_sharing:
+            payload["settle_info"] = {"profit_sharing": True}
         if request.expires_at is not None:
             payload["time_expire"] = request.expires_at.astimezone(BEIJING).isoformat(timespec="seconds")
         data = self._call("POST", "/v3/pay/transactions/native", payload)
@@ -253,6 +304,88 @@ class WeChatPayV3:
             raise GatewayUnavailable(f"unknown refund status {data.get('status')!r}", raw=data)
         return RefundAccepted(out_refund_no=request.out_refund_no, refund_id=data.get("refund_id"),
                               state=state, raw=data)
+
+    # -- profit sharing (payments.split.SplitGateway) --------------------
+
+    def split(self, request: SplitRequest) -> SplitResult:
+        """``POST /v3/profitsharing/orders``. Receivers are checked here
+        first (``SplitRefused``, nothing sent); the cap is the caller's
+        ``check_caps`` (the adapter does not know the payment's fee). A
+        repeated ``out_order_no`` gets WeChat Pay's first instruction back."""
+        check_receivers(request.receivers)
+        for receiver in request.receivers:
+            if receiver.kind not in RECEIVER_KINDS:
+                raise SplitRefused("bad_receiver", f"WeChat Pay receivers are {' or '.join(RECEIVER_KINDS)},"
+                                   f" not {receiver.kind!r}", account=receiver.account)
+        payload = {
+            "appid": self._appid, "transaction_id": request.transaction_id,
+            "out_order_no": request.out_order_no,
+            "receivers": [{"type": r.kind, "account": r.account, "amount": r.amount_minor,
+                           "description": r.description} for r in request.receivers],
+            "unfreeze_unsplit": request.finish,
+        }
+        data = self._call("POST", "/v3/profitsharing/orders", payload, refusals=True)
+        return self._sharing_result(data, request.out_order_no, request.transaction_id)
+
+    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
+        """``GET /v3/profitsharing/orders/{out_order_no}``; also answers for
+        a ``finish`` (its ``out_order_no``). Unknown: ``GatewayRefused``
+        (404), which after a lost answer means the instruction never arrived."""
+        path = (f"/v3/profitsharing/orders/{quote(out_order_no, safe='')}"
+                f"?transaction_id={quote(transaction_id, safe='')}")
+        return self._sharing_result(self._call("GET", path, refusals=True), out_order_no, transaction_id)
+
+    def finish(self, request: FinishRequest) -> SplitResult:
+        """``POST /v3/profitsharing/orders/unfreeze``: what is still frozen
+        goes to us (the payee); the answer's receiver is the payee itself."""
+        payload = {"transaction_id": request.transaction_id, "out_order_no": request.out_order_no,
+                   "description": request.description}
+        data = self._call("POST", "/v3/profitsharing/orders/unfreeze", payload, refusals=True)
+        return self._sharing_result(data, request.out_order_no, request.transaction_id)
+
+    def return_split(self, request: ReturnRequest) -> ReturnResult:
+        """``POST /v3/profitsharing/return-orders``: a merchant receiver
+        (``return_account`` is its mchid) gives money back to us."""
+        if not _is_fen(request.amount_minor) or request.amount_minor == 0:
+            raise SplitRefused("bad_amount", f"amount must be a positive int in fen, not {request.amount_minor!r}")
+        payload = {"out_order_no": request.out_order_no, "out_return_no": request.out_return_no,
+                   "return_mchid": request.return_account, "amount": request.amount_minor,
+                   "description": request.description}
+        data = self._call("POST", "/v3/profitsharing/return-orders", payload, refusals=True)
+        return self._return_result(data, request.out_return_no, request.out_order_no)
+
+    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
+        path = (f"/v3/profitsharing/return-orders/{quote(out_return_no, safe='')}"
+                f"?out_order_no={quote(out_order_no, safe='')}")
+        return self._return_result(self._call("GET", path, refusals=True), out_return_no, out_order_no)
+
+    @staticmethod
+    def _sharing_result(data: dict[str, Any], out_order_no: str, transaction_id: str) -> SplitResult:
+        """A verified answer is still checked to be about *this* instruction
+        and to be readable; if not, GatewayUnavailable (retry, then alert)."""
+        if data.get("out_order_no") != out_order_no or data.get("transaction_id") != transaction_id:
+            raise GatewayUnavailable("answer is about another profit-sharing order", raw=data)
+        done = _SHARING_DONE.get(data.get("state", ""))
+        receivers = data.get("receivers") or []
+        if done is None or not isinstance(receivers, list):
+            raise GatewayUnavailable(f"unknown profit-sharing state {data.get('state')!r}", raw=data)
+        results = []
+        for r in receivers:
+            result = _RECEIVER_RESULTS.get(r.get("result", "")) if isinstance(r, dict) else None
+            if result is None or not isinstance(r.get("account"), str) or not _is_fen(r.get("amount")):
+                raise GatewayUnavailable(f"unreadable profit-sharing receiver {r!r}", raw=data)
+            results.append(ReceiverResult(r["account"], r["amount"], result, r.get("fail_reason") or None))
+        return SplitResult(out_order_no, split_state(done, results), data.get("order_id"), tuple(results),
+                           raw=data)
+
+    @staticmethod
+    def _return_result(data: dict[str, Any], out_return_no: str, out_order_no: str) -> ReturnResult:
+        if data.get("out_return_no") != out_return_no or data.get("out_order_no") != out_order_no:
+            raise GatewayUnavailable("answer is about another profit-sharing return", raw=data)
+        state = _RETURN_RESULTS.get(data.get("result", ""))
+        if state is None:
+            raise GatewayUnavailable(f"unknown profit-sharing return result {data.get('result')!r}", raw=data)
+        return ReturnResult(out_return_no, state, data.get("fail_reason") or None, raw=data)
 
     # -- callbacks -------------------------------------------------------
 

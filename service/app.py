@@ -29,6 +29,7 @@ from service import (
     api_clearing,
     api_ledger,
     api_payments,
+    api_payouts,
     callbacks,
 )
 from service.channel_edge import SECURITY_SCHEME
@@ -118,7 +119,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     api.register_blueprint(api_channel_events.blp)
     api.register_blueprint(api_clearing.blp)
     api.register_blueprint(api_payments.blp)
+    api.register_blueprint(api_payouts.blp)
     app.register_blueprint(api_payments.callbacks_blp)  # for gateways: not in the OpenAPI
+    app.register_blueprint(api_payouts.callbacks_blp)   # for the custody bank: likewise
     # Registered after Api() so they take precedence over its handlers.
     init_problem_handlers(app)
     return app

@@ -1,5 +1,6 @@
 """``channel-ledger`` command line: serve, migrate, seed-demo, check, scheduler,
-void-expired, recompute-tags, create-api-key, import, export, sandbox-pay.
+void-expired, recompute-tags, create-api-key, import, export, sandbox-pay,
+settle, sandbox-payouts.
 
 Settings come from ``CL_*`` variables. Tests (or other tools) may pass a
 ready :class:`Runtime` as click's ``obj`` to run commands against their own
@@ -190,6 +191,53 @@ def sandbox_pay(runtime: Runtime, payment: str, decline: bool) -> None:
     with factory() as session:
         state = session.query(Payment).filter_by(public_id=payment).one().state
     click.echo(f"{payment}: callback answered {ack.status}; payment {state}")
+
+
+@cli.command("settle")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The business day to settle (default: yesterday).")
+@pass_runtime
+def settle(runtime: Runtime, day) -> None:
+    """Write the daily settlement batch of every party not yet settled for
+    the day; print progress and the parties whose batch does not tie."""
+    from channel_api import settlements
+
+    settle_day = day.date() if day else settlements.default_day(tz=runtime.settings.tz)
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"{done}/{total} parties settled", err=True)
+
+    with runtime.session_factory()() as session, session.begin():
+        run = settlements.settle(session, settle_day, tz=runtime.settings.tz, progress=progress)
+    click.echo(f"{settle_day}: {run.settled} batches written, {run.already} already settled")
+    if run.mismatched:
+        click.echo(f"NOT TIED to the ledger: {', '.join(run.mismatched)}", err=True)
+        sys.exit(1)
+
+
+@cli.command("sandbox-payouts")
+@pass_runtime
+def sandbox_payouts(runtime: Runtime) -> None:
+    """Send every approved payout to the simulated custody bank and apply
+    its answers at once (the demo's bank, settling without its usual delay):
+    an account number ending in 0000 fails and the money returns to the
+    wallet."""
+    from datetime import timedelta
+
+    from channel_api import payouts
+    from payments.sandbox_bank import SimulatedBank
+
+    if not runtime.settings.sandbox_secret:
+        raise click.ClickException("the sandbox is off (CL_SANDBOX_SECRET=off)")
+    bank = SimulatedBank(runtime.settings.sandbox_secret.encode(), settle_after=timedelta(0))
+    factory = runtime.session_factory()
+    with factory() as session, session.begin():
+        sent = payouts.send_payouts(session, bank)
+    bank.settle()
+    with factory() as session, session.begin():
+        summary = payouts.poll_sent(session, bank, actor="cli:sandbox-payouts")
+    click.echo(f"sent {sent.get('sent', 0)}, refused {sent.get('refused', 0)}; "
+               f"outcomes applied {summary.applied}")
 
 
 @cli.command("recompute-tags")

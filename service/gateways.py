@@ -8,8 +8,11 @@ environment comes with their production keys)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from payments.gateway import Gateway
+from payments.payout_bank import PayoutBank
+from payments.sandbox_bank import SimulatedBank
 from payments.sandbox import SandboxGateway
 from payments.sandbox_vendor import SandboxVendor
 
@@ -20,6 +23,8 @@ SANDBOX_APP_ID = "channel-ledger-sandbox"
 class Gateways:
     adapters: dict[str, Gateway] = field(default_factory=dict)
     sandbox_vendor: SandboxVendor | None = None
+    # The bank of the custody account, that payouts are instructed to.
+    payout_bank: PayoutBank | None = None
 
     def get(self, name: str) -> Gateway | None:
         return self.adapters.get(name)
@@ -34,4 +39,15 @@ def build_gateways(settings) -> Gateways:
     if not settings.sandbox_secret:
         return Gateways()
     adapter, vendor = sandbox(settings.sandbox_secret)
-    return Gateways({"sandbox": adapter}, vendor)
+    return Gateways({"sandbox": adapter}, vendor, payout_bank=sandbox_bank(settings.sandbox_secret))
+
+
+# The simulated bank confirms (or fails) an instruction this long after it
+# was sent, so the demo shows a payout in flight before it lands.
+SANDBOX_BANK_DELAY = timedelta(seconds=30)
+
+
+def sandbox_bank(secret: str) -> SimulatedBank:
+    """The demo's custody bank for payouts: in this process, answering
+    instructions as a bank would (an account number ending in 0000 fails)."""
+    return SimulatedBank(secret.encode(), settle_after=SANDBOX_BANK_DELAY)

@@ -47,7 +47,9 @@ from channel_api import (
     idempotency,
     orders,
     outbox,
+    payouts,
     returns,
+    settlements,
     tags,
     webhooks,
 )
@@ -60,6 +62,7 @@ LOCK_NAME = "ledger-jobs"
 VOID_BATCH_SIZE = 1000
 # Dynamic tags are recomputed once a day at this hour of the business timezone.
 RECOMPUTE_TAGS_HOUR = 2
+SETTLEMENT_HOUR = 1  # yesterday is settled at 01:30, scheduled payouts asked for at 02:00
 EXPIRE_ORDERS_SECONDS = 300  # an unpaid order's holds outlive its window by at most this
 CALLBACK_RETRY_SECONDS = 60  # callbacks stored but not applied are tried again
 
@@ -342,6 +345,53 @@ def check_cash_invariant(session_factory: sessionmaker[Session]) -> bool:
     return result.holds
 
 
+def send_payouts(session_factory: sessionmaker[Session], bank) -> int:
+    """Approved payouts go to the custody bank as instructions, a batch per
+    transaction."""
+    if bank is None:
+        return 0
+    return _in_batches(session_factory,
+                       lambda s, n: sum(payouts.send_payouts(s, bank, limit=n).values()),
+                       "payouts sent to the bank", batch=200)
+
+
+def poll_payouts(session_factory: sessionmaker[Session], bank) -> int:
+    """Ask the bank about payouts in flight that no callback settled yet."""
+    if bank is None:
+        return 0
+    with session_factory() as session, session.begin():
+        summary = payouts.poll_sent(session, bank)
+    if summary.applied or summary.conflicts:
+        log.info("payout outcomes applied: %d; conflicts: %s", summary.applied,
+                 summary.conflicts, extra={"applied": summary.applied})
+    return summary.applied
+
+
+def sweep_wallets(session_factory: sessionmaker[Session], settings) -> int:
+    """The payout schedule: wallets above their registered level are paid
+    out, once per business day."""
+    day = utcnow().astimezone(settings.tz).date()
+    with session_factory() as session, session.begin():
+        requested = payouts.sweep_wallets(session, day=day,
+                                          approval_threshold_minor=settings.payout_approval_minor)
+    log.info("scheduled payouts requested: %d", requested, extra={"requested": requested})
+    return requested
+
+
+def settle_yesterday(session_factory: sessionmaker[Session], tz=None) -> int:
+    """The daily settlement batch of every party for the business day just
+    ended; a rerun settles only who was not."""
+    day = settlements.default_day(**({"tz": tz} if tz else {}))
+    with session_factory() as session, session.begin():
+        run = settlements.settle(session, day, **({"tz": tz} if tz else {}))
+    for party in run.mismatched:
+        log.error("settlement of %s for %s does not tie to the ledger", party, day,
+                  extra={"party": party})
+    log.info("settled %s: %d batches (%d already)", day, run.settled, run.already,
+             extra={"settled": run.settled})
+    return run.settled
+
+
 def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> bool:
     """Run ``job`` only if this process holds (and could just renew) the lease.
 
@@ -427,7 +477,8 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         hour=RECOMPUTE_TAGS_HOUR, minute=45, misfire_grace_time=3600,
         args=(lease, "purge_events", lambda: purge_events(session_factory)),
     )
-    gateways = build_gateways(settings).adapters
+    built = build_gateways(settings)
+    gateways = built.adapters
     scheduler.add_job(
         run_if_leader, "interval", id="retry_callbacks", seconds=CALLBACK_RETRY_SECONDS,
         args=(lease, "retry_callbacks",
@@ -441,6 +492,25 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
         run_if_leader, "interval", id="reconcile_stuck_payments", seconds=EXPIRE_ORDERS_SECONDS,
         args=(lease, "reconcile_stuck_payments",
               lambda: callbacks.reconcile_stuck(session_factory, gateways)),
+    )
+    bank = built.payout_bank
+    scheduler.add_job(
+        run_if_leader, "interval", id="send_payouts", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "send_payouts", lambda: send_payouts(session_factory, bank)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="poll_payouts", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "poll_payouts", lambda: poll_payouts(session_factory, bank)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="settle_yesterday",
+        hour=SETTLEMENT_HOUR, minute=30, misfire_grace_time=3600,
+        args=(lease, "settle_yesterday", lambda: settle_yesterday(session_factory, settings.tz)),
+    )
+    scheduler.add_job(
+        run_if_leader, "cron", id="sweep_wallets",
+        hour=SETTLEMENT_HOUR + 1, minute=0, misfire_grace_time=3600,
+        args=(lease, "sweep_wallets", lambda: sweep_wallets(session_factory, settings)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="check_cash_invariant",

@@ -55,6 +55,13 @@ class Settings:
     callback_apply: str = "inline"
     # The sandbox gateway's shared secret; None ("off"): no sandbox gateway.
     sandbox_secret: str | None = "sandbox-demo-secret-change-me"
+    # Payouts at or above this (minor units) wait for the brand's finance.
+    payout_approval_minor: int = 5_000_000
+    # The custody account payouts leave from, as payout files name it (the
+    # debtor); the defaults are the demo's.
+    custody_account_name: str = "Channel Ledger custody (demo)"
+    custody_account_number: str = "6222000000000000001"
+    custody_bank_code: str = "102100099996"
     # None means "not configured": the web app then uses a random per-process
     # key, which is fine for a trial but logs every user out on restart.
     secret_key: str | None = None
@@ -97,6 +104,14 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         callback_apply=_choice(env, "CL_CALLBACK_APPLY", defaults.callback_apply,
                                ("inline", "background")),
         sandbox_secret=_sandbox_secret(env, defaults.sandbox_secret),
+        payout_approval_minor=_int(env, "CL_PAYOUT_APPROVAL_MINOR",
+                                   defaults.payout_approval_minor, minimum=1),
+        custody_account_name=_text(env, "CL_CUSTODY_ACCOUNT_NAME",
+                                   defaults.custody_account_name, r".{1,70}"),
+        custody_account_number=_text(env, "CL_CUSTODY_ACCOUNT_NUMBER",
+                                     defaults.custody_account_number, r"[0-9]{8,34}"),
+        custody_bank_code=_text(env, "CL_CUSTODY_BANK_CODE", defaults.custody_bank_code,
+                                r"[0-9A-Za-z]{1,20}"),
         secret_key=_secret_key(env),
     )
 
@@ -184,6 +199,15 @@ def _timezone(env: Mapping[str, str], default: str) -> str:
         raise SettingsError(
             "CL_TIMEZONE", f"{value!r} is not an IANA timezone name such as Asia/Shanghai"
         ) from None
+    return value
+
+
+def _text(env: Mapping[str, str], name: str, default: str, pattern: str) -> str:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    if not re.fullmatch(pattern, value):
+        raise SettingsError(name, f"{value!r} does not match {pattern}")
     return value
 
 

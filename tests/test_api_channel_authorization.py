@@ -84,7 +84,31 @@ def world(engine):
             s, buyer=c["s1"], seller=c["d1"], purpose="deposit", amount_minor=5,
             payer_account="1234", bank_reference_=f"{u}-rmt", proof=b"%PDF-1.4",
             proof_content_type="application/pdf", actor="t").public_id
+        net.extra["payout"], net.extra["batch"] = _d1_payout_and_batch(s, c["d1"])
     return net
+
+
+def _d1_payout_and_batch(s, d1: str) -> tuple[str, str]:
+    """A payout of D1's (its wallet funded by hand) and a settlement batch of its."""
+    from datetime import timedelta
+
+    import ledger
+    from channel_api import books, payouts, settlements
+
+    books.ensure(s, books.wallet_account(d1), "wallet", "liability", "CNY", owner=d1,
+                 min_balance=0)
+    books.ensure(s, books.CUSTODY, "custody", "asset", "CNY")
+    ledger.post_entry(s, ledger.EntryRequest(code="test.fund", postings=[
+        ledger.PostingLine(books.CUSTODY, "debit", 500, "CNY"),
+        ledger.PostingLine(books.wallet_account(d1), "credit", 500, "CNY")]))
+    payouts.register_bank_account(s, d1, holder_name="D1", account_number="62220212345678",
+                                  bank_code="102100099996", bank_name="Bank", actor="t")
+    payout = payouts.request_payout(s, d1, 100, request_key="authz", actor="t",
+                                    approval_threshold_minor=50)
+    day = ledger.utcnow().astimezone(settlements.BUSINESS_TZ).date()
+    settlements.settle(s, day, now=settlements.day_bounds(day)[1] + timedelta(minutes=1))
+    batch = settlements.list_batches(s, party=d1)[0][0].public_id
+    return payout.public_id, batch
 
 
 def requests(net):
@@ -215,6 +239,21 @@ def requests(net):
         "channel_clearing.set_business_calendar": ("PUT", "/v1/business-calendar", None, both("denied")),
         "channel_clearing.documents": ("GET", f"/v1/parties/{c['d1']}/documents", None, both("denied")),
         "channel_clearing.business_calendar": ("GET", "/v1/business-calendar", None, both("denied")),
+        "channel_payouts.register_bank_account": ("POST", f"/v1/parties/{c['d1']}/bank-accounts", {"holder_name": "E", "account_number": "66666666", "bank_code": "1", "bank_name": "E"}, both("denied")),
+        "channel_payouts.bank_accounts": ("GET", f"/v1/parties/{c['d1']}/bank-accounts", None, both("denied")),
+        "channel_payouts.request_payout": ("POST", "/v1/payouts", {"party": c["d1"], "amount_minor": 1}, both("denied")),
+        "channel_payouts.list_payouts": ("GET", "/v1/payouts", None, both("own")),
+        "channel_payouts.get_payout": ("GET", f"/v1/payouts/{x['payout']}", None, both("denied")),
+        "channel_payouts.payout_events": ("GET", f"/v1/payouts/{x['payout']}/events", None, both("denied")),
+        "channel_payouts.approve_payout": ("POST", f"/v1/payouts/{x['payout']}/approve", {}, both("denied")),
+        "channel_payouts.reject_payout": ("POST", f"/v1/payouts/{x['payout']}/reject", {"note": "x"}, both("denied")),
+        "channel_payouts.cancel_payout": ("POST", f"/v1/payouts/{x['payout']}/cancel", {}, both("denied")),
+        "channel_payouts.export_payout_file": ("POST", "/v1/payout-files", None, both("denied")),
+        "channel_payouts.download_payout_file": ("GET", "/v1/payout-files/pf_x", None, both("denied")),
+        "channel_payouts.upload_status_file": ("POST", "/v1/payout-status-files", None, both("denied")),
+        "channel_payouts.list_batches": ("GET", "/v1/settlement-batches", None, both("own")),
+        "channel_payouts.get_batch": ("GET", f"/v1/settlement-batches/{x['batch']}", None, both("denied")),
+        "channel_payouts.run_settlement": ("POST", "/v1/settlement-runs?day=2026-01-01", None, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
@@ -267,3 +306,7 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
         assert remittances.get_remittance(s, world.extra["remittance"]).state == "filed"
         assert clearing_rules.get_rule(s, f"{world.u}-rule").version == 1
         assert business_calendar.list_calendar(s) == []
+        from channel_api import payouts
+
+        assert payouts.get_payout(s, world.extra["payout"]).state == "awaiting_approval"
+        assert len(payouts.bank_accounts(s, c["d1"])) == 1

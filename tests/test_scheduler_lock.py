@@ -272,6 +272,9 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
     assert {f.name: str(f) for f in purge.trigger.fields}["minute"] == "30"
     assert {f.name: str(f) for f in jobs.pop("purge_events").trigger.fields}["minute"] == "45"
     assert {f.name: str(f) for f in jobs.pop("check_cash_invariant").trigger.fields}["hour"] == "3"
+    settle = {f.name: str(f) for f in jobs.pop("settle_yesterday").trigger.fields}
+    assert (settle["hour"], settle["minute"]) == ("1", "30")
+    assert {f.name: str(f) for f in jobs.pop("sweep_wallets").trigger.fields}["hour"] == "2"
     freeze = jobs.pop("freeze_overdue_credit")
     assert {f.name: str(f) for f in freeze.trigger.fields}["minute"] == "15"
 
@@ -280,7 +283,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
         "renew_lease": 10, "void_expired_pending": 45, "check_ledger": 900,
         "expire_unpaid_orders": 300, "auto_confirm_receipts": 300, "complete_orders": 300,
         "lapse_credit_increases": 300, "retry_callbacks": 60, "reconcile_stuck_payments": 300, "send_refunds": 60, "release_clearings": 300,
-        "deliver_webhooks": 10}
+        "deliver_webhooks": 10, "send_payouts": 60, "poll_payouts": 60}
 
 
 def _utc(value: datetime) -> datetime:

@@ -14,6 +14,7 @@ import service.models  # noqa: F401  (its tables belong to the same metadata)
 import channel_api.models  # noqa: F401  (so are the channel tables)
 import payments.models  # noqa: F401  (and the payment tables)
 import clearing.models  # noqa: F401  (and the clearing tables)
+import clearing.settlement_models  # noqa: F401  (and settlement and payouts)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,14 @@ re-serialises instead of cutting out the raw text fails to verify.
 
 Signing here is written independently of ``payments.alipay`` on purpose: a
 mistake shared by both sides would otherwise go unnoticed.
+
+Trade splits: ``alipay.trade.order.settle`` and ``.settle.query`` are served
+for real, once per ``out_request_no`` (a repeat answers the first settle and
+moves nothing), refused over ``max_ratio`` of the trade after the fee,
+cumulatively (``ACQ.ALLOC_AMOUNT_VALIDATE_ERROR``), and not at all after a
+``royalty_finish``. A new settle's details are ``settle_state``; PROCESSING
+ones are carried out (SUCCESS, or FAIL with the ``receiver_faults`` code) at
+the next query. ``royalty_freeze`` is recorded on the trade, not enforced.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, quote
 
@@ -49,6 +58,11 @@ def yuan(fen: int) -> str:
     return str((Decimal(fen) / 100).quantize(Decimal("0.01")))
 
 
+def fee_of(total_fen: int) -> int:
+    """Alipay's fee in this fake: 0.6 %, rounded half up to the fen."""
+    return (total_fen * 6 + 500) // 1000
+
+
 def content_to_sign(params: Mapping[str, str], skip: set[str]) -> str:
     pairs = sorted((k, v) for k, v in params.items() if k not in skip and v)
     return "&".join(k + "=" + v for k, v in pairs)
@@ -70,6 +84,9 @@ class Trade:
     total_fen: int
     status: str = "NOT_EXIST"          # until the payer scans the QR code
     refunds: dict[str, int] = field(default_factory=dict)
+    royalty_freeze: bool = False
+    royalty_finished: bool = False
+    settles: dict[str, dict[str, Any]] = field(default_factory=dict)   # out_request_no -> settle
 
 
 class FakeAlipay:
@@ -88,6 +105,10 @@ class FakeAlipay:
         self.requests: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.answer_fault: str | None = None   # None | "tampered" | "busy" (code 20000)
+        self.max_ratio = Fraction(1)           # of the trade after the fee
+        self.settle_state = "PROCESSING"       # a new settle's details
+        self.receiver_faults: dict[str, str] = {}  # trans_in -> error_code: that detail FAILs
 
     def _now(self) -> str:
         return self.clock().astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
@@ -162,7 +183,7 @@ class FakeAlipay:
         api = params.get("method", "")
         node = api.replace(".", "_") + "_response" if api else "error_response"
         with self._lock:
-            answer = self._check(method, url, params) or self._dispatch(api, params)
+            answer: Mapping[str, Any] = self._check(method, url, params) or self._dispatch(api, params)
         return self._answer(node, answer)
 
     def _check(self, method: str, url: str, params: dict[str, str]) -> dict[str, str] | None:
@@ -187,7 +208,10 @@ class FakeAlipay:
             return _error("40002", "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
         return None
 
-    def _dispatch(self, api: str, params: dict[str, str]) -> dict[str, str]:
+    def _dispatch(self, api: str, params: dict[str, str]) -> dict[str, Any]:
+        if self.answer_fault == "busy":
+            return {"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error",
+                    "sub_msg": "系统繁忙"}
         biz = json.loads(params["biz_content"])
         if api == "alipay.trade.precreate":
             return self._precreate(biz)
@@ -195,6 +219,10 @@ class FakeAlipay:
             return self._query(biz)
         if api == "alipay.trade.refund":
             return self._refund(biz)
+        if api == "alipay.trade.order.settle":
+            return self._settle(biz)
+        if api == "alipay.trade.order.settle.query":
+            return self._settle_query(biz)
         return _error("40002", "isv.invalid-method", "不存在的方法名")
 
     def _precreate(self, biz: dict[str, Any]) -> dict[str, str]:
@@ -202,7 +230,8 @@ class FakeAlipay:
         if existing and existing.status != "NOT_EXIST":
             return _error("40004", "ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
         fen = int(Decimal(biz["total_amount"]) * 100)
-        trade = Trade(biz["out_trade_no"], self.new_trade_no(), fen)
+        trade = Trade(biz["out_trade_no"], self.new_trade_no(), fen,
+                      royalty_freeze=(biz.get("extend_params") or {}).get("royalty_freeze") == "true")
         self.trades[trade.out_trade_no] = trade
         return {"code": "10000", "msg": "Success", "out_trade_no": trade.out_trade_no,
                 "qr_code": f"https://qr.alipay.com/bax0{trade.trade_no[-8:]}"}
@@ -232,10 +261,84 @@ class FakeAlipay:
                 "fund_change": fund_change, "refund_fee": yuan(sum(trade.refunds.values())),
                 "gmt_refund_pay": self._now()}
 
-    def _answer(self, node: str, content: Mapping[str, str]) -> HttpResponse:
+    # -- trade splits -------------------------------------------------------
+
+    def _trade_by_no(self, trade_no: Any) -> Trade | None:
+        return next((t for t in self.trades.values() if t.trade_no == trade_no), None)
+
+    def _settle(self, biz: dict[str, Any]) -> dict[str, Any]:
+        trade = self._trade_by_no(biz.get("trade_no"))
+        request_no = biz.get("out_request_no")
+        if not request_no:
+            return _error("40004", "ACQ.INVALID_PARAMETER", "out_request_no 不能为空")
+        if trade is None:
+            return _error("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+        if request_no in trade.settles:  # the first settle, never a second split
+            return {"code": "10000", "msg": "Success", "trade_no": trade.trade_no,
+                    "settle_no": trade.settles[request_no]["settle_no"]}
+        if trade.status != "TRADE_SUCCESS":
+            return _error("40004", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        if trade.royalty_finished:
+            return _error("40004", "ACQ.TRADE_SETTLE_ERROR", "分账已完结")
+        finish = (biz.get("extend_params") or {}).get("royalty_finish") == "true"
+        royalties = biz.get("royalty_parameters")
+        if not isinstance(royalties, list) or (not royalties and not finish):
+            return _error("40004", "ACQ.INVALID_PARAMETER", "royalty_parameters 不能为空")
+        details, now = [], self._now()
+        for r in royalties:
+            try:
+                fen = int(Decimal(r["amount"]) * 100)
+                if Decimal(r["amount"]) * 100 != fen or fen <= 0:
+                    raise ValueError(r["amount"])
+                if (r["royalty_type"], r["trans_in_type"]) not in (("transfer", "userId"), ("transfer", "loginName")):
+                    raise ValueError(r["trans_in_type"])
+                if not r["trans_in"] or not r.get("desc"):
+                    raise ValueError("trans_in/desc")
+            except (KeyError, TypeError, ArithmeticError, ValueError):
+                return _error("40004", "ACQ.INVALID_PARAMETER", f"分账参数错误 {r!r}")
+            details.append({"operation_type": "transfer", "trans_out": self.seller_id, "trans_out_type": "userId",
+                            "trans_in": r["trans_in"], "trans_in_type": r["trans_in_type"], "amount": yuan(fen),
+                            "state": "PROCESSING", "detail_id": f"2024{next(self._ids):020d}",
+                            "execute_dt": now, "_fen": fen})
+        cap = (trade.total_fen - fee_of(trade.total_fen)) * self.max_ratio.numerator // self.max_ratio.denominator
+        so_far = sum(d["_fen"] for s in trade.settles.values() for d in s["details"] if d["state"] != "FAIL")
+        if so_far + sum(d["_fen"] for d in details) > cap:
+            return _error("40004", "ACQ.ALLOC_AMOUNT_VALIDATE_ERROR", "分账金额超过最大可分账金额")
+        settle = trade.settles[request_no] = {"settle_no": f"2024{next(self._ids):026d}", "details": details,
+                                              "operation_dt": now}
+        trade.royalty_finished = finish
+        if self.settle_state != "PROCESSING":
+            self.carry_out(trade, request_no)
+        return {"code": "10000", "msg": "Success", "trade_no": trade.trade_no, "settle_no": settle["settle_no"]}
+
+    def carry_out(self, trade: Trade, out_request_no: str) -> None:
+        """Alipay does the transfers: SUCCESS, or FAIL with the receiver's
+        ``receiver_faults`` code."""
+        for d in trade.settles[out_request_no]["details"]:
+            if d["state"] == "PROCESSING":
+                fault = self.receiver_faults.get(d["trans_in"])
+                d["state"] = "FAIL" if fault else "SUCCESS"
+                if fault:
+                    d.update(error_code=fault, error_desc="分账失败")
+
+    def _settle_query(self, biz: dict[str, Any]) -> dict[str, Any]:
+        trade = self._trade_by_no(biz.get("trade_no"))
+        request_no = biz.get("out_request_no")
+        if trade is None or request_no not in trade.settles:
+            return _error("40004", "ACQ.TRADE_NOT_EXIST", "分账请求不存在")
+        self.carry_out(trade, request_no)  # done by the time anyone asks
+        settle = trade.settles[request_no]
+        return {"code": "10000", "msg": "Success", "out_request_no": request_no,
+                "operation_dt": settle["operation_dt"],
+                "royalty_detail_list": [{k: v for k, v in d.items() if not k.startswith("_")}
+                                        for d in settle["details"]]}
+
+    def _answer(self, node: str, content: Mapping[str, Any]) -> HttpResponse:
         # Alipay's own JSON writer escapes "/" and keeps Chinese as UTF-8.
         node_text = json.dumps(content, ensure_ascii=False, separators=(",", ":")).replace("/", "\\/")
         sign = rsa2_sign(self._key, node_text.encode("utf-8"))
+        if self.answer_fault == "tampered":  # changed after Alipay signed it
+            node_text = node_text.replace('"code":"', '"injected":1,"code":"', 1)
         body = '{"' + node + '":' + node_text + ',"sign":"' + sign + '"}'
         return HttpResponse(200, {"Content-Type": "text/html;charset=utf-8"}, body.encode("utf-8"))
 

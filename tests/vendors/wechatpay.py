@@ -9,6 +9,15 @@ does not verify). Use the instance itself as the adapter's ``Transport``.
 
 Key generation is slow (2048-bit RSA): tests make identities once per module
 and pass them in; a benchmark may let the fake generate its own.
+
+Profit sharing (``/v3/profitsharing/orders``, ``.../orders/unfreeze``,
+``/v3/profitsharing/return-orders``) is served for real: only for a paid
+order created with ``settle_info.profit_sharing``; once per ``out_order_no``
+(a repeat answers the first instruction, never shares twice); refused over
+``max_ratio`` of the order after the fee, cumulatively (400 INVALID_REQUEST,
+the fake's choice of code); new orders answer ``sharing_state`` and a
+PROCESSING one is FINISHED at its next query; ``receiver_faults`` closes a
+receiver with a fail reason; nothing is shared after an unfreeze.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -75,6 +85,11 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def fee_of(total: int) -> int:
+    """WeChat Pay's fee in this fake: 0.6 %, rounded half up to the fen."""
+    return (total * 6 + 500) // 1000
+
+
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(BEIJING).isoformat(timespec="seconds")
 
@@ -96,11 +111,19 @@ class FakeWeChatPay:
         self.signing_serial = list(self.platforms)[-1]
         self.apiv3_key = apiv3_key or secrets.token_hex(16)  # 32 ASCII characters
         self.clock = clock
-        self.answer_fault: str | None = None   # None | "tampered" | "unsigned"
+        # None | "tampered" | "unsigned" | "system_error" (500) | "rate_limited" (429)
+        self.answer_fault: str | None = None
         self.refund_status = "PROCESSING"      # what a new refund answers with
         self.requests: list[tuple[str, str, Mapping[str, str], bytes]] = []
         self.orders: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        # profit sharing
+        self.max_ratio = Fraction(3, 10)       # of the order after the fee
+        self.sharing_state = "PROCESSING"      # what a new sharing order answers with
+        self.return_result = "PROCESSING"      # what a new return answers with
+        self.receiver_faults: dict[str, str] = {}  # account -> fail_reason: that receiver is CLOSED
+        self.sharings: dict[str, dict[str, Any]] = {}      # out_order_no -> order, as answered
+        self.sharing_returns: dict[str, dict[str, Any]] = {}  # out_return_no -> return, as answered
 
     # -- the merchant's configuration --------------------------------------
 
@@ -229,7 +252,7 @@ class FakeWeChatPay:
             if o["trade_state"] not in ("SUCCESS", "REFUND"):
                 continue
             total = o["amount"]["total"]
-            fee = (total * 6 + 500) // 1000
+            fee = fee_of(total)
             when = datetime.fromisoformat(o["success_time"]).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(row([when, self.appid, self.mchid, "0", "", o["transaction_id"], o["out_trade_no"],
                               "oUpF8u", "NATIVE", "SUCCESS", "OTHERS", "CNY", yuan(total), "0.00", "0", "0",
@@ -241,7 +264,7 @@ class FakeWeChatPay:
             if r["status"] != "SUCCESS":
                 continue
             order, amount = self.orders[r["out_trade_no"]], r["amount"]["refund"]
-            fee = -((amount * 6 + 500) // 1000)
+            fee = -fee_of(amount)
             when = datetime.fromisoformat(r["success_time"]).strftime("%Y-%m-%d %H:%M:%S")
             lines.append(row([when, self.appid, self.mchid, "0", "", order["transaction_id"],
                               r["out_trade_no"], "oUpF8u", "NATIVE", "REFUND", "OTHERS", "CNY", "0.00", "0.00",
@@ -263,14 +286,31 @@ class FakeWeChatPay:
         canonical = parts.path + (f"?{parts.query}" if parts.query else "")
         if not self._authorized(method, canonical, headers, body):
             return self._answer(401, {"code": "SIGN_ERROR", "message": "签名错误"})
+        if self.answer_fault == "system_error":
+            return self._answer(500, {"code": "SYSTEM_ERROR", "message": "系统错误"})
+        if self.answer_fault == "rate_limited":
+            return self._answer(429, {"code": "FREQUENCY_LIMITED", "message": "频率超限"})
         payload = json.loads(body) if body else {}
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if method == "POST" and parts.path == "/v3/pay/transactions/native":
             return self._create(payload)
         match = re.fullmatch(r"/v3/pay/transactions/out-trade-no/([^/]+)", parts.path)
         if method == "GET" and match:
-            return self._query(unquote(match.group(1)), parse_qs(parts.query).get("mchid", [""])[0])
+            return self._query(unquote(match.group(1)), query.get("mchid", ""))
         if method == "POST" and parts.path == "/v3/refund/domestic/refunds":
             return self._refund(payload)
+        if method == "POST" and parts.path == "/v3/profitsharing/orders":
+            return self._share(payload)
+        if method == "POST" and parts.path == "/v3/profitsharing/orders/unfreeze":
+            return self._unfreeze(payload)
+        match = re.fullmatch(r"/v3/profitsharing/orders/([^/]+)", parts.path)
+        if method == "GET" and match:
+            return self._query_sharing(unquote(match.group(1)), query.get("transaction_id", ""))
+        if method == "POST" and parts.path == "/v3/profitsharing/return-orders":
+            return self._return_sharing(payload)
+        match = re.fullmatch(r"/v3/profitsharing/return-orders/([^/]+)", parts.path)
+        if method == "GET" and match:
+            return self._query_return(unquote(match.group(1)), query.get("out_order_no", ""))
         return self._answer(404, {"code": "NOT_FOUND", "message": "no such API"})
 
     def _authorized(self, method: str, canonical: str, headers: Mapping[str, str], body: bytes) -> bool:
@@ -347,3 +387,150 @@ class FakeWeChatPay:
         if self.refund_status == "SUCCESS":
             refund["success_time"] = refund["create_time"]
         return self._answer(200, refund)
+
+    # -- profit sharing ------------------------------------------------------
+
+    def _shared_order(self, transaction_id: Any) -> dict[str, Any] | None:
+        return next((o for o in self.orders.values() if o.get("transaction_id") == transaction_id), None)
+
+    def _shared_so_far(self, transaction_id: str) -> int:
+        """Shared away from the order by earlier instructions (not closed
+        receivers, not the unfreeze back to the merchant)."""
+        return sum(r["amount"] for s in self.sharings.values()
+                   if s["transaction_id"] == transaction_id and not s["_unfreeze"]
+                   for r in s["receivers"] if r["result"] != "CLOSED")
+
+    def _sharable(self, p: dict[str, Any]) -> dict[str, Any] | HttpResponse:
+        """The paid order to share, or the vendor's refusal."""
+        order = self._shared_order(p.get("transaction_id"))
+        if order is None:
+            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"})
+        if order["trade_state"] not in ("SUCCESS", "REFUND"):
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "订单未支付"})
+        if not (order.get("settle_info") or {}).get("profit_sharing"):
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "该笔订单不支持分账"})
+        if order.get("_unfrozen"):
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "订单已完成分账，剩余资金已解冻"})
+        return order
+
+    def _new_sharing(self, p: dict[str, Any], receivers: list[dict[str, Any]], unfreeze: bool) -> dict[str, Any]:
+        now = _rfc3339(self.clock())
+        for r in receivers:
+            r.update(result="PENDING", detail_id="36" + secrets.token_hex(11), create_time=now)
+        sharing = self.sharings[p["out_order_no"]] = {
+            "transaction_id": p["transaction_id"], "out_order_no": p["out_order_no"],
+            "order_id": "3008" + secrets.token_hex(12), "state": "PROCESSING", "receivers": receivers,
+            "_unfreeze": unfreeze,
+        }
+        if self.sharing_state == "FINISHED":
+            self.complete_sharing(p["out_order_no"])
+        return sharing
+
+    def complete_sharing(self, out_order_no: str) -> None:
+        """WeChat Pay carries the order out: each receiver SUCCESS, or CLOSED
+        with its ``receiver_faults`` reason (the money stays with the payer)."""
+        sharing = self.sharings[out_order_no]
+        now = _rfc3339(self.clock())
+        for r in sharing["receivers"]:
+            if r["result"] == "PENDING":
+                fault = self.receiver_faults.get(r["account"])
+                r.update(result="CLOSED" if fault else "SUCCESS", finish_time=now)
+                if fault:
+                    r["fail_reason"] = fault
+        sharing["state"] = "FINISHED"
+
+    def _sharing_answer(self, sharing: dict[str, Any]) -> HttpResponse:
+        return self._answer(200, {k: v for k, v in sharing.items() if not k.startswith("_")})
+
+    def _share(self, p: dict[str, Any]) -> HttpResponse:
+        if p.get("appid") != self.appid or not p.get("out_order_no") or not p.get("transaction_id"):
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "appid, out_order_no or transaction_id"})
+        if p["out_order_no"] in self.sharings:  # the first instruction, never a second split
+            return self._sharing_answer(self.sharings[p["out_order_no"]])
+        order = self._sharable(p)
+        if isinstance(order, HttpResponse):
+            return order
+        receivers = p.get("receivers")
+        if not isinstance(receivers, list) or not 1 <= len(receivers) <= 50:
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "receivers: 1 to 50"})
+        seen = set()
+        for r in receivers:
+            amount = r.get("amount") if isinstance(r, dict) else None
+            if (not isinstance(r, dict) or r.get("type") not in ("MERCHANT_ID", "PERSONAL_OPENID")
+                    or not r.get("account") or not r.get("description")
+                    or not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0):
+                return self._answer(400, {"code": "PARAM_ERROR", "message": f"bad receiver {r!r}"})
+            if (r["type"], r["account"]) in seen:
+                return self._answer(400, {"code": "PARAM_ERROR", "message": "分账接收方重复"})
+            seen.add((r["type"], r["account"]))
+        total = order["amount"]["total"]
+        cap = (total - fee_of(total)) * self.max_ratio.numerator // self.max_ratio.denominator
+        if self._shared_so_far(p["transaction_id"]) + sum(r["amount"] for r in receivers) > cap:
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "分账金额超出最大分账比例"})
+        sharing = self._new_sharing(p, [{k: r[k] for k in ("type", "account", "amount", "description")}
+                                        for r in receivers], unfreeze=False)
+        if p.get("unfreeze_unsplit") is True:
+            order["_unfrozen"] = True
+        return self._sharing_answer(sharing)
+
+    def _unfreeze(self, p: dict[str, Any]) -> HttpResponse:
+        if not (p.get("out_order_no") and p.get("transaction_id") and p.get("description")):
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "transaction_id, out_order_no, description"})
+        if p["out_order_no"] in self.sharings:
+            return self._sharing_answer(self.sharings[p["out_order_no"]])
+        order = self._sharable(p)
+        if isinstance(order, HttpResponse):
+            return order
+        total = order["amount"]["total"]
+        rest = total - fee_of(total) - self._shared_so_far(p["transaction_id"])
+        order["_unfrozen"] = True
+        sharing = self._new_sharing(p, [{"type": "MERCHANT_ID", "account": self.mchid, "amount": rest,
+                                         "description": "解冻给分账方"}], unfreeze=True)
+        return self._sharing_answer(sharing)
+
+    def _query_sharing(self, out_order_no: str, transaction_id: str) -> HttpResponse:
+        sharing = self.sharings.get(out_order_no)
+        if sharing is None or sharing["transaction_id"] != transaction_id:
+            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "记录不存在"})
+        if sharing["state"] == "PROCESSING":  # carried out by the time anyone asks again
+            self.complete_sharing(out_order_no)
+        return self._sharing_answer(sharing)
+
+    def _return_sharing(self, p: dict[str, Any]) -> HttpResponse:
+        amount = p.get("amount")
+        if (not p.get("out_order_no") or not p.get("out_return_no") or not p.get("return_mchid")
+                or not p.get("description") or not isinstance(amount, int) or isinstance(amount, bool)
+                or amount <= 0):
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "missing or bad parameter"})
+        if p["out_return_no"] in self.sharing_returns:
+            return self._return_answer(self.sharing_returns[p["out_return_no"]])
+        sharing = self.sharings.get(p["out_order_no"])
+        if sharing is None or sharing["_unfreeze"]:
+            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "分账单不存在"})
+        received = sum(r["amount"] for r in sharing["receivers"] if r["type"] == "MERCHANT_ID"
+                       and r["account"] == p["return_mchid"] and r["result"] == "SUCCESS")
+        returned = sum(r["amount"] for r in self.sharing_returns.values()
+                       if r["out_order_no"] == p["out_order_no"] and r["return_mchid"] == p["return_mchid"]
+                       and r["result"] != "FAILED")
+        if returned + amount > received:
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "回退金额超过可回退金额"})
+        returning = self.sharing_returns[p["out_return_no"]] = {
+            "order_id": sharing["order_id"], "out_order_no": p["out_order_no"],
+            "out_return_no": p["out_return_no"], "return_id": "3008" + secrets.token_hex(12),
+            "return_mchid": p["return_mchid"], "amount": amount, "description": p["description"],
+            "result": self.return_result, "create_time": _rfc3339(self.clock()),
+        }
+        if self.return_result != "PROCESSING":
+            returning["finish_time"] = returning["create_time"]
+        return self._return_answer(returning)
+
+    def _query_return(self, out_return_no: str, out_order_no: str) -> HttpResponse:
+        returning = self.sharing_returns.get(out_return_no)
+        if returning is None or returning["out_order_no"] != out_order_no:
+            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "记录不存在"})
+        if returning["result"] == "PROCESSING":
+            returning.update(result="SUCCESS", finish_time=_rfc3339(self.clock()))
+        return self._return_answer(returning)
+
+    def _return_answer(self, returning: dict[str, Any]) -> HttpResponse:
+        return self._answer(200, dict(returning))

@@ -1,0 +1,209 @@
+"""Daily settlement batches (issue 6): for each party, each business day
+and currency, what was cleared to it, released, clawed back, paid out and
+returned, between opening and closing balances of its pending and wallet
+accounts that tie to the ledger (``clearing.settlement`` says how).
+
+One run settles every party with pending or wallet accounts in a handful of
+set-based queries (balances at the day's two edges, the day's movements
+grouped by account and entry code) and one bulk insert per chunk, so it
+scales with the number of parties, not with the number of postings. A rerun
+settles only the parties a previous run did not (a batch, once written, is
+never rewritten); a batch that does not tie is written with status
+``mismatch`` and logged as an error: an alert, not a silent fix.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+import ledger
+from clearing.settlement import Movement, settle_day
+from clearing.settlement_models import SettlementBatch
+from ledger import as_utc, new_uuid7, utcnow
+
+from .clearings import BUSINESS_TZ
+from .errors import InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+CHUNK = 5000
+MAX_LIST_LIMIT = 500
+_KINDS = ("pending", "wallet")
+
+
+@dataclass(frozen=True)
+class SettlementRun:
+    day: date
+    settled: int          # batches written by this run
+    already: int          # parties settled by an earlier run
+    mismatched: list[str]  # parties whose batch does not tie
+
+
+@dataclass(frozen=True)
+class BatchView:
+    public_id: str
+    party: str
+    business_day: date
+    currency: str
+    pending_opening_minor: int
+    wallet_opening_minor: int
+    cleared_minor: int
+    released_minor: int
+    clawed_back_minor: int
+    paid_out_minor: int
+    payout_returned_minor: int
+    interest_minor: int
+    other_minor: int
+    other_detail: dict
+    pending_closing_minor: int
+    wallet_closing_minor: int
+    difference_minor: int
+    status: str
+    created_at: datetime
+
+
+def day_bounds(day: date, tz: ZoneInfo = BUSINESS_TZ) -> tuple[datetime, datetime]:
+    """A business day as the UTC instants of its start and of the next day's."""
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+
+
+def _split(code: str) -> tuple[str, str] | None:
+    """``party:P:pending`` -> (P, "pending")."""
+    if not code.startswith("party:"):
+        return None
+    party, _, kind = code[len("party:"):].rpartition(":")
+    return (party, kind) if kind in _KINDS and party else None
+
+
+def settle(session: Session, day: date, *, now: datetime | None = None,
+           tz: ZoneInfo = BUSINESS_TZ,
+           progress: Callable[[int, int], None] | None = None) -> SettlementRun:
+    """Settle ``day`` for every party not settled for it yet. The day must
+    be over (in the business timezone)."""
+    start, end = day_bounds(day, tz)
+    now = now or utcnow()
+    if end > now:
+        raise InvalidInput(f"{day} is not over yet in {tz.key}", field="day")
+    # balances[(party, currency)][kind] = (opening, closing)
+    balances: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(
+        lambda: {k: [0, 0] for k in _KINDS})
+    currency_of: dict[tuple[str, str], str] = {}
+    for kind in _KINDS:
+        like = f"party:%:{kind}"
+        for edge, at in ((0, start), (1, end)):
+            for code, (currency, amount) in ledger.balances_before(session, at,
+                                                                   code_like=like).items():
+                split = _split(code)
+                if split is None:
+                    continue
+                currency_of[(split[0], kind)] = currency
+                balances[(split[0], currency)][kind][edge] = amount
+    moves: dict[tuple[str, str], list[Movement]] = defaultdict(list)
+    for kind in _KINDS:
+        for code, entry_code, net in ledger.movements(session, start, end,
+                                                      code_like=f"party:%:{kind}"):
+            split = _split(code)
+            if split is None or not net:
+                continue
+            moves[(split[0], currency_of[(split[0], kind)])].append(
+                Movement(kind, entry_code, net))
+    done = set(session.execute(select(SettlementBatch.party, SettlementBatch.currency)
+                               .where(SettlementBatch.business_day == day)).all())
+    keys = sorted(k for k in set(balances) | set(moves)
+                  if k not in done and (moves.get(k) or any(
+                      v for pair in balances[k].values() for v in pair)))
+    created, rows, mismatched = utcnow(), [], []
+    for index, (party, currency) in enumerate(keys, 1):
+        b = balances[(party, currency)]
+        figures = settle_day(pending_opening=b["pending"][0], wallet_opening=b["wallet"][0],
+                             pending_closing=b["pending"][1], wallet_closing=b["wallet"][1],
+                             movements=moves.get((party, currency), []))
+        if not figures.balanced:
+            mismatched.append(party)
+            log.error("settlement of %s for %s does not tie: %s", party, day,
+                      figures.difference_minor, extra={"party": party, "day": str(day)})
+        rows.append(dict(
+            public_id=f"stl_{new_uuid7().hex}", party=party, business_day=day, currency=currency,
+            pending_opening_minor=figures.pending_opening_minor,
+            wallet_opening_minor=figures.wallet_opening_minor,
+            cleared_minor=figures.cleared_minor, released_minor=figures.released_minor,
+            clawed_back_minor=figures.clawed_back_minor, paid_out_minor=figures.paid_out_minor,
+            payout_returned_minor=figures.payout_returned_minor,
+            interest_minor=figures.interest_minor, other_minor=figures.other_minor,
+            other_detail=figures.other_detail,
+            pending_closing_minor=figures.pending_closing_minor,
+            wallet_closing_minor=figures.wallet_closing_minor,
+            difference_minor=figures.difference_minor,
+            status="balanced" if figures.balanced else "mismatch", created_at=created))
+        if len(rows) == CHUNK or index == len(keys):
+            session.execute(insert(SettlementBatch), rows)
+            rows = []
+            if progress is not None:
+                progress(index, len(keys))
+    return SettlementRun(day, len(keys), len(done), mismatched)
+
+
+def _view(row: SettlementBatch) -> BatchView:
+    return BatchView(row.public_id, row.party, row.business_day, row.currency,
+                     row.pending_opening_minor, row.wallet_opening_minor, row.cleared_minor,
+                     row.released_minor, row.clawed_back_minor, row.paid_out_minor,
+                     row.payout_returned_minor, row.interest_minor, row.other_minor,
+                     dict(row.other_detail or {}), row.pending_closing_minor,
+                     row.wallet_closing_minor, row.difference_minor, row.status,
+                     as_utc(row.created_at))
+
+
+def get_batch(session: Session, batch_id: str) -> BatchView:
+    row = session.scalars(select(SettlementBatch).where(
+        SettlementBatch.public_id == batch_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no settlement batch {batch_id!r}", field="batch")
+    return _view(row)
+
+
+def list_batches(session: Session, *, party: str | None = None, since: date | None = None,
+                 until: date | None = None, status: str | None = None, after: str | None = None,
+                 limit: int = 100) -> tuple[list[BatchView], str | None]:
+    """Oldest day first within ``[since, until]``; ``after`` is the cursor
+    (the last batch id seen)."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
+    query = select(SettlementBatch)
+    if party is not None:
+        query = query.where(SettlementBatch.party == party)
+    if since is not None:
+        query = query.where(SettlementBatch.business_day >= since)
+    if until is not None:
+        query = query.where(SettlementBatch.business_day <= until)
+    if status is not None:
+        if status not in ("balanced", "mismatch"):
+            raise InvalidInput("status is balanced or mismatch", field="status")
+        query = query.where(SettlementBatch.status == status)
+    if after is not None:
+        anchor = session.scalar(select(SettlementBatch.id).where(
+            SettlementBatch.public_id == after))
+        if anchor is None:
+            raise InvalidInput("after must be a batch id from an earlier page", field="after")
+        query = query.where(SettlementBatch.id > anchor)
+    rows = list(session.scalars(query.order_by(SettlementBatch.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_view(r) for r in rows], (rows[-1].public_id if more else None)
+
+
+def settled_through(session: Session) -> date | None:
+    """The last business day any batch was written for."""
+    return session.scalar(select(SettlementBatch.business_day)
+                          .order_by(SettlementBatch.business_day.desc()).limit(1))
+
+
+def default_day(now: datetime | None = None, tz: ZoneInfo = BUSINESS_TZ) -> date:
+    """Yesterday in the business timezone: what the nightly job settles."""
+    return (as_utc(now or utcnow()).astimezone(tz) - timedelta(days=1)).date()
