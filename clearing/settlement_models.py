@@ -170,3 +170,27 @@ class SettlementBatch(Base):
     # Other movements by entry code, so "other" is never a black box.
     other_detail: Mapped[dict] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InterestAllocation(Base):
+    """Interest the custody account earned over a period, recorded once per
+    bank reference and allocated by the rule of ``clearing.interest``: the
+    platform's share, the rest to parties in proportion to their wallets at
+    the period's end (``interest.allocate`` entries: Dr ``custody:bank`` /
+    Cr each ``party:P:wallet`` and ``platform:revenue``)."""
+
+    __tablename__ = "interest_allocation"
+    __table_args__ = (CheckConstraint("amount_minor > 0", name="amount_positive"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    bank_reference: Mapped[str] = mapped_column(String(64), unique=True)
+    period_end: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    platform_share_bp: Mapped[int] = mapped_column(Integer)
+    platform_minor: Mapped[int] = mapped_column(BigInteger)
+    parties: Mapped[int] = mapped_column(Integer)
+    parties_minor: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,7 +11,7 @@ import io
 
 from flask import Blueprint, Response, abort, current_app, request, url_for
 
-from channel_api import access, payouts, settlements
+from channel_api import access, interest, payouts, settlements
 from channel_api import business_calendar as calendars
 from channel_api.clearings import BUSINESS_TZ
 from channel_api.errors import InvalidInput
@@ -28,6 +28,9 @@ from service.schemas_payouts import (
     BatchArgs,
     BatchOut,
     BatchPage,
+    InterestIn,
+    InterestList,
+    InterestOut,
     NoteIn,
     OutcomeSummaryOut,
     PayoutEventList,
@@ -314,3 +317,28 @@ def run_settlement(day):
     access.require_brand_finance(caller())
     return settlements.settle(db_session(), day, tz=BUSINESS_TZ)
 
+
+
+# -- interest on the custody account ---------------------------------------------------
+
+
+@blp.route("/interest-allocations", methods=["POST"])
+@mutation
+@blp.arguments(InterestIn)
+@blp.response(201, InterestOut)
+def allocate_interest(body):
+    """Interest the custody bank credited for a period: the platform keeps
+    its share, the rest goes to the parties' wallets in proportion to what
+    each held at the period's end. Once per bank reference."""
+    access.require_brand_finance(caller())
+    return interest.allocate_interest(
+        db_session(), amount_minor=body["amount_minor"], period_end=body["period_end"],
+        bank_reference_=body["bank_reference"], platform_share_bp=body["platform_share_bp"],
+        currency=body["currency"], actor=actor())
+
+
+@blp.route("/interest-allocations", methods=["GET"])
+@blp.response(200, InterestList)
+def list_interest_allocations():
+    access.require_brand_finance(caller())
+    return {"items": interest.list_allocations(db_session())}

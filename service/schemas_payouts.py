@@ -181,3 +181,33 @@ class SettlementRunOut(ma.Schema):
     settled = fields.Integer()
     already = fields.Integer()
     mismatched = fields.List(fields.String())
+
+
+class InterestIn(StrictSchema):
+    amount_minor = fields.Integer(required=True, **AMOUNT)
+    period_end = fields.Date(required=True, metadata={
+        "description": "The last business day the interest covers; wallets are weighed at "
+                       "its end."})
+    bank_reference = fields.String(required=True, metadata={
+        "description": "The bank's reference of the interest credit: once per reference."})
+    platform_share_bp = fields.Integer(required=True, strict=True, metadata={
+        "description": "What the platform keeps, in basis points (0-10000)."})
+    currency = fields.String(load_default="CNY")
+
+
+class InterestOut(ma.Schema):
+    public_id = fields.String()
+    bank_reference = fields.String()
+    period_end = fields.Date()
+    currency = fields.String()
+    amount_minor = fields.Integer()
+    platform_share_bp = fields.Integer()
+    platform_minor = fields.Integer()
+    parties = fields.Integer()
+    parties_minor = fields.Integer()
+    actor = fields.String()
+    created_at = UtcDateTime()
+
+
+class InterestList(ma.Schema):
+    items = fields.List(fields.Nested(InterestOut))

@@ -254,6 +254,8 @@ def requests(net):
         "channel_payouts.list_batches": ("GET", "/v1/settlement-batches", None, both("own")),
         "channel_payouts.get_batch": ("GET", f"/v1/settlement-batches/{x['batch']}", None, both("denied")),
         "channel_payouts.run_settlement": ("POST", "/v1/settlement-runs?day=2026-01-01", None, both("denied")),
+        "channel_payouts.allocate_interest": ("POST", "/v1/interest-allocations", {"amount_minor": 1, "period_end": "2026-01-01", "bank_reference": "evil", "platform_share_bp": 10000}, both("denied")),
+        "channel_payouts.list_interest_allocations": ("GET", "/v1/interest-allocations", None, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
