@@ -157,6 +157,17 @@ def void_expired(runtime: Runtime) -> None:
     click.echo(f"voided {voided} expired pending entries")
 
 
+@cli.command("release")
+@pass_runtime
+def release(runtime: Runtime) -> None:
+    """Release cleared legs whose timing has come (the scheduler's
+    release_clearings job, once, now): pending to wallet."""
+    from service.scheduler import release_clearings
+
+    released = release_clearings(runtime.session_factory(), runtime.settings.tz)
+    click.echo(f"released {released} cleared legs")
+
+
 @cli.command("sandbox-pay")
 @click.argument("payment")
 @click.option("--decline", is_flag=True, help="The payer's attempt fails instead.")

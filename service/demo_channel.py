@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import channel_api as ca
-from channel_api import catalog, network, prices, tags
+from channel_api import catalog, clearing_rules, network, prices, tags
 
 from service.demo import BRAND, DISTRIBUTORS, STORES, distributor_of
 
@@ -133,6 +133,21 @@ def _strategies(s) -> None:
          product_scope={"categories": ["tea"]})
 
 
+def _clearing_rule(s) -> None:
+    """How a store's payment to a distributor is split (the issue's worked
+    example): the distributor's remainder on delivery, 7.5 % to the brand
+    T+1 business day after delivery, 0.5 % to the platform at once."""
+    clearing_rules.create_rule(
+        s, code="demo-store-orders", name="Store orders: distributor, brand, platform",
+        trade_modes=["B2b", "F2B2b"], valid_from=SINCE, actor=ACTOR, legs=[
+            {"recipient": "seller", "basis": "remainder", "value": 0,
+             "timing": {"kind": "on_delivery"}},
+            {"recipient": "brand", "basis": "percent", "value": 750,
+             "timing": {"kind": "t_plus", "days": 1, "anchor": "delivery"}},
+            {"recipient": "platform", "basis": "percent", "value": 50,
+             "timing": {"kind": "immediate"}}])
+
+
 def seed_channel(session) -> ChannelSummary:
     """Create the demo channel (flushes, never commits)."""
     _master_data(session)
@@ -140,6 +155,7 @@ def seed_channel(session) -> ChannelSummary:
     _catalog(session)
     _network(session)
     _strategies(session)
+    _clearing_rule(session)
     tag = tags.create_dynamic_tag(session, "quality", "Quality customers", {"all": [
         {"field": "quality_customer", "op": "eq", "value": True}]}, actor=ACTOR)
     if tag.computed_at is None:  # the daily job keeps it current afterwards

@@ -306,3 +306,19 @@ def test_the_wsgi_warm_up_is_not_fatal_on_an_unmigrated_database(tmp_path, caplo
         warm_price_caches(app)
     assert "price caches not warmed" in caplog.text
     assert app.test_client().get("/health").status_code in (200, 503)
+
+
+def test_the_demo_clears_store_orders_and_release_runs_the_job_once(migrated_fresh):
+    from channel_api import clearing_rules
+
+    runtime = runtime_for(migrated_fresh)
+    run(runtime, "seed-demo")
+    run(runtime, "seed-demo")                      # the rule is created once, unchanged
+    with runtime.session_factory()() as s:
+        rule = clearing_rules.get_rule(s, "demo-store-orders")
+        assert rule.version == 1
+        assert [(leg.recipient, leg.basis, leg.value) for leg in rule.legs] == [
+            ("seller", "remainder", 0), ("brand", "percent", 750), ("platform", "percent", 50)]
+    released = run(runtime, "release")
+    assert released.exit_code == 0, released.output
+    assert released.stdout.strip() == "released 0 cleared legs"
