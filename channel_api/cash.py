@@ -3,7 +3,8 @@
     cash assets (custody cash and gateway receivables)
       = cash liabilities (wallets, pending, prepaid deposits, order escrows,
         suspense, payouts in flight)
-      + the platform's own result (revenue - gateway fees)
+      + the platform's own result (revenue - gateway fees - what it advanced
+        to parties for clawbacks and has not recovered yet)
 
 and each pair of claim accounts nets to zero: per seller, what its buyers
 owe on credit (``credit:*@S``) equals its ``credit_issued``, and its buyers'
@@ -30,6 +31,9 @@ CASH_LIABILITIES = ("payouts:in_flight", "suspense", "prepaid:%", "order:%:escro
                     "party:%:pending", "party:%:wallet")
 REVENUE = ("platform:revenue",)
 FEES = ("gateway:%:fees",)
+# A clawback a wallet could not give back, advanced by the platform: money the
+# platform put into the party's wallet from its own result (clawback_advances.py).
+ADVANCES = ("party:%:clawback_due",)
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,11 @@ def cash_positions(session: Session) -> list[CashPosition]:
     """The invariant's two sides, per currency."""
     assets, liabilities = _sums(session, CASH_ASSETS), _sums(session, CASH_LIABILITIES)
     revenue, fees = _sums(session, REVENUE), _sums(session, FEES)
-    currencies = sorted(set(assets) | set(liabilities) | set(revenue) | set(fees))
+    advances = _sums(session, ADVANCES)
+    currencies = sorted(set(assets) | set(liabilities) | set(revenue) | set(fees) | set(advances))
     return [CashPosition(c, assets.get(c, 0), liabilities.get(c, 0),
-                         revenue.get(c, 0) - fees.get(c, 0)) for c in currencies]
+                         revenue.get(c, 0) - fees.get(c, 0) - advances.get(c, 0))
+            for c in currencies]
 
 
 def claim_mismatches(session: Session) -> list[ClaimMismatch]:

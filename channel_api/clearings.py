@@ -17,8 +17,9 @@ cannot be named), nothing is cleared and the cash stays in the escrow.
 A refund claws back, before the refund takes cash out of the escrow, what
 the escrow lacks: from the cleared legs in proportion to what each still
 holds; from pending first, then the wallet. A wallet that has paid out
-cannot give back: the refund is refused with ``clawback_blocked`` for
-finance to approve another way.
+cannot give back: the refund is refused with ``clawback_blocked``, naming
+each party short and by how much, until finance approves an advance of the
+difference (``clawback_advances``) and the refund is retried.
 """
 from __future__ import annotations
 
@@ -214,6 +215,7 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
                               order=order.public_id, needed_minor=amount_minor)
     takes = refunds.allocate(amount_minor, room)
     ccy, escrow = order.currency, escrow_account(order.public_id)
+    _check_wallets(session, order, rows, takes)
     postings = []
     for row in rows:
         take = takes.get(str(row.id), 0)
@@ -241,6 +243,32 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
                               order=order.public_id, **short.details) from None
     session.flush()
     return amount_minor
+
+
+def _check_wallets(session: Session, order: Order, rows: list[ClearingShare],
+                   takes: dict[str, int]) -> None:
+    """Refuse, naming every party short and by how much, when released legs
+    need more back than their wallets hold (paid out since): finance can then
+    advance the difference (``clawback_advances``) and the refund be retried."""
+    needed: dict[str, int] = {}
+    for row in rows:
+        if row.state == "released" and row.recipient != clearing_rules.PLATFORM:
+            needed[row.recipient] = needed.get(row.recipient, 0) + takes.get(str(row.id), 0)
+    shortfalls = []
+    for party, need in sorted(needed.items()):
+        try:
+            have = ledger.get_account(session, wallet_account(party)).available_minor
+        except ledger.AccountNotFound:
+            have = 0
+        if need > have:
+            shortfalls.append({"party": party, "needed_minor": need, "available_minor": have,
+                               "short_minor": need - have})
+    if shortfalls:
+        names = ", ".join(f"{s['party']} is short {s['short_minor']}" for s in shortfalls)
+        raise ClawbackBlocked(
+            f"the refund needs cash back from wallets that no longer hold it ({names}); "
+            "finance can advance it (POST /v1/clawback-advances) and the refund be retried",
+            order=order.public_id, shortfalls=shortfalls)
 
 
 def make_room(session: Session, order: Order, needed_minor: int, *, reason: str) -> None:

@@ -42,7 +42,7 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments import iso20022
 from payments.payout_bank import PayoutBank, PayoutInstruction, PayoutOutcome, check_instruction
 
-from . import audit, outbox
+from . import audit, clawback_advances, outbox
 from .books import CUSTODY, PAYOUTS_IN_FLIGHT, ensure, positive_amount, wallet_account
 from .errors import BankAccountMissing, InvalidInput, PayoutNotFound, PayoutRefused
 from .parties import party_row
@@ -245,6 +245,9 @@ def request_payout(session: Session, party: str, amount_minor: Any, *, request_k
     if row.status != "active":
         raise PayoutRefused(f"{row.code} is {row.status}; it cannot be paid out", party=row.code)
     account = _active_account(session, row.code, ccy)
+    # What the party owes back for clawbacks the platform advanced comes out
+    # of the wallet first: a payout never takes money owed back.
+    clawback_advances.recover(session, party=row.code, actor=actor)
     now = now or utcnow()
     ensure(session, PAYOUTS_IN_FLIGHT, "Payouts in flight", "liability", ccy)
     public_id = f"po_{new_uuid7().hex}"
@@ -503,6 +506,7 @@ def sweep_wallets(session: Session, *, day: date, approval_threshold_minor: int,
     """The payout schedule: for every account registered with
     ``sweep_above_minor``, pay out what the wallet holds above it, once per
     business day (the day is the request key, so a rerun adds nothing)."""
+    clawback_advances.recover(session, limit=limit)     # what is owed back is not swept
     accounts = list(session.scalars(select(PartyBankAccount).where(
         PartyBankAccount.status == "active", PartyBankAccount.sweep_above_minor.is_not(None))
         .order_by(PartyBankAccount.id).limit(limit)))

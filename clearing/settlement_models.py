@@ -194,3 +194,31 @@ class InterestAllocation(Base):
     parties_minor: Mapped[int] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ClawbackAdvance(Base):
+    """A clawback a party's wallet could not give back (it paid the money
+    out), advanced by the platform on a finance decision so the buyer's
+    refund can go ahead: ``clawback.advance`` Dr ``party:P:clawback_due`` /
+    Cr ``party:P:wallet``. What the party owes is recovered from its wallet
+    as money arrives there (``clawback.recover``, oldest advance first)."""
+
+    __tablename__ = "clawback_advance"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0 AND recovered_minor >= 0 "
+                        "AND recovered_minor <= amount_minor", name="amounts"),
+        Index("ix_clawback_advance_open", "party", "recovered_minor", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    request_key: Mapped[str] = mapped_column(String(120), unique=True)
+    party: Mapped[str] = mapped_column(String(64))
+    order_ref: Mapped[str] = mapped_column(String(40))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    recovered_minor: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(200))
+    approved_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recovered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

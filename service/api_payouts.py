@@ -11,7 +11,7 @@ import io
 
 from flask import Blueprint, Response, abort, current_app, request, url_for
 
-from channel_api import access, interest, payouts, settlements
+from channel_api import access, clawback_advances, interest, payouts, settlements
 from channel_api import business_calendar as calendars
 from channel_api.clearings import BUSINESS_TZ
 from channel_api.errors import InvalidInput
@@ -22,6 +22,10 @@ from service.api_payments import GATEWAYS_KEY
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
 from service.request_db import EXTENSION_KEY, db_session
 from service.schemas_payouts import (
+    AdvanceIn,
+    AdvanceListArgs,
+    AdvanceOut,
+    AdvancePage,
     BankAccountIn,
     BankAccountList,
     BankAccountOut,
@@ -342,3 +346,47 @@ def allocate_interest(body):
 def list_interest_allocations():
     access.require_brand_finance(caller())
     return {"items": interest.list_allocations(db_session())}
+
+
+# -- clawbacks a wallet could not give back -------------------------------------------
+
+
+@blp.route("/clawback-advances", methods=["POST"])
+@mutation
+@blp.arguments(AdvanceIn)
+@blp.response(201, AdvanceOut)
+def advance_clawback(body):
+    """Approve an advance for a refund stopped with ``clawback_blocked``:
+    the platform puts the shortfall into the party's wallet as a debt the
+    party owes back (recovered from its wallet as money arrives, and before
+    any payout); then retry the refund. Needs an ``Idempotency-Key``."""
+    access.require_brand_finance(caller())
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        raise InvalidInput("an advance needs an Idempotency-Key header", field="Idempotency-Key")
+    return clawback_advances.advance(
+        db_session(), order=body["order"], party=body["party"], amount_minor=body["amount_minor"],
+        reason=body["reason"], request_key=f"api:{key}", actor=actor())
+
+
+@blp.route("/clawback-advances", methods=["GET"])
+@blp.arguments(AdvanceListArgs, location="query", as_kwargs=True)
+@blp.response(200, AdvancePage)
+def list_clawback_advances(party=None, outstanding=False, after=None, limit=100):
+    """Newest first. A party sees what it owes back; the brand's finance sees all."""
+    who = caller()
+    if party is None and not who.is_brand:
+        party = who.party_code
+    if party is None or party != who.party_code:
+        access.require_brand_finance(who)
+    items, cursor = clawback_advances.list_advances(
+        db_session(), party=party, outstanding=outstanding, after=after, limit=limit)
+    return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/clawback-advances/<advance_id>", methods=["GET"])
+@blp.response(200, AdvanceOut)
+def get_clawback_advance(advance_id: str):
+    view = clawback_advances.get_advance(db_session(), advance_id)
+    _own_or_brand_finance(view.party)
+    return view

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import ledger
 from channel_api import (
     cash,
+    clawback_advances,
     clearings,
     credit,
     funding,
@@ -378,6 +379,16 @@ def sweep_wallets(session_factory: sessionmaker[Session], settings) -> int:
     return requested
 
 
+def recover_clawback_advances(session_factory: sessionmaker[Session]) -> int:
+    """What parties owe back for advanced clawbacks comes out of their
+    wallets as money arrives there."""
+    with session_factory() as session, session.begin():
+        recovered = clawback_advances.recover(session)
+    if recovered:
+        log.info("clawback advances recovered: %d", recovered, extra={"recovered": recovered})
+    return recovered
+
+
 def settle_yesterday(session_factory: sessionmaker[Session], tz=None) -> int:
     """The daily settlement batch of every party for the business day just
     ended; a rerun settles only who was not."""
@@ -501,6 +512,11 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
     scheduler.add_job(
         run_if_leader, "interval", id="poll_payouts", seconds=CALLBACK_RETRY_SECONDS,
         args=(lease, "poll_payouts", lambda: poll_payouts(session_factory, bank)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="recover_clawback_advances", seconds=EXPIRE_ORDERS_SECONDS,
+        args=(lease, "recover_clawback_advances",
+              lambda: recover_clawback_advances(session_factory)),
     )
     scheduler.add_job(
         run_if_leader, "cron", id="settle_yesterday",

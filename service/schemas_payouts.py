@@ -211,3 +211,38 @@ class InterestOut(ma.Schema):
 
 class InterestList(ma.Schema):
     items = fields.List(fields.Nested(InterestOut))
+
+
+class AdvanceIn(StrictSchema):
+    order = fields.String(required=True)
+    party = fields.String(required=True, metadata={
+        "description": "The recipient whose wallet could not give the clawback back "
+                       "(the clawback_blocked error's shortfalls name it)."})
+    amount_minor = fields.Integer(required=True, **AMOUNT)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class AdvanceOut(ma.Schema):
+    public_id = fields.String()
+    party = fields.String()
+    order = fields.String()
+    currency = fields.String()
+    amount_minor = fields.Integer()
+    recovered_minor = fields.Integer()
+    outstanding_minor = fields.Integer()
+    reason = fields.String()
+    approved_by = fields.String()
+    created_at = UtcDateTime()
+    recovered_at = UtcDateTime(allow_none=True)
+
+
+class AdvanceListArgs(StrictSchema):
+    party = fields.String(load_default=None)
+    outstanding = fields.Boolean(load_default=False)
+    after = fields.String(load_default=None)
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+
+
+class AdvancePage(ma.Schema):
+    items = fields.List(fields.Nested(AdvanceOut))
+    next_cursor = fields.String(allow_none=True)

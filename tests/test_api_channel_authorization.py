@@ -256,6 +256,9 @@ def requests(net):
         "channel_payouts.run_settlement": ("POST", "/v1/settlement-runs?day=2026-01-01", None, both("denied")),
         "channel_payouts.allocate_interest": ("POST", "/v1/interest-allocations", {"amount_minor": 1, "period_end": "2026-01-01", "bank_reference": "evil", "platform_share_bp": 10000}, both("denied")),
         "channel_payouts.list_interest_allocations": ("GET", "/v1/interest-allocations", None, both("denied")),
+        "channel_payouts.advance_clawback": ("POST", "/v1/clawback-advances", {"order": x["order"], "party": c["d1"], "amount_minor": 1, "reason": "evil"}, both("denied")),
+        "channel_payouts.list_clawback_advances": ("GET", "/v1/clawback-advances", None, both("own")),
+        "channel_payouts.get_clawback_advance": ("GET", "/v1/clawback-advances/cba_unknown", None, both("refused")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
