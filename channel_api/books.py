@@ -50,6 +50,18 @@ def fees_account(gateway: str) -> str:
     return f"gateway:{gateway}:fees"
 
 
+def payee_held_account(gateway: str) -> str:
+    """An asset: money a gateway collected with a seller as payee and holds
+    frozen in the payee's name until split instructions carry it away."""
+    return f"gateway:{gateway}:payee_held"
+
+
+def platform_gateway_account(gateway: str) -> str:
+    """An asset: the platform's own money at a gateway (its split legs of
+    payee-collected payments, paid into its account there)."""
+    return f"platform:gateway:{gateway}"
+
+
 def pending_account(party: str) -> str:
     return f"party:{party}:pending"
 

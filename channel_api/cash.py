@@ -1,6 +1,7 @@
 """The cash invariant (docs/accounting.md, rule 6), checkable at any time:
 
-    cash assets (custody cash and gateway receivables)
+    cash assets (custody cash, gateway receivables, money gateways hold in
+    payees' names for splitting, the platform's own money at gateways)
       = cash liabilities (wallets, pending, prepaid deposits, order escrows,
         suspense, payouts in flight)
       + the platform's own result (revenue - gateway fees - what it advanced
@@ -26,7 +27,11 @@ from sqlalchemy.orm import Session
 from ledger.models import Account, Balance
 
 # (class, exact code or LIKE pattern)
-CASH_ASSETS = ("custody:bank", "gateway:%:receivable")
+# Money at a gateway counts as cash too: its receivable (collected for the
+# custody account), what it holds frozen in a payee's name for splitting
+# (``payee_held``), and the platform's own split legs paid to it there.
+CASH_ASSETS = ("custody:bank", "gateway:%:receivable", "gateway:%:payee_held",
+               "platform:gateway:%")
 CASH_LIABILITIES = ("payouts:in_flight", "suspense", "prepaid:%", "order:%:escrow",
                     "party:%:pending", "party:%:wallet")
 REVENUE = ("platform:revenue",)

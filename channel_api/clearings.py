@@ -20,6 +20,15 @@ holds; from pending first, then the wallet. A wallet that has paid out
 cannot give back: the refund is refused with ``clawback_blocked``, naming
 each party short and by how much, until finance approves an advance of the
 difference (``clawback_advances``) and the refund is retried.
+
+Cash a gateway collected with the seller as payee (``Payment.payee_account``)
+never comes to the custody account: its legs are cleared the same way (the
+obligation is recorded: escrow to pending and revenue, documents written)
+but marked ``carried_by = gateway:G``. The release job leaves them alone;
+split instructions to the gateway carry them (``split_instructions``). A
+refund that would need cash back from such a leg once an instruction took
+it up is refused with ``clawback_blocked``: unwinding a split at the
+gateway (return orders) is not built.
 """
 from __future__ import annotations
 
@@ -35,6 +44,7 @@ import ledger
 from clearing.models import ClearingRule, ClearingShare
 from clearing.split import Timing
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
+from payments.models import Payment
 
 from . import business_calendar, clearing_rules, refunds
 from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
@@ -78,6 +88,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
         return 0
     ccy, escrow = order.currency, escrow_account(order.public_id)
     postings, rows, calendar = [], [], _calendar(session)
+    carried_by, carrier_payment = _carrier(session, order, cause)
     for part, share in legs:
         if share.party == clearing_rules.PLATFORM:
             account = PLATFORM_REVENUE
@@ -95,7 +106,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             clawed_minor=0, currency=ccy, timing_kind=share.timing.kind,
             timing_days=share.timing.days, timing_anchor=share.timing.anchor,
             state="pending", release_at=_release_at(calendar, share.timing, now, None, tz),
-            cleared_at=now))
+            cleared_at=now, carried_by=carried_by, carrier_payment=carrier_payment))
     entry = ledger.post_entry(session, EntryRequest(
         code="order.clear", description=f"clearing of {order.public_id} ({method})",
         idempotency_key=f"clear:{cause}", metadata={"order": order.public_id, "cause": cause},
@@ -108,6 +119,18 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
     session.flush()
     release_due(session, now=now, order=order.public_id, tz=tz)
     return sum(row.amount_minor for row in rows)
+
+
+def _carrier(session: Session, order: Order, cause: str) -> tuple[str | None, str | None]:
+    """Who carries the legs of this cash: ``("gateway:G", payment)`` for an
+    order's gateway part collected with the seller as payee at G (the money
+    is at G, in the seller's name); ``(None, None)``: the custody account."""
+    if cause != f"{order.public_id}:gateway":
+        return None, None
+    row = session.execute(select(Payment.gateway, Payment.public_id).where(
+        Payment.reference == order.public_id, Payment.purpose == "order",
+        Payment.state == "succeeded", Payment.payee_account.is_not(None)).limit(1)).first()
+    return (f"gateway:{row.gateway}", row.public_id) if row is not None else (None, None)
 
 
 def _open_party_accounts(session: Session, party: str, currency: str) -> None:
@@ -152,23 +175,14 @@ def release_due(session: Session, *, now: datetime | None = None, order: str | N
                 tz: ZoneInfo = BUSINESS_TZ, limit: int = 1000) -> int:
     """The release job (and each clearing, for its own order): legs whose
     time has come move from pending to the wallet; legs waiting for a
-    delivery that has happened get their date first. Returns legs released."""
+    delivery that has happened get their date first. Legs a gateway carries
+    (``carried_by``) are dated but never released here: their cash is not
+    in custody (``split_instructions`` carries them). Returns legs released."""
     now = now or utcnow()
-    waiting = select(ClearingShare).where(ClearingShare.state == "pending",
-                                          ClearingShare.release_at.is_(None))
-    if order is not None:
-        waiting = waiting.where(ClearingShare.order_ref == order)
-    rows = list(session.scalars(waiting.limit(limit)))
-    delivered = _delivered_at(session, {row.order_ref for row in rows})
-    calendar = _calendar(session)
-    for row in rows:
-        if row.order_ref in delivered:
-            row.release_at = _release_at(calendar, Timing(row.timing_kind, row.timing_days,
-                                                          row.timing_anchor),
-                                         as_utc(row.cleared_at), delivered[row.order_ref], tz)
-    session.flush()
+    date_waiting(session, order=order, tz=tz, limit=limit)
     due = select(ClearingShare).where(ClearingShare.state == "pending",
-                                      ClearingShare.release_at <= now)
+                                      ClearingShare.release_at <= now,
+                                      ClearingShare.carried_by.is_(None))
     if order is not None:
         due = due.where(ClearingShare.order_ref == order)
     released = 0
@@ -186,6 +200,28 @@ def release_due(session: Session, *, now: datetime | None = None, order: str | N
         released += 1
     session.flush()
     return released
+
+
+def date_waiting(session: Session, *, order: str | None = None, tz: ZoneInfo = BUSINESS_TZ,
+                 limit: int = 1000) -> int:
+    """Legs waiting for a delivery that has happened get their release date
+    (custody and gateway-carried legs alike). Returns how many were dated."""
+    waiting = select(ClearingShare).where(ClearingShare.state == "pending",
+                                          ClearingShare.release_at.is_(None))
+    if order is not None:
+        waiting = waiting.where(ClearingShare.order_ref == order)
+    rows = list(session.scalars(waiting.limit(limit)))
+    delivered = _delivered_at(session, {row.order_ref for row in rows})
+    calendar = _calendar(session)
+    dated = 0
+    for row in rows:
+        if row.order_ref in delivered:
+            row.release_at = _release_at(calendar, Timing(row.timing_kind, row.timing_days,
+                                                          row.timing_anchor),
+                                         as_utc(row.cleared_at), delivered[row.order_ref], tz)
+            dated += 1
+    session.flush()
+    return dated
 
 
 def _delivered_at(session: Session, orders: set[str]) -> dict[str, datetime]:
@@ -214,6 +250,7 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
         raise ClawbackBlocked("the order's cleared legs hold less than the refund needs",
                               order=order.public_id, needed_minor=amount_minor)
     takes = refunds.allocate(amount_minor, room)
+    _check_not_carried(order, rows, takes)
     ccy, escrow = order.currency, escrow_account(order.public_id)
     _check_wallets(session, order, rows, takes)
     postings = []
@@ -243,6 +280,21 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
                               order=order.public_id, **short.details) from None
     session.flush()
     return amount_minor
+
+
+def _check_not_carried(order: Order, rows: list[ClearingShare], takes: dict[str, int]) -> None:
+    """Refuse a clawback from a leg a gateway carries once a split
+    instruction took it up (or paid it): its money is at the gateway or with
+    its receiver, not in pending; giving it back needs the gateway's return
+    orders, which are not built. Finance handles such a refund."""
+    carried = sorted({row.public_id for row in rows
+                      if takes.get(str(row.id)) and row.carried_by is not None
+                      and (row.carried_at is not None or row.split_instruction is not None)})
+    if carried:
+        raise ClawbackBlocked(
+            "the refund needs cash back from clearing legs a gateway split instruction has "
+            "taken up or paid; unwinding a split at the gateway is not built, finance must "
+            "handle this refund", order=order.public_id, documents=carried)
 
 
 def _check_wallets(session: Session, order: Order, rows: list[ClearingShare],

@@ -7,6 +7,17 @@ Dr ``custody:bank`` (net) + Dr ``gateway:G:fees`` (fees) / Cr
 against what this service applied: a payment or refund on the bill we do
 not know, or of another amount, and a payment we applied that the bill
 does not show, are reported for finance, never silently adjusted.
+
+Payee-collected payments (``Payment.payee_account``: collected in the
+seller's name, held at the gateway for splitting) are matched like any
+line but never posted to custody, since their money never comes to the custody
+account. Their fee is the payee's own cost under its contract with the
+gateway, charged against its remainder there: it is recorded on the payment
+(``fee_minor``, which the split cap is checked with) and reported, not
+posted as ours. A refund of such a payment, posted by the refund use case
+against ``gateway:G:receivable``, in fact came out of the payee's held
+money: the bill moves it, Dr ``gateway:G:receivable`` / Cr
+``gateway:G:payee_held``, in the bill's entry.
 """
 from __future__ import annotations
 
@@ -24,9 +35,8 @@ from payments.gateway import BillLine
 from payments.models import Payment, PaymentRefund
 
 from . import audit
-from .books import CUSTODY, ensure
+from .books import CUSTODY, ensure, fees_account, payee_held_account, receivable_account
 from .errors import InvalidInput
-from .books import fees_account, receivable_account
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -51,6 +61,10 @@ class BillReport:
     matched: int
     entry_id: str | None
     discrepancies: tuple[Discrepancy, ...] = field(default_factory=tuple)
+    # Payee-collected lines (matched, not posted to custody): payments less
+    # refunds, and the fees the gateway charged the payees.
+    payee_collected_minor: int = 0
+    payee_fees_minor: int = 0
 
 
 def post_bill(session: Session, *, gateway: str, day: date, lines: Sequence[BillLine],
@@ -60,11 +74,15 @@ def post_bill(session: Session, *, gateway: str, day: date, lines: Sequence[Bill
     match."""
     if not isinstance(day, date) or isinstance(day, datetime):
         raise InvalidInput("day must be a date", field="day")
-    payments = sum(line.amount_minor for line in lines if line.kind == "payment")
-    refunds = sum(line.amount_minor for line in lines if line.kind == "refund")
-    fees = sum(line.fee_minor for line in lines)
-    gross, net = payments - refunds, payments - refunds - fees
     problems = _match(session, gateway, day, lines, tz)
+    held = _payee_collected(session, gateway, lines)
+    ours = [line for line in lines if line.transaction_id not in held]
+    theirs = [line for line in lines if line.transaction_id in held]
+    payments = sum(line.amount_minor for line in ours if line.kind == "payment")
+    refunds = sum(line.amount_minor for line in ours if line.kind == "refund")
+    fees = sum(line.fee_minor for line in ours)
+    gross, net = payments - refunds, payments - refunds - fees
+    held_refunds = sum(line.amount_minor for line in theirs if line.kind == "refund")
     entry_id = None
     if lines:
         receivable, fee_account = receivable_account(gateway), fees_account(gateway)
@@ -78,24 +96,63 @@ def post_bill(session: Session, *, gateway: str, day: date, lines: Sequence[Bill
         if fees:
             postings.append(PostingLine(fee_account, "debit" if fees > 0 else "credit",
                                         abs(fees), currency))
-        if gross:
-            postings.append(PostingLine(receivable, "credit" if gross > 0 else "debit",
-                                        abs(gross), currency))
+        to_receivable = gross - held_refunds   # what the receivable is credited, net
+        if to_receivable:
+            postings.append(PostingLine(receivable, "credit" if to_receivable > 0 else "debit",
+                                        abs(to_receivable), currency))
+        if held_refunds:
+            ensure(session, payee_held_account(gateway), f"Held by {gateway} for payees",
+                   "asset", currency)
+            postings.append(PostingLine(payee_held_account(gateway), "credit", held_refunds,
+                                        currency))
         if postings:
             entry_id = ledger.post_entry(session, EntryRequest(
                 code="gateway.bill", description=f"{gateway} bill of {day.isoformat()}",
                 idempotency_key=f"bill:{gateway}:{day.isoformat()}",
                 metadata={"gateway": gateway, "day": day.isoformat(), "lines": len(lines)},
                 postings=postings)).id
+    held_payments = sum(line.amount_minor for line in theirs if line.kind == "payment")
+    held_fees = sum(line.fee_minor for line in theirs)
     report = BillReport(gateway, day, payments, refunds, fees, net, len(lines),
                         len(lines) - sum(1 for p in problems if p.kind != "missing_from_bill"),
-                        entry_id, tuple(problems))
+                        entry_id, tuple(problems), held_payments - held_refunds, held_fees)
     audit.record(session, actor=actor, action="gateway_bill.post", subject_type="gateway",
                  subject=gateway, details={
                      "day": day.isoformat(), "payments_minor": payments,
                      "refunds_minor": refunds, "fees_minor": fees, "net_minor": net,
+                     "payee_collected_minor": held_payments - held_refunds,
+                     "payee_fees_minor": held_fees,
                      "entry": entry_id, "discrepancies": [p.__dict__ for p in problems]})
     return report
+
+
+def _payee_collected(session: Session, gateway: str, lines: Sequence[BillLine]) -> set[str]:
+    """The lines (by transaction id) of payee-collected payments and their
+    refunds; each such payment's fee is recorded on it on the way."""
+    paid = {line.transaction_id: line for line in lines if line.kind == "payment"}
+    refund_keys = {key: line.transaction_id for line in lines if line.kind == "refund"
+                   for key in (line.transaction_id, line.out_refund_no) if key}
+    held: set[str] = set()
+    if paid:
+        for p in session.scalars(select(Payment).where(
+                Payment.gateway == gateway, Payment.transaction_id.in_(list(paid)),
+                Payment.payee_account.is_not(None))):
+            held.add(p.transaction_id)
+            fee = paid[p.transaction_id].fee_minor
+            if p.fee_minor is None and 0 <= fee <= p.amount_minor:
+                p.fee_minor = fee
+    if refund_keys:
+        for refund_id, public_id in session.execute(
+                select(PaymentRefund.refund_id, PaymentRefund.public_id)
+                .join(Payment, Payment.id == PaymentRefund.payment_id)
+                .where(Payment.gateway == gateway, Payment.payee_account.is_not(None),
+                       or_(PaymentRefund.refund_id.in_(list(refund_keys)),
+                           PaymentRefund.public_id.in_(list(refund_keys))))):
+            for key in (refund_id, public_id):
+                if key in refund_keys:
+                    held.add(refund_keys[key])
+    session.flush()
+    return held
 
 
 def _match(session: Session, gateway: str, day: date, lines: Sequence[BillLine],

@@ -6,7 +6,11 @@ Postings (docs/accounting.md), each keyed by the payment so a retry never
 moves money twice:
 
 * order's gateway part: Dr ``gateway:G:receivable`` / Cr ``order:O:escrow``
-  (then the order is paid when nothing else is awaited);
+  (then the order is paid when nothing else is awaited); when the seller has
+  an account registered at G (``split_instructions``), the payment is
+  collected with the seller as payee and its money stays at G in the
+  seller's name: Dr ``gateway:G:payee_held`` / Cr ``order:O:escrow``
+  instead, and split instructions to G carry its clearing legs;
 * deposit: Dr ``gateway:G:receivable`` / Cr ``prepaid:B@S``;
 * credit repayment: the repayment entry of ``credit.repay_credit`` with the
   receivable as the source of the cash;
@@ -33,8 +37,15 @@ from payments import inbox, states
 from payments.gateway import GatewayEvent, PaymentCreated
 from payments.models import GatewayCallback, Payment, PaymentException
 
-from . import audit, credit, funding, gateway_refunds, orders, outbox
-from .books import SUSPENSE, ensure, ensure_prepaid, positive_amount, receivable_account
+from . import audit, credit, funding, gateway_refunds, orders, outbox, split_instructions
+from .books import (
+    SUSPENSE,
+    ensure,
+    ensure_prepaid,
+    payee_held_account,
+    positive_amount,
+    receivable_account,
+)
 from .errors import InvalidInput, NotFound
 from .parties import trading_pair
 
@@ -81,12 +92,15 @@ def _gateway(value: Any) -> str:
 
 
 def _new(session: Session, *, gateway: str, purpose: str, reference: str | None, payer: str,
-         payee: str, amount: int, currency: str, expires_at: datetime) -> PaymentView:
+         payee: str, amount: int, currency: str, expires_at: datetime,
+         payee_account: tuple[str, str] | None = None) -> PaymentView:
     now = utcnow()
     row = Payment(public_id=f"pay_{new_uuid7().hex}", gateway=gateway, purpose=purpose,
                   reference=reference, payer=payer, payee=payee, amount_minor=amount,
                   currency=currency, state="created", refunded_minor=0,
-                  expires_at=expires_at, created_at=now, updated_at=now, version=1)
+                  expires_at=expires_at, created_at=now, updated_at=now, version=1,
+                  payee_account=payee_account[0] if payee_account else None,
+                  payee_account_kind=payee_account[1] if payee_account else None)
     session.add(row)
     session.flush()
     return _view(row)
@@ -95,7 +109,11 @@ def _new(session: Session, *, gateway: str, purpose: str, reference: str | None,
 def start_order_payment(session: Session, order: str, *, gateway: str) -> PaymentView:
     """A payment for an order's awaited gateway part (its amount, to the
     fen; it expires with the order's payment window). Asking again while
-    one is open returns it."""
+    one is open returns it. When the seller has an account registered at
+    the gateway, the payment is payee-collected: the account is recorded on
+    it (the adapters speak direct-merchant mode and send no sub-merchant;
+    the money is held for splitting by the adapter's own setting, WeChat
+    Pay's ``profit_sharing``, Alipay's ``royalty_freeze``)."""
     gateway = _gateway(gateway)
     view = orders.get_order(session, order)
     row = orders.order_row(session, view.public_id, lock=True)
@@ -106,10 +124,12 @@ def start_order_payment(session: Session, order: str, *, gateway: str) -> Paymen
             Payment.reference == view.public_id, Payment.state.in_(("created", "pending")))):
         if open_.gateway == gateway:
             return _view(open_)
+    account = split_instructions.payee_account_for(session, view.seller_code, gateway)
     return _new(session, gateway=gateway, purpose="order", reference=view.public_id,
                 payer=view.buyer_code, payee=view.seller_code, amount=part.amount_minor,
                 currency=view.currency,
-                expires_at=as_utc(row.updated_at) + funding.PAYMENT_WINDOW)
+                expires_at=as_utc(row.updated_at) + funding.PAYMENT_WINDOW,
+                payee_account=(account.account, account.kind) if account else None)
 
 
 def start_deposit_payment(session: Session, *, buyer: str, seller: str, amount_minor: int,
@@ -192,8 +212,7 @@ def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEve
     payment is not applied yet (its notice is late), waits in the inbox and
     is applied by the retry job once they are."""
     refund = gateway_refunds.find(session, event.out_refund_no)
-    payment = session.get(Payment, refund.payment_id) if refund is not None else None
-    if payment is None or payment.state != "succeeded":
+    if refund is None or not gateway_refunds.can_settle(session, refund):
         callback.state = "waiting"
         callback.reason = "its refund or its payment is not known here yet"
         return callback.state
@@ -249,8 +268,14 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
                   payload={**meta, "purpose": row.purpose, "order": row.reference,
                            "amount_minor": row.amount_minor, "currency": row.currency})
     if row.purpose == "order":
+        source = receivable
+        if row.payee_account is not None:  # held at the gateway in the seller's name
+            source = payee_held_account(event.gateway)
+            ensure(session, source, f"Held by {event.gateway} for payees", "asset",
+                   event.currency)
+            meta["payee_account"] = row.payee_account
         funding.collect_part(session, row.reference, method="gateway",
-                             amount_minor=row.amount_minor, source=receivable,
+                             amount_minor=row.amount_minor, source=source,
                              description=f"{event.gateway} payment {event.transaction_id}",
                              metadata=meta, actor=actor)
         row.entry_id = funding.part_entry(session, row.reference, "gateway")
@@ -345,7 +370,7 @@ def resolve_to_deposit(session: Session, exception: str, *, buyer: str, seller: 
                        note: str, actor: str) -> ExceptionView:
     """Finance found whose money it is: it becomes ``buyer``'s deposit at
     ``seller`` (Dr ``suspense`` / Cr ``prepaid:B@S``), once. A refund of it
-    through the gateway is the other way out (not built yet)."""
+    through the gateway is the other way out (``gateway_refunds.refund_suspense``)."""
     if not isinstance(note, str) or not note.strip() or len(note) > 500:
         raise InvalidInput("say how the money was identified (1-500 characters)", field="note")
     row = session.scalars(select(PaymentException).where(

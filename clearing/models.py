@@ -87,7 +87,16 @@ class ClearingShare(Base):
     order, by which rule and leg, and why). It waits in the recipient's
     pending account until its timing fires (``release_at``; NULL: on a
     delivery not yet happened), then moves to the wallet. A refund claws
-    it back (``clawed_minor``), from pending first, then from the wallet."""
+    it back (``clawed_minor``), from pending first, then from the wallet.
+
+    A leg of cash a gateway collected with the seller as payee is *carried*
+    by that gateway (``carried_by`` = ``gateway:G``; NULL: the custody
+    account holds its cash, the release job moves it): its money never comes
+    to the custody account, so it is never released to a wallet; a split
+    instruction (``split_instruction``, the last one that took it up) pays
+    it at the gateway, and ``carried_at``/``carry_entry_id`` say when and by
+    which entry (``channel_api.split_instructions``). ``carrier_payment`` is
+    the payment (public id) whose money it is."""
 
     __tablename__ = "clearing_share"
     __table_args__ = (
@@ -97,6 +106,8 @@ class ClearingShare(Base):
         Index("ix_clearing_share_order", "order_ref", "id"),
         Index("ix_clearing_share_recipient", "recipient", "cleared_at"),
         Index("ix_clearing_share_due", "state", "release_at"),
+        Index("ix_clearing_share_carry", "carried_by", "carried_at"),
+        Index("ix_clearing_share_carrier", "carrier_payment"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -124,3 +135,13 @@ class ClearingShare(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     entry_id: Mapped[str] = mapped_column(String(40))
     release_entry_id: Mapped[str | None] = mapped_column(String(40))
+    carried_by: Mapped[str | None] = mapped_column(String(24))
+    carrier_payment: Mapped[str | None] = mapped_column(String(40))
+    split_instruction: Mapped[str | None] = mapped_column(String(40))
+    carried_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    carry_entry_id: Mapped[str | None] = mapped_column(String(40))
+
+
+# The split instruction tables live beside this module; importing it here
+# registers them wherever the clearing tables are (migrations, tests).
+from clearing import split_models as _split_models  # noqa: E402,F401

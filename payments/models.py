@@ -68,24 +68,42 @@ class Payment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Payee-collected (issue 6): the payee's own account at the gateway when
+    # the money is collected in its name and held there for splitting (NULL:
+    # collected for the custody account, the usual case).
+    payee_account: Mapped[str | None] = mapped_column(String(64))
+    payee_account_kind: Mapped[str | None] = mapped_column(String(20))
+    # The gateway's fee on this payment, once its daily bill said it.
+    fee_minor: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PaymentRefund(Base):
     """A refund of (part of) a payment through its gateway: ``requested``
     (decided here, not yet accepted by the gateway), ``processing`` (the
     gateway accepted it), then ``succeeded`` or ``failed`` by the gateway's
-    answer or callback. ``public_id`` is the ``out_refund_no``."""
+    answer or callback. ``public_id`` is the ``out_refund_no``.
+
+    A refund of money in suspense (finance giving back a payment exception's
+    money through the gateway that collected it) has no payment here: it
+    names its exception instead (``exception_id``; exactly one of the two),
+    and keeps the ``notify_url`` it is sent with (a payment refund uses its
+    payment's)."""
 
     __tablename__ = "payment_refund"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint("state IN ('requested','processing','succeeded','failed')", name="state"),
+        CheckConstraint("(payment_id IS NULL AND exception_id IS NOT NULL) OR "
+                        "(payment_id IS NOT NULL AND exception_id IS NULL)", name="one_subject"),
         Index("ix_payment_refund_payment", "payment_id"),
+        Index("ix_payment_refund_exception", "exception_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     public_id: Mapped[str] = mapped_column(String(40), unique=True)
-    payment_id: Mapped[int] = mapped_column(BigId, ForeignKey("payment.id"))
+    payment_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("payment.id"))
+    exception_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("payment_exception.id"))
+    notify_url: Mapped[str | None] = mapped_column(String(500))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(12))
     refund_id: Mapped[str | None] = mapped_column(String(80))

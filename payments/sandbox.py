@@ -14,6 +14,17 @@ Wire protocol (the vendor implements the other side):
   body; ``type`` is one of ``CALLBACK_TYPES``. For refund events
   ``data.transaction_id`` is the refund's id, as ``GatewayEvent`` wants.
 * Bill: CSV with the header ``BILL_HEADER``; amounts in minor units.
+* Splits (``payments.split.SplitGateway``, issue 6): ``POST /splits``
+  (``out_order_no``, ``transaction_id``, ``receivers`` of ``account``,
+  ``kind``, ``amount_minor``, ``description``; ``finish``), ``POST
+  /splits/finish``, ``GET /splits/<transaction_id>/<out_order_no>``, ``POST
+  /split-returns``, ``GET /split-returns/<out_order_no>/<out_return_no>``,
+  signed like every other call. A split answers ``{"id", "out_order_no",
+  "transaction_id", "status": processing|finished, "receivers": [{account,
+  kind, amount_minor, result: pending|success|closed, fail_reason}]}``; a
+  return ``{"id", "out_return_no", "out_order_no", "status":
+  processing|success|failed, "fail_reason"}``. A refusal (400, 404, 409,
+  422) is ``GatewayRefused`` with the vendor's ``error`` as its code.
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ import io
 import json
 import re
 from datetime import datetime, timezone
+from fractions import Fraction
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 from urllib.parse import quote, urlsplit
 
@@ -43,6 +55,20 @@ from payments.gateway import (
     RefundRequest,
     Transport,
 )
+from payments.split import (
+    FinishRequest,
+    GatewayRefused,
+    ReceiverOutcome,
+    ReceiverResult,
+    ReturnRequest,
+    ReturnResult,
+    ReturnState,
+    SplitRefused,
+    SplitRequest,
+    SplitResult,
+    check_receivers,
+    split_state,
+)
 
 SIGNATURE_HEADER = "Sandbox-Signature"
 
@@ -63,6 +89,15 @@ PAYMENT_STATES: dict[str, PaymentState] = {
 }
 
 BILL_HEADER = ["transaction_id", "out_trade_no", "kind", "amount_minor", "fee_minor", "occurred_at", "out_refund_no"]
+
+# The sandbox's split product, like WeChat Pay's: 30 % of a payment after its
+# fee may leave the payee unless the provider was set up otherwise.
+SANDBOX_DEFAULT_MAX_RATIO = Fraction(3, 10)
+_SPLIT_STATES = {"processing": False, "finished": True}
+_RECEIVER_RESULTS: dict[str, ReceiverOutcome] = {"pending": "pending", "success": "success",
+                                                 "closed": "closed"}
+_RETURN_STATES: dict[str, ReturnState] = {"processing": "processing", "success": "success",
+                                          "failed": "failed"}
 
 _UNSIGNED = re.compile(r"[0-9]{1,18}")   # ASCII digits only: int() would take "1_000" or " 7"
 _SIGNED = re.compile(r"-?[0-9]{1,18}")
@@ -106,7 +141,13 @@ class SandboxGateway:
         previous_secrets: Sequence[bytes] = (),
         clock: Clock = utc_now,
         tolerance_s: int = 300,
+        max_split_ratio: Fraction = SANDBOX_DEFAULT_MAX_RATIO,
     ) -> None:
+        """``max_split_ratio``: how much of a payment (after the fee) the
+        provider lets be split away from the payee."""
+        if not isinstance(max_split_ratio, Fraction) or not 0 < max_split_ratio <= 1:
+            raise ValueError("max_split_ratio must be a Fraction in (0, 1]")
+        self.max_split_ratio = max_split_ratio
         self.app_id = app_id
         self._secret = secret
         self._secrets = [secret, *previous_secrets]
@@ -176,6 +217,85 @@ class SandboxGateway:
         if state not in ("processing", "succeeded", "failed"):
             raise GatewayUnavailable("sandbox answered an unknown refund status", status=state)
         return RefundAccepted(request.out_refund_no, _answer_str(answer, "id"), state, raw=answer)
+
+    # -- splits (payments.split.SplitGateway) ----------------------------------
+
+    def split(self, request: SplitRequest) -> SplitResult:
+        """``POST /splits``. Receivers are checked here first (``SplitRefused``,
+        nothing sent); the cap is the caller's ``check_caps``. A repeated
+        ``out_order_no`` gets the provider's first split back."""
+        check_receivers(request.receivers)
+        payload = {
+            "out_order_no": request.out_order_no, "transaction_id": request.transaction_id,
+            "receivers": [{"account": r.account, "kind": r.kind, "amount_minor": r.amount_minor,
+                           "description": r.description} for r in request.receivers],
+            "finish": request.finish,
+        }
+        return self._split_result(self._split_call("POST", "/splits", payload),
+                                  request.out_order_no, request.transaction_id)
+
+    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
+        path = f"/splits/{quote(transaction_id, safe='')}/{quote(out_order_no, safe='')}"
+        return self._split_result(self._split_call("GET", path, None), out_order_no, transaction_id)
+
+    def finish(self, request: FinishRequest) -> SplitResult:
+        """``POST /splits/finish``: the rest of the payment to the payee, no
+        more splits; its receiver in the answer is the payee."""
+        payload = {"out_order_no": request.out_order_no, "transaction_id": request.transaction_id,
+                   "description": request.description}
+        return self._split_result(self._split_call("POST", "/splits/finish", payload),
+                                  request.out_order_no, request.transaction_id)
+
+    def return_split(self, request: ReturnRequest) -> ReturnResult:
+        if type(request.amount_minor) is not int or request.amount_minor <= 0:
+            raise SplitRefused("bad_amount", f"amount must be a positive int in fen, not {request.amount_minor!r}")
+        payload = {"out_return_no": request.out_return_no, "out_order_no": request.out_order_no,
+                   "return_account": request.return_account, "amount_minor": request.amount_minor,
+                   "description": request.description}
+        return self._return_result(self._split_call("POST", "/split-returns", payload),
+                                   request.out_return_no, request.out_order_no)
+
+    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
+        path = f"/split-returns/{quote(out_order_no, safe='')}/{quote(out_return_no, safe='')}"
+        return self._return_result(self._split_call("GET", path, None), out_return_no, out_order_no)
+
+    def _split_call(self, method: str, path: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A signed 200 answer, ``GatewayRefused`` for the provider's signed
+        no (400, 404, 409, 422), else ``GatewayUnavailable``."""
+        status, answer = self._call(method, path, payload)
+        if status in (400, 404, 409, 422):
+            raise GatewayRefused(f"sandbox refused: {status} {answer.get('error')}", status=status,
+                                 vendor_code=str(answer.get("error")),
+                                 vendor_message=str(answer.get("message")))
+        if status != 200:
+            raise GatewayUnavailable(f"sandbox answered {status}: {answer.get('error')}", status=status)
+        return answer
+
+    @staticmethod
+    def _split_result(answer: Mapping[str, Any], out_order_no: str, transaction_id: str) -> SplitResult:
+        if answer.get("out_order_no") != out_order_no or answer.get("transaction_id") != transaction_id:
+            raise GatewayUnavailable("sandbox answered about another split", expected=out_order_no)
+        done = _SPLIT_STATES.get(str(answer.get("status")))
+        receivers = answer.get("receivers")
+        if done is None or not isinstance(receivers, list):
+            raise GatewayUnavailable("sandbox answered an unknown split status", status=answer.get("status"))
+        results = []
+        for r in receivers:
+            result = _RECEIVER_RESULTS.get(r.get("result", "")) if isinstance(r, dict) else None
+            if result is None or not isinstance(r.get("account"), str) or type(r.get("amount_minor")) is not int:
+                raise GatewayUnavailable(f"unreadable sandbox split receiver {r!r}")
+            results.append(ReceiverResult(r["account"], r["amount_minor"], result, r.get("fail_reason") or None))
+        return SplitResult(out_order_no, split_state(done, results), _answer_str(answer, "id"), tuple(results),
+                           raw=answer)
+
+    @staticmethod
+    def _return_result(answer: Mapping[str, Any], out_return_no: str, out_order_no: str) -> ReturnResult:
+        if answer.get("out_return_no") != out_return_no or answer.get("out_order_no") != out_order_no:
+            raise GatewayUnavailable("sandbox answered about another split return", expected=out_return_no)
+        state = _RETURN_STATES.get(str(answer.get("status")))
+        if state is None:
+            raise GatewayUnavailable("sandbox answered an unknown split return status")
+        return ReturnResult(out_return_no, state, answer.get("fail_reason") or None, raw=answer)
 
     def _call(self, method: str, path: str, payload: Mapping[str, Any] | None) -> tuple[int, dict[str, Any]]:
         """Sign, send, verify the answer's signature, decode it."""

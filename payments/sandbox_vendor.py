@@ -16,6 +16,19 @@ never imports it. Two sides:
   signs an earlier callback again, as real providers retry. ``bill(day)``
   renders the daily CSV bill with a fee of ``fee_bps`` basis points.
 
+Splits (issue 6): ``POST /splits``, ``POST /splits/finish``, ``GET
+/splits/<transaction_id>/<out_order_no>``, ``POST /split-returns`` and
+``GET /split-returns/<out_order_no>/<out_return_no>`` are served as a
+gateway's split product would: only for a succeeded payment; once per
+``out_order_no`` (a repeat answers the first split, never splits twice);
+refused over ``split_ratio`` of the payment after its fee, cumulatively
+(422 ``over_cap``); nothing more after a finish (422 ``split_finished``). A
+new split answers ``split_state`` ("processing" by default, carried out at
+the next query; "finished": at once); ``receiver_faults`` closes a receiver
+(account -> fail reason). A finish releases the rest (payment - fee -
+split) to the payee (account ``payee``). A return gives (part of) a
+receiver's success back, ``processing`` until queried.
+
 Life of a payment: ``created`` -> ``succeeded`` | ``failed`` | ``closed``
 (all final; a payer who failed pays a new payment). A refund is
 ``processing`` until ``refund_notice`` makes it ``succeeded`` or ``failed``;
@@ -31,6 +44,7 @@ import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone, tzinfo
+from fractions import Fraction
 from typing import Any, Literal, Mapping
 from urllib.parse import quote, unquote, urlsplit
 
@@ -110,6 +124,13 @@ class SandboxVendor:
         self._payments: dict[str, SandboxPayment] = {}
         self._refunds: dict[str, SandboxRefund] = {}
         self._events: dict[str, dict[str, Any]] = {}
+        # splits
+        self.split_ratio = Fraction(3, 10)        # of a payment after its fee
+        self.split_state = "processing"           # what a new split answers with
+        self.receiver_faults: dict[str, str] = {}  # account -> fail reason: that receiver closes
+        self._splits: dict[str, dict[str, Any]] = {}          # out_order_no -> split
+        self._split_returns: dict[str, dict[str, Any]] = {}   # out_return_no -> return
+        self._split_finished: set[str] = set()                # transaction ids
 
     # -- the API, as a Transport ---------------------------------------------------
 
@@ -132,6 +153,16 @@ class SandboxVendor:
                 return self._answer(200, self._query(unquote(match[1])))
             if method == "POST" and path.endswith("/refunds"):
                 return self._answer(200, self._refund(_json_object(body)))
+            if method == "POST" and path.endswith("/splits/finish"):
+                return self._answer(200, self._finish_split(_json_object(body)))
+            if method == "POST" and path.endswith("/splits"):
+                return self._answer(200, self._split(_json_object(body)))
+            if method == "GET" and (match := re.fullmatch(r".*/splits/([^/]+)/([^/]+)", path)):
+                return self._answer(200, self._query_split(unquote(match[1]), unquote(match[2])))
+            if method == "POST" and path.endswith("/split-returns"):
+                return self._answer(200, self._return_split(_json_object(body)))
+            if method == "GET" and (match := re.fullmatch(r".*/split-returns/([^/]+)/([^/]+)", path)):
+                return self._answer(200, self._query_return(unquote(match[1]), unquote(match[2])))
             raise _Answer(404, "no_route", f"{method} {path}")
         except _Answer as exc:
             return self._answer(exc.status, {"error": exc.error, "message": exc.message})
@@ -229,6 +260,150 @@ class SandboxVendor:
             for r in self._refunds.values()
             if r.out_trade_no == out_trade_no and r.status != "failed"
         )
+
+    # -- splits ----------------------------------------------------------------------
+
+    def fee_of(self, amount_minor: int) -> int:
+        """The provider's fee on a payment (the bill's), rounded down."""
+        return amount_minor * self.fee_bps // 10_000
+
+    def _splittable(self, transaction_id: str) -> SandboxPayment:
+        """The succeeded payment to split (caller holds the lock)."""
+        payment = next((p for p in self._payments.values() if p.id == transaction_id), None)
+        if payment is None:
+            raise _Answer(404, "not_found", "no such payment")
+        if payment.status != "succeeded":
+            raise _Answer(422, "not_paid", f"payment is {payment.status}")
+        if transaction_id in self._split_finished:
+            raise _Answer(422, "split_finished", "the payment's splits are finished")
+        return payment
+
+    def _split_so_far(self, transaction_id: str) -> int:
+        """Split away by earlier splits (not closed receivers, not finishes)."""
+        return sum(r["amount_minor"] for s in self._splits.values()
+                   if s["transaction_id"] == transaction_id and not s["_finish"]
+                   for r in s["receivers"] if r["result"] != "closed")
+
+    def _known_split(self, out_order_no: str, transaction_id: str) -> dict[str, Any] | None:
+        split = self._splits.get(out_order_no)
+        if split is not None and split["transaction_id"] != transaction_id:
+            raise _Answer(409, "conflict", "out_order_no already used for another payment")
+        return split
+
+    def _split(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        out_order_no = _field(req, "out_order_no", str)
+        transaction_id = _field(req, "transaction_id", str)
+        receivers = req.get("receivers")
+        finish = req.get("finish", False)
+        if not isinstance(receivers, list) or not 1 <= len(receivers) <= 50 or type(finish) is not bool:
+            raise _Answer(400, "invalid_request", "receivers: 1 to 50; finish: a boolean")
+        cleaned, seen = [], set()
+        for r in receivers:
+            if not isinstance(r, dict):
+                raise _Answer(400, "invalid_request", "a receiver is an object")
+            account, kind = _field(r, "account", str), _field(r, "kind", str)
+            amount, description = _field(r, "amount_minor", int), _field(r, "description", str)
+            if not account or not kind or amount <= 0 or (kind, account) in seen:
+                raise _Answer(400, "invalid_request", f"bad or repeated receiver {account!r}")
+            seen.add((kind, account))
+            cleaned.append({"account": account, "kind": kind, "amount_minor": amount,
+                            "description": description, "result": "pending", "fail_reason": None})
+        with self._lock:
+            known = self._known_split(out_order_no, transaction_id)
+            if known is not None:  # the first split, never a second one
+                return _split_view(known)
+            payment = self._splittable(transaction_id)
+            cap = (payment.amount_minor - self.fee_of(payment.amount_minor)) \
+                * self.split_ratio.numerator // self.split_ratio.denominator
+            if self._split_so_far(transaction_id) + sum(r["amount_minor"] for r in cleaned) > cap:
+                raise _Answer(422, "over_cap", f"splits may take at most {cap} of this payment")
+            split = self._new_split(out_order_no, transaction_id, cleaned, finish=False)
+            if finish:
+                self._split_finished.add(transaction_id)
+            return _split_view(split)
+
+    def _finish_split(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        out_order_no = _field(req, "out_order_no", str)
+        transaction_id = _field(req, "transaction_id", str)
+        _field(req, "description", str)
+        with self._lock:
+            known = self._known_split(out_order_no, transaction_id)
+            if known is not None:
+                return _split_view(known)
+            payment = self._splittable(transaction_id)
+            rest = payment.amount_minor - self.fee_of(payment.amount_minor) - self._split_so_far(transaction_id)
+            receivers = [{"account": "payee", "kind": "payee", "amount_minor": rest,
+                          "description": "the rest to the payee", "result": "pending",
+                          "fail_reason": None}] if rest > 0 else []
+            self._split_finished.add(transaction_id)
+            return _split_view(self._new_split(out_order_no, transaction_id, receivers, finish=True))
+
+    def _new_split(self, out_order_no: str, transaction_id: str, receivers: list[dict[str, Any]], *,
+                   finish: bool) -> dict[str, Any]:
+        """Record a split (caller holds the lock)."""
+        split = self._splits[out_order_no] = {
+            "id": "sbx_split_" + uuid.uuid4().hex, "out_order_no": out_order_no,
+            "transaction_id": transaction_id, "status": "processing", "receivers": receivers,
+            "_finish": finish,
+        }
+        if self.split_state == "finished":
+            self._carry_out(split)
+        return split
+
+    def _carry_out(self, split: dict[str, Any]) -> None:
+        """The provider carries a split out: each receiver success, or closed
+        with its ``receiver_faults`` reason (caller holds the lock)."""
+        for r in split["receivers"]:
+            if r["result"] == "pending":
+                fault = self.receiver_faults.get(r["account"])
+                r.update(result="closed" if fault else "success", fail_reason=fault)
+        split["status"] = "finished"
+
+    def _query_split(self, transaction_id: str, out_order_no: str) -> dict[str, Any]:
+        with self._lock:
+            split = self._splits.get(out_order_no)
+            if split is None or split["transaction_id"] != transaction_id:
+                raise _Answer(404, "not_found", "no such split")
+            if split["status"] == "processing":  # carried out by the time anyone asks
+                self._carry_out(split)
+            return _split_view(split)
+
+    def _return_split(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        out_return_no = _field(req, "out_return_no", str)
+        out_order_no = _field(req, "out_order_no", str)
+        account = _field(req, "return_account", str)
+        amount = _field(req, "amount_minor", int)
+        _field(req, "description", str)
+        if amount <= 0:
+            raise _Answer(400, "invalid_request", "amount_minor must be positive")
+        with self._lock:
+            known = self._split_returns.get(out_return_no)
+            if known is not None:
+                return dict(known)
+            split = self._splits.get(out_order_no)
+            if split is None or split["_finish"]:
+                raise _Answer(404, "not_found", "no such split")
+            received = sum(r["amount_minor"] for r in split["receivers"]
+                           if r["account"] == account and r["result"] == "success")
+            returned = sum(r["amount_minor"] for r in self._split_returns.values()
+                           if r["out_order_no"] == out_order_no and r["return_account"] == account
+                           and r["status"] != "failed")
+            if returned + amount > received:
+                raise _Answer(422, "exceeds_received", "more than the receiver was paid")
+            returning = self._split_returns[out_return_no] = {
+                "id": "sbx_sret_" + uuid.uuid4().hex, "out_return_no": out_return_no,
+                "out_order_no": out_order_no, "return_account": account, "amount_minor": amount,
+                "status": "processing", "fail_reason": None}
+            return dict(returning)
+
+    def _query_return(self, out_order_no: str, out_return_no: str) -> dict[str, Any]:
+        with self._lock:
+            returning = self._split_returns.get(out_return_no)
+            if returning is None or returning["out_order_no"] != out_order_no:
+                raise _Answer(404, "not_found", "no such split return")
+            if returning["status"] == "processing":
+                returning["status"] = "success"
+            return dict(returning)
 
     # -- the driver: payer and back office ------------------------------------------
 
@@ -344,6 +519,11 @@ def _payment_view(payment: SandboxPayment) -> dict[str, Any]:
         "amount_minor": payment.amount_minor,
         "currency": payment.currency,
     }
+
+
+def _split_view(split: Mapping[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in split.items() if not k.startswith("_")},
+            "receivers": [dict(r) for r in split["receivers"]]}
 
 
 def _refund_view(refund: SandboxRefund) -> dict[str, Any]:

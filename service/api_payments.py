@@ -9,7 +9,15 @@ from html import escape
 
 from flask import Blueprint, Response, abort, after_this_request, current_app, request, url_for
 
-from channel_api import AccessDenied, access, cash, gateway_bills, gateway_payments, orders
+from channel_api import (
+    AccessDenied,
+    access,
+    cash,
+    gateway_bills,
+    gateway_payments,
+    gateway_refunds,
+    orders,
+)
 from channel_api.errors import GatewayDown, InvalidInput
 from ledger import utcnow
 from payments.gateway import CallbackRequest, GatewayError, GatewayUnavailable, PaymentRequest
@@ -25,7 +33,9 @@ from service.schemas_payments import (
     ExceptionOut,
     PaymentIn,
     PaymentOut,
+    RefundOut,
     ResolveIn,
+    SuspenseRefundIn,
 )
 
 GATEWAYS_KEY = "channel_ledger.gateways"
@@ -133,6 +143,25 @@ def resolve_to_deposit(body, exception_id: str):
     deposit at a seller (the brand's finance)."""
     access.require_brand_finance(caller())
     return gateway_payments.resolve_to_deposit(db_session(), exception_id, actor=actor(), **body)
+
+
+@blp.route("/payment-exceptions/<exception_id>/refund", methods=["POST"])
+@mutation
+@blp.arguments(SuspenseRefundIn)
+@blp.response(202, RefundOut)
+def refund_exception(body, exception_id: str):
+    """Finance gives the money in suspense back to its payer through the
+    gateway that collected it (the brand's finance): a refund of the whole
+    amount, sent to the gateway after this call and posted when the gateway
+    confirms it; the exception is resolved with it, and open again if the
+    gateway refuses the refund."""
+    access.require_brand_finance(caller())
+    notify_urls = {name: url_for("gateway_callbacks.callback", gateway=name, _external=True)
+                   for name in _gateways().adapters}
+    refund = gateway_refunds.refund_suspense(db_session(), exception_id, actor=actor(),
+                                             notify_urls=notify_urls, **body)
+    send_refunds_after_this_request()
+    return refund
 
 
 @blp.route("/gateway-bills/<gateway>", methods=["POST"])

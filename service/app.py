@@ -30,6 +30,7 @@ from service import (
     api_ledger,
     api_payments,
     api_payouts,
+    api_splits,
     callbacks,
 )
 from service.channel_edge import SECURITY_SCHEME
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None,
     api.register_blueprint(api_clearing.blp)
     api.register_blueprint(api_payments.blp)
     api.register_blueprint(api_payouts.blp)
+    api.register_blueprint(api_splits.blp)
     app.register_blueprint(api_payments.callbacks_blp)  # for gateways: not in the OpenAPI
     app.register_blueprint(api_payouts.callbacks_blp)   # for the custody bank: likewise
     # Registered after Api() so they take precedence over its handlers.

@@ -187,15 +187,12 @@ def send_refunds(session_factory: sessionmaker[Session], adapters: dict[str, Gat
     sending one again is safe. Returns how many were sent."""
     from channel_api import gateway_refunds
     from payments.gateway import GatewayError, GatewayUnavailable, RefundAccepted, RefundRequest
-    from payments.models import Payment
-    from sqlalchemy import select
 
     with session_factory() as session:
-        todo = []
-        for refund in gateway_refunds.to_send(session, limit):
-            payment = session.scalars(select(Payment).where(
-                Payment.public_id == refund.payment)).one()
-            todo.append((refund, payment.amount_minor, payment.notify_url or ""))
+        # A payment's refund, or one of money in suspense (no payment here):
+        # the view carries the trade's total and where the gateway calls back.
+        todo = [(refund, refund.total_minor, refund.notify_url or "")
+                for refund in gateway_refunds.to_send(session, limit)]
     sent = 0
     for refund, total, notify_url in todo:
         adapter = adapters.get(refund.gateway)

@@ -51,6 +51,7 @@ from channel_api import (
     payouts,
     returns,
     settlements,
+    split_instructions,
     tags,
     webhooks,
 )
@@ -368,6 +369,32 @@ def poll_payouts(session_factory: sessionmaker[Session], bank) -> int:
     return summary.applied
 
 
+def send_splits(session_factory: sessionmaker[Session], adapters, tz=None) -> int:
+    """Due legs that gateways carry become split instructions, committed
+    before anything is sent (so a crash only resends the same
+    ``out_order_no``, which the gateway deduplicates); then what is created
+    goes to the gateways. Safe to rerun: a leg is taken up once."""
+    with session_factory() as session, session.begin():
+        planned = split_instructions.plan_splits(session, adapters,
+                                                 **({"tz": tz} if tz else {}))
+    with session_factory() as session, session.begin():
+        sent = split_instructions.send_planned(session, adapters)
+    if planned or sent:
+        log.info("split instructions planned: %s; sent: %s", dict(planned), dict(sent),
+                 extra={"sent": sent["sent"]})
+    return sent["sent"]
+
+
+def poll_splits(session_factory: sessionmaker[Session], adapters) -> int:
+    """Ask the gateways about split instructions they are carrying out;
+    each receiver's outcome is posted once."""
+    with session_factory() as session, session.begin():
+        outcome = split_instructions.poll_splits(session, adapters)
+    if outcome:
+        log.info("split instructions polled: %s", dict(outcome))
+    return sum(n for state, n in outcome.items() if state in ("succeeded", "failed"))
+
+
 def sweep_wallets(session_factory: sessionmaker[Session], settings) -> int:
     """The payout schedule: wallets above their registered level are paid
     out, once per business day."""
@@ -512,6 +539,14 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
     scheduler.add_job(
         run_if_leader, "interval", id="poll_payouts", seconds=CALLBACK_RETRY_SECONDS,
         args=(lease, "poll_payouts", lambda: poll_payouts(session_factory, bank)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="send_splits", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "send_splits", lambda: send_splits(session_factory, gateways, settings.tz)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="poll_splits", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "poll_splits", lambda: poll_splits(session_factory, gateways)),
     )
     scheduler.add_job(
         run_if_leader, "interval", id="recover_clawback_advances", seconds=EXPIRE_ORDERS_SECONDS,

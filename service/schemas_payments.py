@@ -75,6 +75,29 @@ class ResolveIn(StrictSchema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=500))
 
 
+class SuspenseRefundIn(StrictSchema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=500), metadata={
+        "description": "Why the money goes back (kept here, in the exception and the audit)."})
+    reason = fields.String(load_default="", validate=validate.Length(max=80), metadata={
+        "description": "Sent to the gateway with the refund; the payer may see it."})
+
+
+class RefundOut(ma.Schema):
+    public_id = fields.String(metadata={"description": "Also the out_refund_no at the gateway."})
+    exception = fields.String(allow_none=True, metadata={
+        "description": "The payment exception whose money this refund gives back."})
+    gateway = fields.String()
+    out_trade_no = fields.String(attribute="payment", metadata={
+        "description": "The trade at the gateway the money is refunded from."})
+    amount_minor = fields.Integer()
+    currency = fields.String()
+    state = fields.String(metadata={"description": "requested (sent after this call), "
+                                                   "processing, succeeded, failed."})
+    refund_id = fields.String(allow_none=True, metadata={"description": "The gateway's id."})
+    reason = fields.String()
+    created_at = UtcDateTime()
+
+
 class ExceptionList(ma.Schema):
     items = fields.List(fields.Nested(ExceptionOut))
 

@@ -6,14 +6,22 @@ names the variable, instead of failing later in the middle of a request.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -33,6 +41,46 @@ class SettingsError(ValueError):
     def __init__(self, variable: str, message: str):
         super().__init__(f"{variable}: {message}")
         self.variable = variable
+
+
+@dataclass(frozen=True)
+class WeChatPaySettings:
+    """WeChat Pay API v3, one direct merchant (``CL_WECHATPAY_*``). Keys are
+    read from their files and parsed at start-up; ``platform_certificates``
+    are (serial, PEM) pairs, the serial read from each certificate."""
+
+    mchid: str
+    appid: str
+    merchant_serial_no: str
+    merchant_private_key_pem: bytes = field(repr=False)
+    apiv3_key: str = field(repr=False)
+    platform_certificates: tuple[tuple[str, bytes], ...] = field(repr=False)
+    base_url: str = "https://api.mch.weixin.qq.com"
+    profit_sharing: bool = False
+
+
+@dataclass(frozen=True)
+class AlipaySettings:
+    """Alipay openapi, public-key mode with RSA2 (``CL_ALIPAY_*``); both keys
+    as PEM, whatever form their files had."""
+
+    app_id: str
+    app_private_key_pem: bytes = field(repr=False)
+    alipay_public_key_pem: bytes = field(repr=False)
+    gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    seller_id: str | None = None
+    royalty_freeze: bool = False
+
+
+@dataclass(frozen=True)
+class BankSettings:
+    """The online-banking (B2B) gateway, ``payments.bank`` (``CL_BANK_*``)."""
+
+    mer_id: str
+    secret: bytes = field(repr=False)
+    base_url: str
+    previous_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    statement_encoding: str = "utf-8"
 
 
 @dataclass(frozen=True)
@@ -65,6 +113,12 @@ class Settings:
     # None means "not configured": the web app then uses a random per-process
     # key, which is fine for a trial but logs every user out on restart.
     secret_key: str | None = None
+    # Real gateways, each enabled when all of its CL_* variables are set
+    # (None: not configured); calls to them give up after this many seconds.
+    gateway_timeout_seconds: int = 10
+    wechatpay: WeChatPaySettings | None = None
+    alipay: AlipaySettings | None = None
+    bank: BankSettings | None = None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -113,6 +167,11 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         custody_bank_code=_text(env, "CL_CUSTODY_BANK_CODE", defaults.custody_bank_code,
                                 r"[0-9A-Za-z]{1,20}"),
         secret_key=_secret_key(env),
+        gateway_timeout_seconds=_int(env, "CL_GATEWAY_TIMEOUT_SECONDS",
+                                     defaults.gateway_timeout_seconds, minimum=1, maximum=120),
+        wechatpay=_wechatpay(env),
+        alipay=_alipay(env),
+        bank=_bank(env),
     )
 
 
@@ -233,3 +292,235 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
             "random characters, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(48))'`",
         )
     return value
+
+
+# -- payment gateways ----------------------------------------------------------------------------
+#
+# Each real gateway is enabled by setting all of its required variables; the
+# optional ones have defaults. Setting some of a gateway's variables but not
+# all of its required ones is a mistake worth stopping for (a typo would
+# otherwise silently leave the gateway off), and so is a key that does not
+# parse: both are found here, at start-up.
+
+WECHATPAY_REQUIRED = (
+    "CL_WECHATPAY_MCHID", "CL_WECHATPAY_APPID", "CL_WECHATPAY_MERCHANT_SERIAL",
+    "CL_WECHATPAY_MERCHANT_KEY_FILE", "CL_WECHATPAY_APIV3_KEY", "CL_WECHATPAY_PLATFORM_CERT_FILES",
+)
+WECHATPAY_OPTIONAL = ("CL_WECHATPAY_BASE_URL", "CL_WECHATPAY_PROFIT_SHARING")
+ALIPAY_REQUIRED = ("CL_ALIPAY_APP_ID", "CL_ALIPAY_APP_PRIVATE_KEY_FILE", "CL_ALIPAY_PUBLIC_KEY_FILE")
+ALIPAY_OPTIONAL = ("CL_ALIPAY_GATEWAY_URL", "CL_ALIPAY_SELLER_ID", "CL_ALIPAY_ROYALTY_FREEZE")
+BANK_REQUIRED = ("CL_BANK_MER_ID", "CL_BANK_SECRET", "CL_BANK_BASE_URL")
+BANK_OPTIONAL = ("CL_BANK_PREVIOUS_SECRETS", "CL_BANK_STATEMENT_ENCODING")
+
+KEY_FILE_MAX_BYTES = 1024 * 1024
+RSA_KEY_BITS_MIN = 2048
+GATEWAY_SECRET_LENGTH_MIN = 16
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _wechatpay(env: Mapping[str, str]) -> WeChatPaySettings | None:
+    if not _configured(env, "WeChat Pay", WECHATPAY_REQUIRED, WECHATPAY_OPTIONAL):
+        return None
+    apiv3_key = _raw(env, "CL_WECHATPAY_APIV3_KEY")
+    if len(apiv3_key.encode()) != 32:
+        raise SettingsError("CL_WECHATPAY_APIV3_KEY",
+                            f"must be the 32-character APIv3 key set in the merchant platform, "
+                            f"not {len(apiv3_key.encode())} bytes")
+    return WeChatPaySettings(
+        mchid=_required_text(env, "CL_WECHATPAY_MCHID", r"[0-9]{1,32}"),
+        appid=_required_text(env, "CL_WECHATPAY_APPID", r"[A-Za-z0-9_]{1,32}"),
+        merchant_serial_no=_required_text(env, "CL_WECHATPAY_MERCHANT_SERIAL",
+                                          r"[0-9A-Fa-f]{1,40}").upper(),
+        merchant_private_key_pem=_rsa_private_key(env, "CL_WECHATPAY_MERCHANT_KEY_FILE"),
+        apiv3_key=apiv3_key,
+        platform_certificates=_platform_certificates(env, "CL_WECHATPAY_PLATFORM_CERT_FILES"),
+        base_url=_gateway_url(env, "CL_WECHATPAY_BASE_URL", WeChatPaySettings.base_url),
+        profit_sharing=_on_off(env, "CL_WECHATPAY_PROFIT_SHARING", False),
+    )
+
+
+def _alipay(env: Mapping[str, str]) -> AlipaySettings | None:
+    if not _configured(env, "Alipay", ALIPAY_REQUIRED, ALIPAY_OPTIONAL):
+        return None
+    seller_id = _raw(env, "CL_ALIPAY_SELLER_ID")
+    return AlipaySettings(
+        app_id=_required_text(env, "CL_ALIPAY_APP_ID", r"[0-9]{1,32}"),
+        app_private_key_pem=_rsa_private_key(env, "CL_ALIPAY_APP_PRIVATE_KEY_FILE"),
+        alipay_public_key_pem=_rsa_public_key(env, "CL_ALIPAY_PUBLIC_KEY_FILE"),
+        gateway_url=_gateway_url(env, "CL_ALIPAY_GATEWAY_URL", AlipaySettings.gateway_url),
+        seller_id=(_required_text(env, "CL_ALIPAY_SELLER_ID", r"[0-9]{1,32}")
+                   if seller_id is not None else None),
+        royalty_freeze=_on_off(env, "CL_ALIPAY_ROYALTY_FREEZE", False),
+    )
+
+
+def _bank(env: Mapping[str, str]) -> BankSettings | None:
+    if not _configured(env, "the online bank", BANK_REQUIRED, BANK_OPTIONAL):
+        return None
+    previous = _raw(env, "CL_BANK_PREVIOUS_SECRETS")
+    encoding = _raw(env, "CL_BANK_STATEMENT_ENCODING") or BankSettings.statement_encoding
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError:
+        raise SettingsError("CL_BANK_STATEMENT_ENCODING",
+                            f"{encoding!r} is not a text encoding Python knows (e.g. utf-8, gbk)"
+                            ) from None
+    return BankSettings(
+        mer_id=_required_text(env, "CL_BANK_MER_ID", r"[0-9A-Za-z]{1,32}"),
+        secret=_gateway_secret("CL_BANK_SECRET", _raw(env, "CL_BANK_SECRET")),
+        base_url=_gateway_url(env, "CL_BANK_BASE_URL", None),
+        previous_secrets=tuple(_gateway_secret("CL_BANK_PREVIOUS_SECRETS", s.strip())
+                               for s in (previous or "").split(",") if s.strip()),
+        statement_encoding=encoding,
+    )
+
+
+def _configured(env: Mapping[str, str], label: str, required: tuple[str, ...],
+                optional: tuple[str, ...]) -> bool:
+    """False when none of a gateway's variables is set; True when all of
+    the required ones are; otherwise SettingsError naming what is missing."""
+    present = [name for name in (*required, *optional) if _raw(env, name) is not None]
+    if not present:
+        return False
+    missing = [name for name in required if _raw(env, name) is None]
+    if missing:
+        raise SettingsError(
+            missing[0],
+            f"not set, but {label} is partly configured ({', '.join(present)} set); "
+            f"missing: {', '.join(missing)}. Set all of {', '.join(required)} to enable it, "
+            f"or none of its variables to leave it off",
+        )
+    return True
+
+
+def _required_text(env: Mapping[str, str], name: str, pattern: str) -> str:
+    value = _raw(env, name)
+    if value is None or not re.fullmatch(pattern, value):
+        raise SettingsError(name, f"{value!r} does not match {pattern}")
+    return value
+
+
+def _gateway_secret(name: str, value: str | None) -> bytes:
+    # Never echoed: a secret is a secret even when it is a bad one.
+    if value is None or len(value) < GATEWAY_SECRET_LENGTH_MIN:
+        raise SettingsError(name, f"too short ({len(value or '')} characters); use at least "
+                                  f"{GATEWAY_SECRET_LENGTH_MIN}")
+    return value.encode()
+
+
+def _gateway_url(env: Mapping[str, str], name: str, default: str | None) -> str:
+    """An https URL (plain http only to this machine, for a local stand-in),
+    with no query or fragment: the adapters append their paths to it."""
+    value = _raw(env, name) or default
+    try:
+        parts = urlsplit(value or "")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (parts is None or not parts.hostname or parts.query or parts.fragment
+            or not (parts.scheme == "https"
+                    or (parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS))):
+        raise SettingsError(name, f"{value!r} is not an https:// URL without query "
+                                  "(http:// only to localhost)")
+    return value.rstrip("/")
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    if value.lower() in ("on", "true", "yes", "1"):
+        return True
+    if value.lower() in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(name, f"{value!r} is not on or off")
+
+
+def _read_key_file(name: str, path_text: str) -> bytes:
+    path = Path(path_text).expanduser()
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(KEY_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise SettingsError(name, f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise SettingsError(name, f"{path} is larger than {KEY_FILE_MAX_BYTES} bytes: not a key")
+    if not data.strip():
+        raise SettingsError(name, f"{path} is empty")
+    return data
+
+
+def _unarmored(data: bytes) -> bytes:
+    """A key given as bare base64 (how Alipay's key tool writes them): its DER."""
+    return base64.b64decode(b"".join(data.split()), validate=True)
+
+
+def _rsa_private_key(env: Mapping[str, str], name: str) -> bytes:
+    """The RSA private key in the file ``name`` points to, as PKCS#8 PEM.
+    PEM (PKCS#1 or PKCS#8) or bare base64 DER; not encrypted."""
+    path = _raw(env, name)
+    data = _read_key_file(name, path)
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(_unarmored(data), password=None)
+    except TypeError:
+        raise SettingsError(name, f"{path}: the key is encrypted; give it unencrypted "
+                                  "(protect the file instead)") from None
+    except (ValueError, UnsupportedAlgorithm, binascii.Error):
+        raise SettingsError(name, f"{path}: not a PEM (or base64) private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SettingsError(name, f"{path}: not an RSA private key")
+    if key.key_size < RSA_KEY_BITS_MIN:
+        raise SettingsError(name, f"{path}: a {key.key_size}-bit key; at least "
+                                  f"{RSA_KEY_BITS_MIN} bits are needed")
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _rsa_public_key(env: Mapping[str, str], name: str) -> bytes:
+    """The RSA public key in the file ``name`` points to, as PEM
+    (SubjectPublicKeyInfo): PEM, or bare base64 as Alipay's console shows it."""
+    path = _raw(env, name)
+    data = _read_key_file(name, path)
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_der_public_key(_unarmored(data))
+    except (ValueError, UnsupportedAlgorithm, binascii.Error):
+        raise SettingsError(name, f"{path}: not a PEM (or base64) public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise SettingsError(name, f"{path}: not an RSA public key")
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _platform_certificates(env: Mapping[str, str], name: str) -> tuple[tuple[str, bytes], ...]:
+    """WeChat Pay's platform certificates: comma-separated PEM files, each
+    holding one or more certificates; each is filed under its own serial
+    (uppercase hex), which is how WeChat Pay names it in ``Wechatpay-Serial``."""
+    found: dict[str, bytes] = {}
+    for path in (p.strip() for p in _raw(env, name).split(",")):
+        if not path:
+            continue
+        data = _read_key_file(name, path)
+        try:
+            certificates = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise SettingsError(name, f"{path}: not a PEM certificate") from None
+        for certificate in certificates:
+            try:
+                public_key = certificate.public_key()
+            except (ValueError, UnsupportedAlgorithm):
+                public_key = None
+            serial = f"{certificate.serial_number:X}"
+            if not isinstance(public_key, rsa.RSAPublicKey):
+                raise SettingsError(name, f"{path}: certificate {serial} has no RSA key")
+            pem = certificate.public_bytes(serialization.Encoding.PEM)
+            if found.setdefault(serial, pem) != pem:
+                raise SettingsError(name, f"two different certificates have the serial {serial}")
+    if not found:
+        raise SettingsError(name, "no certificate file given")
+    return tuple(sorted(found.items()))

@@ -85,7 +85,28 @@ def world(engine):
             payer_account="1234", bank_reference_=f"{u}-rmt", proof=b"%PDF-1.4",
             proof_content_type="application/pdf", actor="t").public_id
         net.extra["payout"], net.extra["batch"] = _d1_payout_and_batch(s, c["d1"])
+        net.extra["split"] = _d1_split_instruction(s, c["d1"], c["brand"])
     return net
+
+
+def _d1_split_instruction(s, d1: str, brand: str) -> str:
+    """A failed split instruction of a payment collected with D1 as payee
+    (written directly: the split use cases have their own tests)."""
+    from clearing.split_models import SplitInstruction, SplitReceiver
+    from ledger import new_uuid7, utcnow
+
+    now = utcnow()
+    row = SplitInstruction(public_id=f"spi_{new_uuid7().hex}", kind="split", gateway="sandbox",
+                           payment="pay_authz", transaction_id="sbx_pay_authz",
+                           order_ref="ord_authz", payee=d1, currency="CNY", amount_minor=75,
+                           state="failed", reason="closed", attempts=1, created_by="t",
+                           created_at=now, updated_at=now)
+    s.add(row)
+    s.flush()
+    s.add(SplitReceiver(public_id=f"spr_{new_uuid7().hex}", instruction_id=row.id, party=brand,
+                        account="brand-acct", kind="account", amount_minor=75, result="closed",
+                        fail_reason="closed", shares=[], updated_at=now))
+    return row.public_id
 
 
 def _d1_payout_and_batch(s, d1: str) -> tuple[str, str]:
@@ -222,6 +243,7 @@ def requests(net):
         "channel_payments.start_payment": ("POST", "/v1/payments", {"gateway": "sandbox", "order": x["order"]}, both("denied")),
         "channel_payments.get_payment": ("GET", f"/v1/payments/{x['payment']}", None, both("denied")),
         "channel_payments.resolve_to_deposit": ("POST", "/v1/payment-exceptions/exc_x/to-deposit", {"buyer": c["s1"], "seller": c["d1"], "note": "x"}, both("denied")),
+        "channel_payments.refund_exception": ("POST", "/v1/payment-exceptions/exc_x/refund", {"note": "x"}, both("denied")),
         "channel_payments.post_bill": ("POST", "/v1/gateway-bills/sandbox?day=2026-01-01", None, both("denied")),
         "channel_payments.cash_position": ("GET", "/v1/cash-position", None, both("denied")),
         "channel_payments.payment_exceptions": ("GET", "/v1/payment-exceptions", None, both("denied")),
@@ -259,6 +281,11 @@ def requests(net):
         "channel_payouts.advance_clawback": ("POST", "/v1/clawback-advances", {"order": x["order"], "party": c["d1"], "amount_minor": 1, "reason": "evil"}, both("denied")),
         "channel_payouts.list_clawback_advances": ("GET", "/v1/clawback-advances", None, both("own")),
         "channel_payouts.get_clawback_advance": ("GET", "/v1/clawback-advances/cba_unknown", None, both("refused")),
+        "channel_splits.register_gateway_account": ("POST", f"/v1/parties/{c['d1']}/gateway-accounts", {"gateway": "sandbox", "account": "evil", "kind": "account"}, both("denied")),
+        "channel_splits.gateway_accounts": ("GET", f"/v1/parties/{c['d1']}/gateway-accounts", None, both("denied")),
+        "channel_splits.list_split_instructions": ("GET", "/v1/split-instructions", None, both("own")),
+        "channel_splits.get_split_instruction": ("GET", f"/v1/split-instructions/{x['split']}", None, both("denied")),
+        "channel_splits.retry_split_instruction": ("POST", f"/v1/split-instructions/{x['split']}/retry", {}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 
@@ -315,3 +342,7 @@ def test_a_foreign_key_never_reads_or_changes_another_party_s_data(client, world
 
         assert payouts.get_payout(s, world.extra["payout"]).state == "awaiting_approval"
         assert len(payouts.bank_accounts(s, c["d1"])) == 1
+        from channel_api import split_instructions
+
+        assert split_instructions.get_instruction(s, world.extra["split"]).state == "failed"
+        assert split_instructions.gateway_accounts(s, c["d1"]) == []

@@ -1,0 +1,70 @@
+"""The split instruction state machine, as one table and one transition
+function (like ``clearing.payout_states``).
+
+    created ─send─► processing ─succeed─► succeeded
+       │  │                └──fail──► failed ─retry─► retried
+       │  └─refuse─► refused ─retry─► retried
+       └─block─► blocked ─retry─► retried
+
+* ``created``: planned and recorded, its ``out_order_no`` fixed; the send job
+  sends it (again, with the same id, after the gateway could not be reached:
+  the gateway deduplicates on it).
+* ``blocked``: not sent, and it will not be as it is: a receiver has no
+  account registered at the gateway, or the split would be over the
+  gateway's cap. Raised for finance.
+* ``refused``: the gateway said no, definitively (a signed refusal). Raised.
+* ``processing``: the gateway took it; receivers' results are polled.
+* ``succeeded``: every receiver paid (for a finish: the rest released to
+  the payee).
+* ``failed``: the gateway is done and at least one receiver was not paid
+  (``closed``, with the vendor's reason), or the gateway does not know the
+  instruction. Receivers that were paid are posted all the same. Raised.
+* ``retried``: finance retried it; a new instruction (a new id) carries the
+  legs still owed. An instruction is retried at most once, so the same legs
+  are never in two live instructions.
+
+Pure: no database, no web.
+"""
+from __future__ import annotations
+
+from ledger.errors import DomainError
+
+KINDS = ("split", "finish")
+STATES = ("created", "blocked", "refused", "processing", "succeeded", "failed", "retried")
+RESULTS = ("pending", "success", "closed")
+FINAL = frozenset({"succeeded", "retried"})
+# Waiting for finance: listed by ``GET /v1/split-instructions?attention=true``.
+ATTENTION = frozenset({"blocked", "refused", "failed"})
+# May still move money at the gateway (counted against the cap).
+LIVE = frozenset({"created", "processing"})
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("created", "send"): "processing",
+    ("created", "block"): "blocked",
+    ("created", "refuse"): "refused",
+    ("processing", "succeed"): "succeeded",
+    ("processing", "fail"): "failed",
+    ("blocked", "retry"): "retried",
+    ("refused", "retry"): "retried",
+    ("failed", "retry"): "retried",
+}
+ACTIONS = tuple(sorted({action for _, action in TRANSITIONS}))
+
+
+class IllegalSplitTransition(DomainError):
+    code = "illegal_transition"
+    http_status = 409
+
+    def __init__(self, state: str, action: str) -> None:
+        allowed = sorted(a for (src, a) in TRANSITIONS if src == state)
+        super().__init__(f"a split instruction that is {state} does not allow {action!r}"
+                         + (f"; allowed: {', '.join(allowed)}" if allowed else "; it is final"),
+                         state=state, action=action, allowed=allowed)
+
+
+def next_state(state: str, action: str) -> str:
+    """The state ``action`` leads to from ``state``, or ``IllegalSplitTransition``."""
+    try:
+        return TRANSITIONS[(state, action)]
+    except KeyError:
+        raise IllegalSplitTransition(state, action) from None
