@@ -324,16 +324,29 @@ def movements(
     matches ``code_like``, netted on each account's normal side and grouped
     by the code of the entry that posted it: ``(account code, entry code,
     net)``. Reservations (pending postings) move no posted balance and are
-    left out."""
+    left out.
+
+    The postings are summed per account id and entry code first (a narrow
+    key: summing over the accounts' long codes made PostgreSQL spill a
+    day of 2 million postings to disk, twice as slow), the accounts chosen
+    by a semi-join (with a narrow pattern, an index read per account), and
+    the codes joined to the sums afterwards."""
     debits = func.sum(case((Posting.side == "debit", Posting.amount_minor), else_=0))
     credits = func.sum(case((Posting.side == "credit", Posting.amount_minor), else_=0))
-    rows = session.execute(
-        select(Account.code, JournalEntry.code, Account.normal_side, debits, credits)
-        .join(Posting, Posting.account_id == Account.id)
+    chosen = select(Account.id).where(Account.code.like(code_like))
+    sums = (
+        select(Posting.account_id, JournalEntry.code.label("entry_code"),
+               debits.label("debits"), credits.label("credits"))
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-        .where(Account.code.like(code_like), Posting.pending.is_(False),
+        .where(Posting.account_id.in_(chosen), Posting.pending.is_(False),
                Posting.posted_at >= as_utc(since), Posting.posted_at < as_utc(until))
-        .group_by(Account.code, JournalEntry.code, Account.normal_side)
+        .group_by(Posting.account_id, JournalEntry.code)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Account.code, sums.c.entry_code, Account.normal_side, sums.c.debits,
+               sums.c.credits)
+        .join(sums, sums.c.account_id == Account.id)
     ).all()
     return [(code, entry_code, int((d or 0) - (c or 0)) if side == "debit" else int((c or 0) - (d or 0)))
             for code, entry_code, side, d, c in rows]
