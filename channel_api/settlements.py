@@ -13,7 +13,6 @@ never rewritten); a batch that does not tie is written with status
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import ledger
@@ -29,6 +28,7 @@ from clearing.settlement import Movement, settle_day
 from clearing.settlement_models import SettlementBatch
 from ledger import as_utc, new_uuid7, utcnow
 
+from . import pg_bulk
 from .clearings import BUSINESS_TZ
 from .errors import InvalidInput, NotFound
 
@@ -149,18 +149,15 @@ def settle(session: Session, day: date, *, now: datetime | None = None,
             difference_minor=figures.difference_minor,
             status="balanced" if figures.balanced else "mismatch", created_at=created))
         if len(rows) == CHUNK or index == len(keys):
-            _insert(session, rows)
+            pg_bulk.insert_rows(session, SettlementBatch.__table__, _COLUMNS, rows)
             rows = []
             if progress is not None:
                 progress(index, len(keys))
     return SettlementRun(day, len(keys), len(done), mismatched)
 
 
-# On PostgreSQL a chunk of batches is one statement: each column travels as
-# one array literal spread by unnest, as the ledger's writer does (the server
-# parses one constant per column, not 19 placeholders per row). For 300,000
-# parties the executemany took 22-25 s of a 76-95 s settlement, this 4 s
-# (bench/settlement_bench.py). Elsewhere the portable bulk insert.
+# The columns of a batch with their PostgreSQL types: a chunk of batches is
+# one statement there (``pg_bulk``).
 _COLUMNS = {
     "public_id": "varchar", "party": "varchar", "business_day": "date", "currency": "varchar",
     "pending_opening_minor": "bigint", "wallet_opening_minor": "bigint",
@@ -169,32 +166,6 @@ _COLUMNS = {
     "other_minor": "bigint", "other_detail": "json", "pending_closing_minor": "bigint",
     "wallet_closing_minor": "bigint", "difference_minor": "bigint", "status": "varchar",
     "created_at": "timestamptz"}
-_PG_INSERT = text(
-    f"INSERT INTO settlement_batch ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _COLUMNS.items()) + ")")
-
-
-def _array(values: list, kind: str) -> str:
-    """A PostgreSQL array literal of ``kind`` values (``{1,2}``); JSON as
-    the JSON type writes it (``json.dumps``)."""
-    if kind == "bigint":
-        items = [str(int(v)) for v in values]
-    else:
-        if kind == "json":
-            values = [json.dumps(v) for v in values]
-        elif kind in ("date", "timestamptz"):
-            values = [v.isoformat() for v in values]
-        items = ['"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-                 for v in values]
-    return "{" + ",".join(items) + "}"
-
-
-def _insert(session: Session, rows: list[dict]) -> None:
-    if session.connection().dialect.name == "postgresql":
-        session.execute(_PG_INSERT, {column: _array([row[column] for row in rows], kind)
-                                     for column, kind in _COLUMNS.items()})
-    else:
-        session.execute(insert(SettlementBatch), rows)
 
 
 def _view(row: SettlementBatch) -> BatchView:
