@@ -26,9 +26,12 @@ never comes to the custody account: its legs are cleared the same way (the
 obligation is recorded: escrow to pending and revenue, documents written)
 but marked ``carried_by = gateway:G``. The release job leaves them alone;
 split instructions to the gateway carry them (``split_instructions``). A
-refund that would need cash back from such a leg once an instruction took
-it up is refused with ``clawback_blocked``: unwinding a split at the
-gateway (return orders) is not built.
+refund that needs cash back from such a leg a split paid to its receiver
+asks the gateway for split returns and is refused with
+``split_return_pending`` until they bring the money back to pending
+(``split_returns``); one that needs it from a leg an instruction took up
+and has not carried out, or that a finish released to the payee, is
+refused with ``clawback_blocked``, for finance.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ import ledger
 from clearing.models import ClearingRule, ClearingShare
 from clearing.split import Timing
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
+from ledger.models import JournalEntry
 from payments.models import Payment
 
 from . import business_calendar, clearing_rules, refunds
@@ -70,9 +74,9 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
     or a recipient that cannot be named: the cash stays in the escrow)."""
     if amount_minor <= 0 or session.scalar(select(ClearingRule.id).limit(1)) is None:
         return 0  # no rules at all: the common case of a network not clearing yet
-    if session.scalar(select(ClearingShare.id).where(
-            ClearingShare.cause == cause).limit(1)) is not None:
-        return 0
+    if session.scalar(select(JournalEntry.id).where(
+            JournalEntry.idempotency_key == f"clear:{cause}").limit(1)) is not None:
+        return 0   # cleared before (the journal's key is indexed; the documents' cause is not)
     now = now or utcnow()
     try:
         preview = clearing_rules.explain_for_order(session, order.public_id, method, at=now,
@@ -107,10 +111,13 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             timing_days=share.timing.days, timing_anchor=share.timing.anchor,
             state="pending", release_at=_release_at(calendar, share.timing, now, None, tz),
             cleared_at=now, carried_by=carried_by, carrier_payment=carrier_payment))
-    entry = ledger.post_entry(session, EntryRequest(
+    result = ledger.post_entries(session, [EntryRequest(
         code="order.clear", description=f"clearing of {order.public_id} ({method})",
         idempotency_key=f"clear:{cause}", metadata={"order": order.public_id, "cause": cause},
-        postings=postings))
+        postings=postings)], atomic=True)[0]
+    if result.replayed:   # a concurrent transaction cleared this cause first: its documents stand
+        return 0
+    entry = result.entry
     for row in rows:
         row.entry_id = entry.id
         if row.recipient == clearing_rules.PLATFORM:  # revenue: nothing to release
@@ -186,7 +193,10 @@ def release_due(session: Session, *, now: datetime | None = None, order: str | N
     if order is not None:
         due = due.where(ClearingShare.order_ref == order)
     released = 0
-    for row in session.scalars(due.order_by(ClearingShare.id).limit(limit)):
+    # Locked (skipping rows a refund's clawback holds: released next time),
+    # so a clawback committing meanwhile cannot be released over.
+    for row in session.scalars(due.order_by(ClearingShare.id).limit(limit)
+                               .with_for_update(skip_locked=True)):
         amount = row.amount_minor - row.clawed_minor
         if amount:
             row.release_entry_id = ledger.post_entry(session, EntryRequest(
@@ -206,11 +216,16 @@ def date_waiting(session: Session, *, order: str | None = None, tz: ZoneInfo = B
                  limit: int = 1000) -> int:
     """Legs waiting for a delivery that has happened get their release date
     (custody and gateway-carried legs alike). Returns how many were dated."""
+    # Only legs of delivered orders: legs still waiting for their delivery
+    # must not fill the page and keep dated legs behind them from the job.
+    delivered_orders = (select(Order.public_id).join(OrderEvent, OrderEvent.order_id == Order.id)
+                        .where(OrderEvent.to_state == "delivered"))
     waiting = select(ClearingShare).where(ClearingShare.state == "pending",
-                                          ClearingShare.release_at.is_(None))
+                                          ClearingShare.release_at.is_(None),
+                                          ClearingShare.order_ref.in_(delivered_orders))
     if order is not None:
         waiting = waiting.where(ClearingShare.order_ref == order)
-    rows = list(session.scalars(waiting.limit(limit)))
+    rows = list(session.scalars(waiting.order_by(ClearingShare.id).limit(limit)))
     delivered = _delivered_at(session, {row.order_ref for row in rows})
     calendar = _calendar(session)
     dated = 0
@@ -250,7 +265,7 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
         raise ClawbackBlocked("the order's cleared legs hold less than the refund needs",
                               order=order.public_id, needed_minor=amount_minor)
     takes = refunds.allocate(amount_minor, room)
-    _check_not_carried(order, rows, takes)
+    _check_not_carried(order, rows, takes, session=session, reason=reason)
     ccy, escrow = order.currency, escrow_account(order.public_id)
     _check_wallets(session, order, rows, takes)
     postings = []
@@ -282,19 +297,24 @@ def claw_back(session: Session, order: Order, amount_minor: int, *, reason: str)
     return amount_minor
 
 
-def _check_not_carried(order: Order, rows: list[ClearingShare], takes: dict[str, int]) -> None:
-    """Refuse a clawback from a leg a gateway carries once a split
-    instruction took it up (or paid it): its money is at the gateway or with
-    its receiver, not in pending; giving it back needs the gateway's return
-    orders, which are not built. Finance handles such a refund."""
-    carried = sorted({row.public_id for row in rows
-                      if takes.get(str(row.id)) and row.carried_by is not None
-                      and (row.carried_at is not None or row.split_instruction is not None)})
+def _check_not_carried(order: Order, rows: list[ClearingShare], takes: dict[str, int], *,
+                       session: Session, reason: str) -> None:
+    """A leg a gateway carries gives back only what a split return brought
+    back to pending (``split_returns``): for the rest of what a split paid
+    to a receiver, split returns are asked for and the refund is refused
+    with ``split_return_pending`` until they succeed. A leg taken up by an
+    instruction not carried out yet, or released to the payee by a finish,
+    cannot be unwound that way: refused with ``clawback_blocked``, for
+    finance."""
+    from . import split_returns   # it builds on this module
+
+    carried = split_returns.check_carried(session, order.public_id, rows, takes, reason=reason)
     if carried:
         raise ClawbackBlocked(
             "the refund needs cash back from clearing legs a gateway split instruction has "
-            "taken up or paid; unwinding a split at the gateway is not built, finance must "
-            "handle this refund", order=order.public_id, documents=carried)
+            "taken up and not carried out yet, or released to the payee; a split return cannot "
+            "unwind them, finance must handle this refund", order=order.public_id,
+            documents=carried)
 
 
 def _check_wallets(session: Session, order: Order, rows: list[ClearingShare],

@@ -67,9 +67,15 @@ payee's legs are posted in full at finish (the platform's obligation to it
 is discharged; it received them less its own fee), and the fee is never an
 expense of ours (``gateway_bills`` posts nothing for these payments).
 
-Not built: unwinding a split after a refund (WeChat Pay return orders;
-Alipay unwinds only through the buyer's refund). A refund that needs cash
-back from a leg an instruction took up is refused by ``clearings`` with
+Unwinding a split for a refund (WeChat Pay return orders; the sandbox's
+split returns): ``split_returns``. A refund that needs cash back from legs a
+split paid to receivers records a split return per receiver and is refused
+with ``split_return_pending`` until they succeed; no finish is planned for
+the payment meanwhile (it would release the returned money to the payee).
+Alipay has no return call (it unwinds only through the buyer's refund): its
+returns fail, for finance. A refund that needs cash back from a leg an
+instruction took up and has not carried out yet, or from the payee's own
+legs a finish released, is still refused by ``clearings`` with
 ``clawback_blocked``, for finance.
 """
 from __future__ import annotations
@@ -109,7 +115,7 @@ from payments.split import (
 )
 from payments.split import SplitReceiver as ReceiverSpec
 
-from . import audit, clearings
+from . import audit, clearings, split_returns
 from .books import ensure, payee_held_account, pending_account, platform_gateway_account
 from .clearing_rules import PLATFORM
 from .errors import InvalidInput, NotFound
@@ -481,7 +487,10 @@ def _plan_finishes(session: Session, *, now: datetime, actor: str, limit: int) -
                ClearingShare.clawed_minor < ClearingShare.amount_minor, ~still_owed)
         .distinct().limit(limit)))
     payments, planned = _payments(session, set(candidates)), 0
+    held_back = split_returns.unsettled(session, sorted(payments))
     for public_id in sorted(payments):
+        if public_id in held_back:      # a refund is unwinding a split of it: not the rest yet
+            continue
         payment = payments[public_id]
         legs = [leg for leg in session.scalars(select(ClearingShare).where(
             ClearingShare.carrier_payment == public_id).order_by(ClearingShare.id)

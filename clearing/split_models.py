@@ -22,6 +22,11 @@
   entry of a success is ``entry_id``.
 * ``split_instruction_event``: every state change, with who made it, why
   and the ledger entry it posted.
+* ``split_return``: one return of (part of) a receiver's split to the
+  payee (WeChat Pay's return orders), recorded when a refund needs cash
+  back from legs the receiver was paid; its ``public_id`` is the idempotent
+  ``out_return_no``. ``legs`` says which clearing legs it gives back and how
+  much of each (``channel_api.split_returns``).
 
 The payment is named by its public id (``payment``, the ``out_trade_no``)
 and the gateway's transaction id, as strings: ``clearing`` sits beside
@@ -46,7 +51,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.models import Base, BigId, Json
 
-from .split_states import KINDS, RESULTS, STATES
+from .split_states import KINDS, RESULTS, RETURN_STATES, STATES
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -161,3 +166,47 @@ class SplitInstructionEvent(Base):
     entry_id: Mapped[str | None] = mapped_column(String(40))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class SplitReturn(Base):
+    """A receiver gives (part of) what a split paid it back to the payee at
+    the gateway, so a refund can take it (see the module docstring).
+    ``legs``: ``[{"document": leg public id, "amount_minor": n,
+    "clawed_before": the leg's clawed_minor when asked}]``, the amounts
+    adding up to ``amount_minor``; ``cause`` is what asked for it (the
+    refund's reason). A retry is a new return (``retry_of``/``retried_by``)."""
+
+    __tablename__ = "split_return"
+    __table_args__ = (
+        CheckConstraint(_in("state", RETURN_STATES), name="state"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        Index("ix_split_return_state", "state", "id"),
+        Index("ix_split_return_order", "order_ref", "id"),
+        Index("ix_split_return_receiver", "receiver_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)   # the out_return_no
+    instruction_id: Mapped[int] = mapped_column(BigId, ForeignKey("split_instruction.id"))
+    receiver_id: Mapped[int] = mapped_column(BigId, ForeignKey("split_receiver.id"))
+    gateway: Mapped[str] = mapped_column(String(16))
+    payment: Mapped[str] = mapped_column(String(40))
+    order_ref: Mapped[str] = mapped_column(String(40))
+    party: Mapped[str] = mapped_column(String(64))                    # a party code, or "platform"
+    account: Mapped[str] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    legs: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    state: Mapped[str] = mapped_column(String(12))
+    cause: Mapped[str] = mapped_column(String(200))
+    # Why it failed (for finance); NULL otherwise.
+    reason: Mapped[str | None] = mapped_column(String(500))
+    # The last time the gateway could not be reached (it is sent again).
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    entry_id: Mapped[str | None] = mapped_column(String(40))
+    retry_of: Mapped[str | None] = mapped_column(String(40))
+    retried_by: Mapped[str | None] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -68,3 +68,54 @@ def next_state(state: str, action: str) -> str:
         return TRANSITIONS[(state, action)]
     except KeyError:
         raise IllegalSplitTransition(state, action) from None
+
+
+# -- split returns (unwinding a receiver's split after a refund) ---------------------------------
+#
+#     requested ─send─► processing ─succeed─► succeeded
+#         │                 └──fail──► failed ─retry─► retried
+#         └──fail──► failed
+#
+# * ``requested``: recorded by a refund that needs the receiver's money back,
+#   its ``out_return_no`` fixed; the job sends it (again, with the same id,
+#   after the gateway could not be reached).
+# * ``processing``: the gateway took it; polled.
+# * ``succeeded``: the money is back in the payee's funds at the gateway
+#   (posted once).
+# * ``failed``: the gateway refused it or failed it, or it has no return
+#   call (Alipay unwinds only through the buyer's refund). Raised for
+#   finance; a retry is a new return (a new ``out_return_no``).
+
+RETURN_STATES = ("requested", "processing", "succeeded", "failed", "retried")
+# Waiting for finance: listed by ``GET /v1/split-returns?attention=true``.
+RETURN_ATTENTION = frozenset({"failed"})
+# May still bring money back (counted when a refund asks again).
+RETURN_LIVE = frozenset({"requested", "processing"})
+
+RETURN_TRANSITIONS: dict[tuple[str, str], str] = {
+    ("requested", "send"): "processing",
+    ("requested", "fail"): "failed",
+    ("processing", "succeed"): "succeeded",
+    ("processing", "fail"): "failed",
+    ("failed", "retry"): "retried",
+}
+RETURN_ACTIONS = tuple(sorted({action for _, action in RETURN_TRANSITIONS}))
+
+
+class IllegalSplitReturnTransition(DomainError):
+    code = "illegal_transition"
+    http_status = 409
+
+    def __init__(self, state: str, action: str) -> None:
+        allowed = sorted(a for (src, a) in RETURN_TRANSITIONS if src == state)
+        super().__init__(f"a split return that is {state} does not allow {action!r}"
+                         + (f"; allowed: {', '.join(allowed)}" if allowed else "; it is final"),
+                         state=state, action=action, allowed=allowed)
+
+
+def next_return_state(state: str, action: str) -> str:
+    """The state ``action`` leads a split return to, or ``IllegalSplitReturnTransition``."""
+    try:
+        return RETURN_TRANSITIONS[(state, action)]
+    except KeyError:
+        raise IllegalSplitReturnTransition(state, action) from None

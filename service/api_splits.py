@@ -2,14 +2,15 @@
 a party registers its accounts at gateways (its manage key, or the brand's;
 the platform's own account, the brand's manage key); the brand's finance
 reads every split instruction and retries those that failed, a party reads
-the instructions it is the payee or a receiver of."""
+the instructions it is the payee or a receiver of; the brand's finance reads
+the split returns refunds asked for and retries those that failed."""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 from flask import current_app
 
-from channel_api import access, split_instructions
+from channel_api import access, split_instructions, split_returns
 from channel_api.clearing_rules import PLATFORM
 from channel_api.errors import AccessDenied
 from service.api_payments import GATEWAYS_KEY
@@ -23,6 +24,9 @@ from service.schemas_splits import (
     SplitInstructionListArgs,
     SplitInstructionOut,
     SplitInstructionPage,
+    SplitReturnListArgs,
+    SplitReturnOut,
+    SplitReturnPage,
     SplitRetryIn,
 )
 
@@ -111,3 +115,30 @@ def retry_split_instruction(body, instruction_id: str):
     access.require_brand_finance(caller())
     return split_instructions.retry_instruction(db_session(), instruction_id, _adapters(),
                                                 actor=actor(), note=body["note"])
+
+
+@blp.route("/split-returns", methods=["GET"])
+@blp.arguments(SplitReturnListArgs, location="query", as_kwargs=True)
+@blp.response(200, SplitReturnPage)
+def list_split_returns(party=None, state=None, attention=False, order=None, after=None,
+                       limit=100):
+    """Returns of receivers' splits that refunds asked for, newest first
+    (``attention=true``: the failed ones, waiting for finance). The brand's
+    finance."""
+    access.require_brand_finance(caller())
+    items, cursor = split_returns.list_returns(db_session(), party=party, state=state,
+                                               attention=attention, order=order, after=after,
+                                               limit=limit)
+    return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/split-returns/<return_id>/retry", methods=["POST"])
+@mutation
+@blp.arguments(SplitRetryIn)
+@blp.response(201, SplitReturnOut)
+def retry_split_return(body, return_id: str):
+    """A failed split return is retried as a new one (a new
+    ``out_return_no``); the job sends it. The brand's finance."""
+    access.require_brand_finance(caller())
+    return split_returns.retry_return(db_session(), return_id, actor=actor(),
+                                      note=body["note"])

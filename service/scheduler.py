@@ -52,6 +52,7 @@ from channel_api import (
     returns,
     settlements,
     split_instructions,
+    split_returns,
     tags,
     webhooks,
 )
@@ -395,6 +396,17 @@ def poll_splits(session_factory: sessionmaker[Session], adapters) -> int:
     return sum(n for state, n in outcome.items() if state in ("succeeded", "failed"))
 
 
+def send_split_returns(session_factory: sessionmaker[Session], adapters) -> int:
+    """Split returns refunds asked for go to the gateways (the same
+    ``out_return_no`` after an outage) and those under way are polled; each
+    success is posted once. Returns how many ended."""
+    with session_factory() as session, session.begin():
+        outcome = split_returns.send_split_returns(session, adapters)
+    if outcome:
+        log.info("split returns: %s", dict(outcome))
+    return sum(n for state, n in outcome.items() if state in ("succeeded", "failed"))
+
+
 def sweep_wallets(session_factory: sessionmaker[Session], settings) -> int:
     """The payout schedule: wallets above their registered level are paid
     out, once per business day."""
@@ -547,6 +559,10 @@ def build_scheduler(settings, session_factory: sessionmaker[Session], lease: Lea
     scheduler.add_job(
         run_if_leader, "interval", id="poll_splits", seconds=CALLBACK_RETRY_SECONDS,
         args=(lease, "poll_splits", lambda: poll_splits(session_factory, gateways)),
+    )
+    scheduler.add_job(
+        run_if_leader, "interval", id="send_split_returns", seconds=CALLBACK_RETRY_SECONDS,
+        args=(lease, "send_split_returns", lambda: send_split_returns(session_factory, gateways)),
     )
     scheduler.add_job(
         run_if_leader, "interval", id="recover_clawback_advances", seconds=EXPIRE_ORDERS_SECONDS,

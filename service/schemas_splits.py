@@ -7,7 +7,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from clearing.split_states import STATES
+from clearing.split_states import RETURN_STATES, STATES
 from service.schemas_channel import StrictSchema
 from service.schemas_ledger import UtcDateTime
 
@@ -119,3 +119,49 @@ class SplitInstructionPage(ma.Schema):
 
 class SplitRetryIn(StrictSchema):
     note = fields.String(load_default="", validate=validate.Length(max=200))
+
+
+class SplitReturnOut(ma.Schema):
+    public_id = fields.String(metadata={
+        "description": "Also the out_return_no the gateway knows it by."})
+    instruction = fields.String(metadata={
+        "description": "The split instruction (out_order_no) being returned."})
+    gateway = fields.String()
+    payment = fields.String()
+    order = fields.String()
+    party = fields.String(metadata={"description": "The receiver giving back: a party code, "
+                                                   "or platform."})
+    account = fields.String()
+    currency = fields.String()
+    amount_minor = fields.Integer()
+    documents = fields.List(fields.String(), metadata={
+        "description": "The clearing documents (legs) it gives back."})
+    state = fields.String(metadata={"description": ", ".join(RETURN_STATES)})
+    cause = fields.String(metadata={"description": "The refund that asked for it."})
+    reason = fields.String(allow_none=True, metadata={"description": "Why it failed."})
+    last_error = fields.String(allow_none=True, metadata={
+        "description": "Why the last send did not reach the gateway (it is sent again)."})
+    attempts = fields.Integer()
+    entry_id = fields.String(allow_none=True, metadata={
+        "description": "The ledger entry that posted its success."})
+    retry_of = fields.String(allow_none=True)
+    retried_by = fields.String(allow_none=True)
+    created_by = fields.String()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class SplitReturnListArgs(StrictSchema):
+    party = fields.String(load_default=None, metadata={
+        "description": "Returns this receiver gives back."})
+    state = fields.String(load_default=None, validate=validate.OneOf(RETURN_STATES))
+    attention = fields.Boolean(load_default=False, metadata={
+        "description": "Only those waiting for finance: failed."})
+    order = fields.String(load_default=None)
+    after = fields.String(load_default=None)
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+
+
+class SplitReturnPage(ma.Schema):
+    items = fields.List(fields.Nested(SplitReturnOut))
+    next_cursor = fields.String(allow_none=True)

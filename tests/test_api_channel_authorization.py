@@ -286,6 +286,8 @@ def requests(net):
         "channel_splits.list_split_instructions": ("GET", "/v1/split-instructions", None, both("own")),
         "channel_splits.get_split_instruction": ("GET", f"/v1/split-instructions/{x['split']}", None, both("denied")),
         "channel_splits.retry_split_instruction": ("POST", f"/v1/split-instructions/{x['split']}/retry", {}, both("denied")),
+        "channel_splits.list_split_returns": ("GET", "/v1/split-returns", None, both("denied")),
+        "channel_splits.retry_split_return": ("POST", "/v1/split-returns/sprt_unknown/retry", {}, both("denied")),
         "channel_orders.link_downstream": ("POST", f"/v1/orders/{x['order']}/downstream", {"downstream": x["order"]}, both("denied")),
     }
 

@@ -160,3 +160,20 @@ def test_cash_that_no_rule_can_take_stays_in_the_escrow(shop):
     assert clearings.clear_cash(s, row, amount_minor=1_000, method="carrier-pigeon",
                                 cause="odd") == 0
     assert clearings.documents(s, order=order) == []
+
+
+def test_legs_waiting_for_deliveries_never_keep_a_delivered_order_from_the_release_job(shop):
+    s = shop
+    funding.confirm_deposit(s, buyer="S", seller="D", amount_minor=30_000,
+                            bank_reference="DEP-W", actor="t")
+    waiting = [pay(s, quantity=10) for _ in range(2)]       # not delivered: 4 legs undated
+    delivered = pay(s, quantity=10)
+    orders.ship_order(s, delivered, actor="dist")
+    orders.confirm_receipt(s, delivered, actor="store")
+    assert posted(s, "party:D:wallet") == 0
+    # One page of two: the undelivered orders' legs come first by id, yet
+    # only legs a delivery dates are read.
+    assert clearings.release_due(s, now=utcnow() + timedelta(minutes=1), limit=2) == 1
+    assert posted(s, "party:D:wallet") == 9_200
+    assert all(d.release_at is None for o in waiting for d in clearings.documents(s, order=o)
+               if d.recipient != "platform")

@@ -284,7 +284,7 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
         "expire_unpaid_orders": 300, "auto_confirm_receipts": 300, "complete_orders": 300,
         "lapse_credit_increases": 300, "retry_callbacks": 60, "reconcile_stuck_payments": 300, "send_refunds": 60, "release_clearings": 300,
         "deliver_webhooks": 10, "send_payouts": 60, "poll_payouts": 60,
-        "send_splits": 60, "poll_splits": 60,
+        "send_splits": 60, "poll_splits": 60, "send_split_returns": 60,
         "recover_clawback_advances": 300}
 
 
