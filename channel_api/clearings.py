@@ -48,7 +48,7 @@ from clearing.models import ClearingRule, ClearingShare
 from clearing.split import Timing
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from ledger.models import JournalEntry
-from payments.models import Payment
+from payments.models import Payment, PaymentRefund
 
 from . import business_calendar, clearing_rules, refunds
 from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
@@ -350,6 +350,13 @@ def make_room(session: Session, order: Order, needed_minor: int, *, reason: str)
         have = ledger.get_account(session, escrow_account(order.public_id)).available_minor
     except ledger.AccountNotFound:
         have = 0
+    # Gateway refunds of earlier returns stay in the escrow until the gateway
+    # confirms them: that cash is spoken for, not room for this refund.
+    have -= int(session.scalar(
+        select(func.coalesce(func.sum(PaymentRefund.amount_minor), 0))
+        .join(Payment, Payment.id == PaymentRefund.payment_id)
+        .where(Payment.reference == order.public_id, Payment.purpose == "order",
+               PaymentRefund.state.in_(("requested", "processing")))) or 0)
     if needed_minor > have:
         claw_back(session, order, needed_minor - have, reason=reason)
 
