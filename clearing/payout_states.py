@@ -12,7 +12,7 @@ right of each arrow with no way out are final.
 """
 from __future__ import annotations
 
-from ledger.errors import DomainError
+from .transitions import IllegalTransition, step
 
 STATES = ("awaiting_approval", "approved", "sent", "confirmed", "failed", "rejected",
           "refused", "cancelled")
@@ -33,15 +33,9 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 ACTIONS = tuple(sorted({action for _, action in TRANSITIONS}))
 
 
-class IllegalPayoutTransition(DomainError):
-    code = "illegal_transition"
-    http_status = 409
-
-    def __init__(self, state: str, action: str) -> None:
-        allowed = sorted(a for (src, a) in TRANSITIONS if src == state)
-        super().__init__(f"a payout that is {state.replace('_', ' ')} does not allow {action!r}"
-                         + (f"; allowed: {', '.join(allowed)}" if allowed else "; it is final"),
-                         state=state, action=action, allowed=allowed)
+class IllegalPayoutTransition(IllegalTransition):
+    noun = "a payout"
+    table = TRANSITIONS
 
 
 def initial_state(amount_minor: int, approval_threshold_minor: int) -> str:
@@ -50,7 +44,5 @@ def initial_state(amount_minor: int, approval_threshold_minor: int) -> str:
 
 
 def next_state(state: str, action: str) -> str:
-    try:
-        return TRANSITIONS[(state, action)]
-    except KeyError:
-        raise IllegalPayoutTransition(state, action) from None
+    """The state ``action`` leads a payout to, or ``IllegalPayoutTransition``."""
+    return step(IllegalPayoutTransition, state, action)

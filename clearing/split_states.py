@@ -27,7 +27,7 @@ Pure: no database, no web.
 """
 from __future__ import annotations
 
-from ledger.errors import DomainError
+from .transitions import IllegalTransition, step
 
 KINDS = ("split", "finish")
 STATES = ("created", "blocked", "refused", "processing", "succeeded", "failed", "retried")
@@ -51,23 +51,14 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 ACTIONS = tuple(sorted({action for _, action in TRANSITIONS}))
 
 
-class IllegalSplitTransition(DomainError):
-    code = "illegal_transition"
-    http_status = 409
-
-    def __init__(self, state: str, action: str) -> None:
-        allowed = sorted(a for (src, a) in TRANSITIONS if src == state)
-        super().__init__(f"a split instruction that is {state} does not allow {action!r}"
-                         + (f"; allowed: {', '.join(allowed)}" if allowed else "; it is final"),
-                         state=state, action=action, allowed=allowed)
+class IllegalSplitTransition(IllegalTransition):
+    noun = "a split instruction"
+    table = TRANSITIONS
 
 
 def next_state(state: str, action: str) -> str:
     """The state ``action`` leads to from ``state``, or ``IllegalSplitTransition``."""
-    try:
-        return TRANSITIONS[(state, action)]
-    except KeyError:
-        raise IllegalSplitTransition(state, action) from None
+    return step(IllegalSplitTransition, state, action)
 
 
 # -- split returns (unwinding a receiver's split after a refund) ---------------------------------
@@ -102,20 +93,11 @@ RETURN_TRANSITIONS: dict[tuple[str, str], str] = {
 RETURN_ACTIONS = tuple(sorted({action for _, action in RETURN_TRANSITIONS}))
 
 
-class IllegalSplitReturnTransition(DomainError):
-    code = "illegal_transition"
-    http_status = 409
-
-    def __init__(self, state: str, action: str) -> None:
-        allowed = sorted(a for (src, a) in RETURN_TRANSITIONS if src == state)
-        super().__init__(f"a split return that is {state} does not allow {action!r}"
-                         + (f"; allowed: {', '.join(allowed)}" if allowed else "; it is final"),
-                         state=state, action=action, allowed=allowed)
+class IllegalSplitReturnTransition(IllegalTransition):
+    noun = "a split return"
+    table = RETURN_TRANSITIONS
 
 
 def next_return_state(state: str, action: str) -> str:
     """The state ``action`` leads a split return to, or ``IllegalSplitReturnTransition``."""
-    try:
-        return RETURN_TRANSITIONS[(state, action)]
-    except KeyError:
-        raise IllegalSplitReturnTransition(state, action) from None
+    return step(IllegalSplitReturnTransition, state, action)
