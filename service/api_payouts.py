@@ -19,7 +19,7 @@ from ledger import utcnow
 from payments.gateway import CallbackRejected, CallbackRequest
 from payments.iso20022 import StatusFileError
 from service.api_payments import GATEWAYS_KEY
-from service.channel_edge import ChannelBlueprint, actor, caller, mutation
+from service.channel_edge import ChannelBlueprint, actor, caller, mutation, party_to_list
 from service.request_db import EXTENSION_KEY, db_session
 from service.schemas_payouts import (
     AdvanceIn,
@@ -116,11 +116,7 @@ def request_payout(body):
 @blp.response(200, PayoutPage)
 def list_payouts(party=None, state=None, after=None, limit=100):
     """Newest first. A party sees its own; the brand's finance sees all."""
-    who = caller()
-    if party is None and not who.is_brand:
-        party = who.party_code
-    if party is None or party != who.party_code:
-        access.require_brand_finance(who)
+    party = party_to_list(party)
     items, cursor = payouts.list_payouts(db_session(), party=party, state=state, after=after,
                                          limit=limit)
     return {"items": items, "next_cursor": cursor}
@@ -282,11 +278,7 @@ def list_batches(party=None, since=None, until=None, status=None, after=None, li
                  format="json"):
     """Daily settlement batches, oldest first; ``format=csv`` exports the
     page. A party sees its own; the brand's finance sees every party's."""
-    who = caller()
-    if party is None and not who.is_brand:
-        party = who.party_code
-    if party is None or party != who.party_code:
-        access.require_brand_finance(who)
+    party = party_to_list(party)
     items, cursor = settlements.list_batches(db_session(), party=party, since=since,
                                              until=until, status=status, after=after,
                                              limit=limit)
@@ -374,11 +366,7 @@ def advance_clawback(body):
 @blp.response(200, AdvancePage)
 def list_clawback_advances(party=None, outstanding=False, after=None, limit=100):
     """Newest first. A party sees what it owes back; the brand's finance sees all."""
-    who = caller()
-    if party is None and not who.is_brand:
-        party = who.party_code
-    if party is None or party != who.party_code:
-        access.require_brand_finance(who)
+    party = party_to_list(party)
     items, cursor = clawback_advances.list_advances(
         db_session(), party=party, outstanding=outstanding, after=after, limit=limit)
     return {"items": items, "next_cursor": cursor}

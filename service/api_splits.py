@@ -14,7 +14,7 @@ from channel_api import access, split_instructions, split_returns
 from channel_api.clearing_rules import PLATFORM
 from channel_api.errors import AccessDenied
 from service.api_payments import GATEWAYS_KEY
-from service.channel_edge import ChannelBlueprint, actor, caller, mutation
+from service.channel_edge import ChannelBlueprint, actor, caller, mutation, party_to_list
 from service.request_db import db_session
 from service.schemas_splits import (
     GatewayAccountIn,
@@ -77,11 +77,7 @@ def list_split_instructions(party=None, state=None, attention=False, gateway=Non
                             payment=None, after=None, limit=100):
     """Newest first. The brand's finance sees all (``attention=true``: those
     waiting for it); a party sees those it is the payee or a receiver of."""
-    who = caller()
-    if party is None and not who.is_brand:
-        party = who.party_code
-    if party is None or party != who.party_code:
-        access.require_brand_finance(who)
+    party = party_to_list(party)
     items, cursor = split_instructions.list_instructions(
         db_session(), party=party, state=state, attention=attention, gateway=gateway,
         order=order, payment=payment, after=after, limit=limit)

@@ -87,6 +87,18 @@ def require_party_visible(code: str) -> None:
         raise AccessDenied("this party is not one of your buyers", party=code)
 
 
+def party_to_list(party: str | None) -> str | None:
+    """Whose money records a listing shows: a party's key lists its own
+    (the party it names, or none named); the brand's finance lists any
+    party's, or every party's (None)."""
+    who = g.caller
+    if party is None and not who.is_brand:
+        party = who.party_code
+    if party is None or party != who.party_code:
+        access.require_brand_finance(who)
+    return party
+
+
 def buyer_seen_by_caller(seller: str, buyer: str | None) -> str:
     """The buyer whose prices or money at ``seller`` the caller may see: its
     own (storefront scope), or, as the seller's manager (or the brand's), one
