@@ -430,11 +430,12 @@ class _Batch:
     def _clearing(self, arrival: CashArrival, order: _OrderFacts, seller: str, buyer: str,
                   legs: list[tuple[PreviewPart, ShareView]]) -> _Clearing:
         ccy, escrow = order.currency, escrow_account(order.public_id)
-        postings, rows = [], []
+        # One debit of the escrow for the cash cleared, a credit per leg (as clear_cash).
+        cleared = sum(share.amount_minor for _, share in legs)
+        postings, rows = [PostingLine(escrow, "debit", cleared, ccy)], []
         for part, share in legs:
             account = PLATFORM_REVENUE if share.party == PLATFORM else pending_account(share.party)
-            postings += [PostingLine(escrow, "debit", share.amount_minor, ccy),
-                         PostingLine(account, "credit", share.amount_minor, ccy)]
+            postings.append(PostingLine(account, "credit", share.amount_minor, ccy))
             rows.append(self._row(arrival, order, seller, buyer, part, share))
         request = EntryRequest(
             code="order.clear", description=f"clearing of {order.public_id} ({arrival.method})",

@@ -100,8 +100,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
         else:
             account = pending_account(share.party)
             _open_party_accounts(session, share.party, ccy)
-        postings += [PostingLine(escrow, "debit", share.amount_minor, ccy),
-                     PostingLine(account, "credit", share.amount_minor, ccy)]
+        postings.append(PostingLine(account, "credit", share.amount_minor, ccy))
         rows.append(ClearingShare(
             public_id=f"doc_{new_uuid7().hex}", order_ref=order.public_id,
             seller=preview.seller, buyer=preview.buyer, cause=cause, payment_method=method,
@@ -111,6 +110,8 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
             timing_days=share.timing.days, timing_anchor=share.timing.anchor,
             state="pending", release_at=_release_at(calendar, share.timing, now, None, tz),
             cleared_at=now, carried_by=carried_by, carrier_payment=carrier_payment))
+    # One debit of the escrow for the cash cleared, a credit per leg.
+    postings.insert(0, PostingLine(escrow, "debit", sum(row.amount_minor for row in rows), ccy))
     result = ledger.post_entries(session, [EntryRequest(
         code="order.clear", description=f"clearing of {order.public_id} ({method})",
         idempotency_key=f"clear:{cause}", metadata={"order": order.public_id, "cause": cause},
