@@ -36,12 +36,11 @@ from clearing.models import ClearingShare
 from clearing.settlement_models import ClawbackAdvance
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
-from . import audit, outbox
+from . import audit, outbox, pages
 from .books import ensure, positive_amount, wallet_account
 from .errors import InvalidInput, NotFound
 from .orders import order_row
 
-MAX_LIST_LIMIT = 500
 
 
 class AdvanceNotFound(NotFound):
@@ -196,20 +195,11 @@ def list_advances(session: Session, *, party: str | None = None, outstanding: bo
                   after: str | None = None, limit: int = 100
                   ) -> tuple[list[AdvanceView], str | None]:
     """Newest first; ``after`` is the cursor (the last advance id seen)."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(ClawbackAdvance)
     if party is not None:
         query = query.where(ClawbackAdvance.party == party)
     if outstanding:
         query = query.where(ClawbackAdvance.recovered_minor < ClawbackAdvance.amount_minor)
-    if after is not None:
-        anchor = session.scalar(select(ClawbackAdvance.id).where(
-            ClawbackAdvance.public_id == after))
-        if anchor is None:
-            raise InvalidInput("after must be an advance id from an earlier page", field="after")
-        query = query.where(ClawbackAdvance.id < anchor)
-    rows = list(session.scalars(query.order_by(ClawbackAdvance.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [_view(r) for r in rows], (rows[-1].public_id if more else None)
+    rows, cursor = pages.page(session, query, ClawbackAdvance, after=after, limit=limit,
+                              noun="an advance")
+    return [_view(r) for r in rows], cursor

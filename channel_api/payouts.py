@@ -42,13 +42,12 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments import iso20022
 from payments.payout_bank import PayoutBank, PayoutInstruction, PayoutOutcome, check_instruction
 
-from . import audit, clawback_advances, outbox
+from . import audit, clawback_advances, outbox, pages
 from .books import CUSTODY, PAYOUTS_IN_FLIGHT, ensure, positive_amount, wallet_account
 from .errors import BankAccountMissing, InvalidInput, PayoutNotFound, PayoutRefused
 from .parties import party_row
 
 log = logging.getLogger(__name__)
-MAX_LIST_LIMIT = 500
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _BANK_CODE = re.compile(r"[0-9A-Za-z]{1,20}")
 _ACCOUNT_NUMBER = re.compile(r"[0-9]{8,34}")
@@ -553,8 +552,6 @@ def payout_events(session: Session, payout_id: str) -> list[PayoutEventView]:
 def list_payouts(session: Session, *, party: str | None = None, state: str | None = None,
                  after: str | None = None, limit: int = 100) -> tuple[list[PayoutView], str | None]:
     """Newest first; ``after`` is the cursor (the last payout id seen)."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(Payout)
     if party is not None:
         query = query.where(Payout.party == party)
@@ -562,12 +559,6 @@ def list_payouts(session: Session, *, party: str | None = None, state: str | Non
         if state not in STATES:
             raise InvalidInput(f"unknown payout state {state!r}", field="state")
         query = query.where(Payout.state == state)
-    if after is not None:
-        anchor = session.scalar(select(Payout.id).where(Payout.public_id == after))
-        if anchor is None:
-            raise InvalidInput("after must be a payout id from an earlier page", field="after")
-        query = query.where(Payout.id < anchor)
-    rows = list(session.scalars(query.order_by(Payout.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [_view(r) for r in rows], (rows[-1].public_id if more else None)
+    rows, cursor = pages.page(session, query, Payout, after=after, limit=limit,
+                              noun="a payout")
+    return [_view(r) for r in rows], cursor

@@ -28,13 +28,12 @@ from clearing.settlement import Movement, settle_day
 from clearing.settlement_models import SettlementBatch
 from ledger import as_utc, new_uuid7, utcnow
 
-from . import pg_bulk
+from . import pages, pg_bulk
 from .clearings import BUSINESS_TZ
 from .errors import InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
-MAX_LIST_LIMIT = 500
 _KINDS = ("pending", "wallet")
 _LIKE = "party:%"   # every party account; ``_split`` keeps the two kinds
 _SLOT = {"pending": 0, "wallet": 2}   # where a kind's opening is in a balances list
@@ -191,8 +190,6 @@ def list_batches(session: Session, *, party: str | None = None, since: date | No
                  limit: int = 100) -> tuple[list[BatchView], str | None]:
     """Oldest day first within ``[since, until]``; ``after`` is the cursor
     (the last batch id seen)."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(SettlementBatch)
     if party is not None:
         query = query.where(SettlementBatch.party == party)
@@ -204,16 +201,9 @@ def list_batches(session: Session, *, party: str | None = None, since: date | No
         if status not in ("balanced", "mismatch"):
             raise InvalidInput("status is balanced or mismatch", field="status")
         query = query.where(SettlementBatch.status == status)
-    if after is not None:
-        anchor = session.scalar(select(SettlementBatch.id).where(
-            SettlementBatch.public_id == after))
-        if anchor is None:
-            raise InvalidInput("after must be a batch id from an earlier page", field="after")
-        query = query.where(SettlementBatch.id > anchor)
-    rows = list(session.scalars(query.order_by(SettlementBatch.id).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [_view(r) for r in rows], (rows[-1].public_id if more else None)
+    rows, cursor = pages.page(session, query, SettlementBatch, after=after, limit=limit,
+                              noun="a batch", newest_first=False)
+    return [_view(r) for r in rows], cursor
 
 
 def settled_through(session: Session) -> date | None:

@@ -115,7 +115,7 @@ from payments.split import (
 )
 from payments.split import SplitReceiver as ReceiverSpec
 
-from . import audit, clearings, split_returns
+from . import audit, clearings, pages, split_returns
 from .books import ensure, payee_held_account, pending_account, platform_gateway_account
 from .clearing_rules import PLATFORM
 from .errors import InvalidInput, NotFound
@@ -131,7 +131,6 @@ SPLIT_GATEWAYS: dict[str, tuple[str, ...]] = {
 }
 # The fee assumed for the cap before the gateway's bill says it: 1 %, rounded up.
 FEE_ESTIMATE_BP = 100
-MAX_LIST_LIMIT = 500
 JOB_SEND = "job:send_splits"
 JOB_POLL = "job:poll_splits"
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
@@ -776,8 +775,6 @@ def list_instructions(session: Session, *, party: str | None = None, state: str 
     """Newest first; ``party``: those it is payee or a receiver of;
     ``attention``: those waiting for finance (blocked, refused, failed);
     ``after`` is the cursor (the last instruction id seen)."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(SplitInstruction)
     if party is not None:
         query = query.where(or_(SplitInstruction.payee == party, SplitInstruction.id.in_(
@@ -793,14 +790,6 @@ def list_instructions(session: Session, *, party: str | None = None, state: str 
                           (SplitInstruction.payment, payment)):
         if value is not None:
             query = query.where(column == value)
-    if after is not None:
-        anchor = session.scalar(select(SplitInstruction.id).where(
-            SplitInstruction.public_id == after))
-        if anchor is None:
-            raise InvalidInput("after must be an instruction id from an earlier page",
-                               field="after")
-        query = query.where(SplitInstruction.id < anchor)
-    rows = list(session.scalars(query.order_by(SplitInstruction.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return _views(session, rows), (rows[-1].public_id if more else None)
+    rows, cursor = pages.page(session, query, SplitInstruction, after=after, limit=limit,
+                              noun="an instruction")
+    return _views(session, rows), cursor

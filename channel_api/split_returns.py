@@ -84,7 +84,7 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments.gateway import GatewayError
 from payments.split import GatewayRefused, ReturnRequest, ReturnResult, SplitGateway, SplitRefused
 
-from . import audit
+from . import audit, pages
 from .books import ensure, payee_held_account, pending_account, platform_gateway_account
 from .clearing_rules import PLATFORM
 from .errors import ChannelError, InvalidInput, NotFound
@@ -92,7 +92,6 @@ from .errors import ChannelError, InvalidInput, NotFound
 log = logging.getLogger(__name__)
 
 JOB = "job:send_split_returns"
-MAX_LIST_LIMIT = 500
 _PLANNED = "split_returns.planned"
 
 
@@ -484,8 +483,6 @@ def list_returns(session: Session, *, party: str | None = None, state: str | Non
                  limit: int = 100) -> tuple[list[SplitReturnView], str | None]:
     """Newest first; ``attention``: failed ones, waiting for finance;
     ``after`` is the cursor (the last return id seen)."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query = select(SplitReturn)
     if state is not None:
         if state not in RETURN_STATES:
@@ -496,13 +493,6 @@ def list_returns(session: Session, *, party: str | None = None, state: str | Non
     for column, value in ((SplitReturn.party, party), (SplitReturn.order_ref, order)):
         if value is not None:
             query = query.where(column == value)
-    if after is not None:
-        anchor = session.scalar(select(SplitReturn.id).where(SplitReturn.public_id == after))
-        if anchor is None:
-            raise InvalidInput("after must be a split return id from an earlier page",
-                               field="after")
-        query = query.where(SplitReturn.id < anchor)
-    rows = list(session.scalars(query.order_by(SplitReturn.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return _views(session, rows), (rows[-1].public_id if more else None)
+    rows, cursor = pages.page(session, query, SplitReturn, after=after, limit=limit,
+                              noun="a split return")
+    return _views(session, rows), cursor

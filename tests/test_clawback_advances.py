@@ -118,6 +118,15 @@ def test_recovery_takes_what_the_wallet_has_oldest_advance_first(paid_out):
     assert [views[a.public_id].outstanding_minor for a in (first, second, third)] == [0, 0, 1_000]
     outstanding, _ = clawback_advances.list_advances(s, outstanding=True)
     assert [v.public_id for v in outstanding] == [third.public_id]
+    # Pages of two, newest first, the cursor being the last id seen.
+    first_page, cursor = clawback_advances.list_advances(s, limit=2)
+    assert [v.public_id for v in first_page] == [third.public_id, second.public_id]
+    assert clawback_advances.list_advances(s, limit=2, after=cursor) == (
+        [clawback_advances.get_advance(s, first.public_id)], None)
+    for bad, field in (({"after": "cba_nope"}, "after"), ({"limit": 0}, "limit")):
+        with pytest.raises(InvalidInput) as refused:
+            clawback_advances.list_advances(s, **bad)
+        assert refused.value.details["field"] == field
     holds(s)
 
 
