@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import ledger
@@ -77,32 +76,19 @@ def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
            owner: str | None = None, min_balance: int | None = None, shards: int = 1) -> None:
     """Accounts are opened on first use (docs/accounting.md); an existing one
     is used as it is, whatever name it was opened with."""
-    try:
-        ledger.get_account(session, code)
-    except ledger.AccountNotFound:
-        _open(session, code, name, type_, currency, owner, min_balance, shards)
+    ensure_all(session, [(code, name, type_, currency, owner, min_balance)], shards=shards)
 
 
-def _open(session: Session, code: str, name: str, type_: str, currency: str,
-          owner: str | None, min_balance: int | None, shards: int = 1) -> None:
-    """Open, in a savepoint: when a concurrent transaction opened the same
-    account first (the unique code), use theirs."""
-    try:
-        with session.begin_nested():
-            ledger.open_account(session, code, name, type_, currency, owner_party_id=owner,
-                                min_balance_minor=min_balance, balance_shards=shards)
-    except IntegrityError:
-        ledger.get_account(session, code)  # it is there now
-
-
-def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | None, int | None]]
-               ) -> None:
-    """``ensure`` for several accounts with one read: (code, name, type,
-    currency, owner, min_balance) each; the hot path of an order."""
-    present = ledger.get_accounts(session, [spec[0] for spec in specs])
-    for code, name, type_, currency, owner, min_balance in specs:
-        if code not in present:
-            _open(session, code, name, type_, currency, owner, min_balance)
+def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | None, int | None]],
+               *, shards: int = 1) -> None:
+    """``ensure`` for several accounts: (code, name, type, currency, owner,
+    min_balance) each. One statement when they are all open, two when some
+    are not (``ledger.ensure_accounts``: a concurrent opener of the same
+    account is waited for, then its account used)."""
+    ledger.ensure_accounts(session, [
+        ledger.AccountSpec(code, name, type_, currency, owner_party_id=owner,
+                           min_balance_minor=min_balance, balance_shards=shards)
+        for code, name, type_, currency, owner, min_balance in specs])
 
 
 def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:

@@ -283,11 +283,13 @@ def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dic
                           client_reference=client_reference, note=note, announce=False)
     if placed.row.state != "placed":
         return placed.view
-    return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz)
+    return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz,
+                 categories=placed.categories)
 
 
 def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, actor: str,
-          now: datetime, tz: ZoneInfo) -> orders.OrderView:
+          now: datetime, tz: ZoneInfo, categories: dict[str, int] | None = None
+          ) -> orders.OrderView:
     transition(row.state, "reserve")  # only a placed order takes a plan
     plan = _parts(parts, row.total_minor)
     amounts = dict(plan)
@@ -301,7 +303,8 @@ def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, a
         if decision.hold_reasons:
             return _hold(session, row, plan, decision, actor=actor, now=now)
     if not AWAITED & set(amounts):
-        return _capture_at_once(session, row, view, plan, actor=actor, now=now)
+        return _capture_at_once(session, row, view, plan, actor=actor, now=now,
+                                categories=categories)
     _reserve(session, row, view, plan, now)
     orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
     session.flush()
@@ -331,8 +334,8 @@ def _open_accounts(session: Session, view: orders.OrderView, methods) -> None:
 
 
 def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
-                     plan: list[tuple[str, int]], *, actor: str,
-                     now: datetime) -> orders.OrderView:
+                     plan: list[tuple[str, int]], *, actor: str, now: datetime,
+                     categories: dict[str, int] | None = None) -> orders.OrderView:
     """Every part taken now, in one balanced entry (the sources' bounds
     checked as they are posted): no hold is needed when nothing is awaited."""
     _open_accounts(session, view, dict(plan))
@@ -352,10 +355,11 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
             credit.open_debt(session, row, amount, now)
     orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)},
                    announce=False)
-    orders.advance(session, row, "fund", actor=actor, details={"captured": dict(plan)})
+    orders.advance(session, row, "fund", actor=actor, details={"captured": dict(plan)},
+                   codes=(view.buyer_code, view.seller_code))
     session.flush()
     paid = orders.refreshed(view, row)
-    _record_habit(session, row, paid)
+    _record_habit(session, row, paid, categories)
     _clear(session, row, {m: a for m, a in plan})
     return paid
 
@@ -526,9 +530,16 @@ def _capture_when_funded(session: Session, order: str, *, actor: str) -> orders.
     return paid
 
 
-def _record_habit(session: Session, row: Order, order: orders.OrderView) -> None:
+def _record_habit(session: Session, row: Order, order: orders.OrderView,
+                  categories: dict[str, int] | None = None) -> None:
     """A paid order feeds its buyer's purchase habits (count, average, last
-    order, top categories), in the same transaction."""
+    order, top categories), in the same transaction. ``categories``: the
+    order's totals per category when the caller has them (from placing)."""
+    if categories is not None:
+        habits.record_purchase(session, buyer=order.buyer_code, party_id=row.buyer_id,
+                               placed_at=order.placed_at, total_minor=order.total_minor,
+                               currency=order.currency, category_totals=categories)
+        return
     by_category: dict[str, int] = {}
     for category, amount in session.execute(
             select(Category.code, OrderLine.line_total_minor)

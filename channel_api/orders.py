@@ -165,6 +165,9 @@ class Placed:
 
     row: Order
     view: OrderView
+    # The order's total per product category (its lines' leaf categories),
+    # known at placing from the catalog: what purchase habits record.
+    categories: dict[str, int] | None = None
 
 
 def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
@@ -227,14 +230,18 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
            details={"lines": len(quoted), "total_minor": subtotal})
     session.flush()
     if announce:
-        _announce(session, order, "place", None)
+        _announce(session, order, "place", None, (ctx.buyer.code, ctx.seller.code))
     # Built from what is in hand: the order's first answer costs no re-read.
     line_views = tuple(OrderLineView(
         line_no, facts.code, r.quantity, r.unit_price_minor, r.list_price_minor, r.source,
         r.strategy_code, r.strategy_version, 0, r.line_total_minor)
         for line_no, (facts, r) in enumerate(quoted, start=1))
+    categories: dict[str, int] = {}
+    for facts, r in quoted:
+        leaf = facts.category_path[-1]
+        categories[leaf] = categories.get(leaf, 0) + r.line_total_minor
     return Placed(order, _view_of(order, ctx.buyer.code, ctx.seller.code,
-                                  ctx.allowed.relationship, line_views))
+                                  ctx.allowed.relationship, line_views), categories)
 
 
 def _view_of(row: Order, buyer: str, seller: str, relationship: str,
@@ -253,24 +260,30 @@ def refreshed(view: OrderView, row: Order) -> OrderView:
 
 
 def advance(session: Session, row: Order, action: str, *, actor: str,
-            details: dict[str, Any] | None = None, announce: bool = True) -> None:
+            details: dict[str, Any] | None = None, announce: bool = True,
+            codes: tuple[str, str] | None = None) -> None:
     """Move a row the caller has locked (or created in this transaction)
     by ``action``: the state machine decides; the event is recorded and,
     unless a later step of the same use case will (``announce=False``),
-    announced to the buyer and seller through the outbox."""
+    announced to the buyer and seller through the outbox. ``codes``: the
+    buyer's and seller's codes, when the caller has them (saves a read)."""
     before = row.state
     row.state = transition(before, action)
     row.updated_at = utcnow()
     row.version += 1
     _event(session, row, action, before, actor=actor, details=details)
     if announce:
-        _announce(session, row, action, before)
+        _announce(session, row, action, before, codes)
 
 
-def _announce(session: Session, row: Order, action: str, before: str | None) -> None:
-    buyer, seller = session.get(Party, row.buyer_id), session.get(Party, row.seller_id)
+def _announce(session: Session, row: Order, action: str, before: str | None,
+              codes: tuple[str, str] | None = None) -> None:
+    if codes is None:
+        by_id = dict(session.execute(select(Party.id, Party.code).where(
+            Party.id.in_((row.buyer_id, row.seller_id)))).all())
+        codes = (by_id[row.buyer_id], by_id[row.seller_id])
     outbox.record(session, type=f"order.{row.state}", subject_type="order",
-                  subject=row.public_id, parties=[buyer.code, seller.code],
+                  subject=row.public_id, parties={codes[0]: row.buyer_id, codes[1]: row.seller_id},
                   payload={"order": row.public_id, "state": row.state, "from": before,
                            "action": action, "version": row.version,
                            "total_minor": row.total_minor, "currency": row.currency})

@@ -2,6 +2,8 @@
 (pending) entries, balances, statements, the trial balance and invariant checks.
 It imports nothing of ours; every other package writes money through it."""
 from .accounts import (
+    AccountSpec,
+    ensure_accounts,
     get_account,
     get_accounts,
     list_accounts,

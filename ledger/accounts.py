@@ -4,12 +4,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, select
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import rules
 from .errors import AccountExists, AccountNotFound, InvalidAccount
 from .ids import ACCOUNT_PREFIX, new_account_public_id
+from .locking import AccountShape, remember_shapes
 from .models import Account, Balance
 from .timeutil import as_utc, utcnow
 from .values import DEFAULT_NORMAL_SIDE, AccountStatus, AccountType, AccountView, Side
@@ -33,26 +37,8 @@ def open_account(
     balance_shards: int = 1,
 ) -> AccountView:
     """Open an account; opening it again with the same attributes returns it."""
-    try:
-        account_type = AccountType(type)
-        side = Side(normal_side) if normal_side is not None else DEFAULT_NORMAL_SIDE[account_type]
-    except ValueError as error:
-        raise InvalidAccount(str(error), field="type" if "AccountType" in str(error) else "normal_side") from None
-    if not isinstance(code, str) or not CODE_RE.match(code):
-        raise InvalidAccount(
-            "code must be 1-200 characters of letters, digits and _ . : @ / -", field="code"
-        )
-    if not rules.CURRENCY_RE.match(currency or ""):
-        raise InvalidAccount("currency must be an ISO 4217 code like 'CNY'", field="currency")
-    _check_bounds_values(min_balance_minor, max_balance_minor)
-    if not isinstance(balance_shards, int) or not 1 <= balance_shards <= MAX_SHARDS:
-        raise InvalidAccount(f"balance_shards must be 1 to {MAX_SHARDS}", field="balance_shards")
-
-    wanted = {
-        "name": name, "type": account_type.value, "normal_side": side.value, "currency": currency,
-        "owner_party_id": owner_party_id, "min_balance_minor": min_balance_minor,
-        "max_balance_minor": max_balance_minor, "balance_shards": balance_shards,
-    }
+    wanted = _wanted(code, name, type, currency, owner_party_id, normal_side, min_balance_minor,
+                     max_balance_minor, balance_shards)
     existing = session.scalar(select(Account).where(Account.code == code))
     if existing is not None:
         differs = [k for k, v in wanted.items() if getattr(existing, k) != v]
@@ -72,6 +58,91 @@ def open_account(
                             pending_credits_minor=0, version=0) for n in range(balance_shards))
     session.flush()
     return get_account(session, code)
+
+
+def _wanted(code: str, name: str, type: AccountType | str, currency: str,
+            owner_party_id: str | None, normal_side: Side | str | None,
+            min_balance_minor: int | None, max_balance_minor: int | None,
+            balance_shards: int) -> dict[str, Any]:
+    """An account's attributes, checked (``InvalidAccount`` otherwise)."""
+    try:
+        account_type = AccountType(type)
+        side = Side(normal_side) if normal_side is not None else DEFAULT_NORMAL_SIDE[account_type]
+    except ValueError as error:
+        raise InvalidAccount(str(error), field="type" if "AccountType" in str(error) else "normal_side") from None
+    if not isinstance(code, str) or not CODE_RE.match(code):
+        raise InvalidAccount(
+            "code must be 1-200 characters of letters, digits and _ . : @ / -", field="code"
+        )
+    if not rules.CURRENCY_RE.match(currency or ""):
+        raise InvalidAccount("currency must be an ISO 4217 code like 'CNY'", field="currency")
+    _check_bounds_values(min_balance_minor, max_balance_minor)
+    if not isinstance(balance_shards, int) or not 1 <= balance_shards <= MAX_SHARDS:
+        raise InvalidAccount(f"balance_shards must be 1 to {MAX_SHARDS}", field="balance_shards")
+
+    return {
+        "name": name, "type": account_type.value, "normal_side": side.value, "currency": currency,
+        "owner_party_id": owner_party_id, "min_balance_minor": min_balance_minor,
+        "max_balance_minor": max_balance_minor, "balance_shards": balance_shards,
+    }
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """An account to open if it is not open yet (``ensure_accounts``)."""
+
+    code: str
+    name: str
+    type: str
+    currency: str
+    owner_party_id: str | None = None
+    min_balance_minor: int | None = None
+    max_balance_minor: int | None = None
+    balance_shards: int = 1
+
+
+def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
+    """Open every account of ``specs`` that is not open yet, in two statements
+    however many there are, and return the codes it opened. An account
+    already open is used as it is, whatever attributes it was opened with
+    (unlike ``open_account``, which refuses different ones): this is the
+    "opened on first use" of hot paths (an order's escrow), where a read
+    first, then an insert in a savepoint, cost five round trips.
+
+    A concurrent transaction opening the same code first makes this one
+    wait on the unique code and then skip it (``ON CONFLICT DO NOTHING``):
+    no savepoint, no error."""
+    rows = []
+    for spec in specs:
+        wanted = _wanted(spec.code, spec.name, spec.type, spec.currency, spec.owner_party_id,
+                         None, spec.min_balance_minor, spec.max_balance_minor,
+                         spec.balance_shards)
+        rows.append({"public_id": new_account_public_id(), "code": spec.code,
+                     "status": AccountStatus.OPEN.value, "metadata": {}, "created_at": utcnow(),
+                     **wanted})
+    if not rows:
+        return []
+    rows.sort(key=lambda row: row["code"])  # one order for every caller: no deadlock
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # Core, not ORM, statements: one multi-row insert for all the rows (the
+    # ORM's bulk insert splits rows by which values are None).
+    table = Account.__table__
+    statement = dialect.insert(table).on_conflict_do_nothing(index_elements=[table.c.code])
+    opened = session.execute(statement.returning(table.c.id, table.c.code), rows).all()
+    if not opened:
+        return []
+    by_code = {row["code"]: row for row in rows}
+    session.execute(insert(Balance.__table__), [
+        {"account_id": account_id, "shard": n, "posted_debits_minor": 0,
+         "posted_credits_minor": 0, "pending_debits_minor": 0, "pending_credits_minor": 0,
+         "version": 0}
+        for account_id, code in opened for n in range(by_code[code]["balance_shards"])])
+    remember_shapes(session, [AccountShape(
+        account_id, code, by_code[code]["normal_side"], by_code[code]["currency"],
+        by_code[code]["balance_shards"], by_code[code]["min_balance_minor"] is not None,
+        by_code[code]["max_balance_minor"] is not None) for account_id, code in opened])
+    return sorted(code for _, code in opened)
+
 
 
 def _check_bounds_values(min_balance: int | None, max_balance: int | None) -> None:

@@ -105,6 +105,12 @@ _shapes: "weakref.WeakKeyDictionary[object, dict[str, AccountShape]]" = weakref.
 _shapes_lock = threading.Lock()
 
 
+# Every order opens an escrow account, so a long-running process would cache
+# one shape per order it ever saw: past this many, the older half is dropped
+# (a dropped shape is simply read again when next needed).
+MAX_SHAPES = 200_000
+
+
 def _cache_for(session: Session) -> dict[str, AccountShape]:
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
@@ -112,7 +118,19 @@ def _cache_for(session: Session) -> dict[str, AccountShape]:
         cache = _shapes.get(engine)
         if cache is None:
             cache = _shapes[engine] = {}
+        elif len(cache) > MAX_SHAPES:
+            for code in list(itertools.islice(cache, len(cache) // 2)):
+                cache.pop(code, None)
         return cache
+
+
+def remember_shapes(session: Session, shapes: list[AccountShape]) -> None:
+    """Shapes of accounts just opened: their first entry needs no look-up.
+    Should the opening roll back, the lock statement notices (the module
+    docstring) and looks the code up again."""
+    cache = _cache_for(session)
+    for shape in shapes:
+        cache[shape.code] = shape
 
 
 _SHAPES = select(
