@@ -70,7 +70,7 @@ def _sale_scope(session: Session, seller, buyer, found,
 _REL = SupplyRelationship.__table__.c
 _PERM = SalePermission.__table__.c
 _RELATIONSHIP_AND_PERMISSION = (
-    select(_REL.public_id, _REL.status, _REL.valid_from, _REL.valid_to, _REL.product_scope,
+    select(_REL.id, _REL.public_id, _REL.status, _REL.valid_from, _REL.valid_to, _REL.product_scope,
            _PERM.party_id.label("sale_party_id"), _PERM.regions.label("sale_regions"),
            _PERM.product_scope.label("sale_product_scope"))
     .select_from(SupplyRelationship.__table__)
@@ -102,4 +102,5 @@ def assortment_of(session: Session, seller_row, buyer_row, at: datetime, *,
     sale = _sale_scope(session, seller_row, buyer_row, rel, region_path)
     return Assortment(relationship=rel.public_id, seller_code=seller_row.code,
                       buyer_code=buyer_row.code,
-                      purchase_scope=ProductScope.from_json(rel.product_scope), sale_scope=sale)
+                      purchase_scope=ProductScope.from_json(rel.product_scope), sale_scope=sale,
+                      relationship_id=rel.id)

@@ -190,18 +190,24 @@ def apply_event(session: Session, callback_id: int, event: GatewayEvent, *,
     callback = inbox.lock(session, callback_id)
     if callback.state in ("applied", "duplicate", "rejected", "ignored"):
         return callback.state
+    if event.kind.startswith("refund"):
+        inbox.record(callback, event)
+        callback.attempts += 1
+        return _refund_event(session, callback, event, actor=actor)
+    # Claimed before anything else on the row changes, and what the callback
+    # says recorded with its outcome at the end: the row is updated twice
+    # (the claim in its savepoint, then the rest), not four times.
+    claimed = inbox.claim(session, callback, event)
+    if claimed and event.kind == "payment_succeeded":
+        _collect(session, callback, event, actor=actor)
+    elif claimed:
+        _closed(session, event)
     inbox.record(callback, event)
     callback.attempts += 1
-    if event.kind.startswith("refund"):
-        return _refund_event(session, callback, event, actor=actor)
-    if not inbox.claim(session, callback, event):
-        callback.state = "duplicate"
-        return callback.state
-    if event.kind == "payment_succeeded":
-        _collect(session, callback, event, actor=actor)
+    if claimed:
+        callback.state, callback.applied_at = "applied", utcnow()
     else:
-        _closed(session, event)
-    callback.state, callback.applied_at = "applied", utcnow()
+        callback.state = "duplicate"
     session.flush()
     return callback.state
 

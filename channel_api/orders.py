@@ -210,8 +210,7 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
                                   field="client_reference", order=view.public_id)
             return Placed(existing, view)
     subtotal = sum(r.line_total_minor for _, r in quoted)
-    rel_id = session.scalar(select(SupplyRelationship.id).where(
-        SupplyRelationship.public_id == ctx.allowed.relationship))
+    rel_id = ctx.allowed.relationship_id
     order = Order(public_id=ORDER_PREFIX + new_uuid7().hex, buyer_id=ctx.buyer.id,
                   seller_id=ctx.seller.id, relationship_id=rel_id, state="placed",
                   currency=currencies.pop(), subtotal_minor=subtotal, discount_minor=0,

@@ -178,6 +178,7 @@ class Assortment:
     buyer_code: str
     purchase_scope: ProductScope
     sale_scope: ProductScope | None
+    relationship_id: int | None = None  # the row key, for the package's own writes (orders)
 
     @property
     def scopes(self) -> tuple[ProductScope, ...]:
