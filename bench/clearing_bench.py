@@ -107,7 +107,7 @@ class Progress:
 
 # -- seeding: the network ------------------------------------------------------------------
 
-def seed_network(Session, distributors: int, stores: int, platform_shards: int = 1) -> dict:
+def seed_network(Session, distributors: int, stores: int) -> dict:
     """Brand, distributors, catalog and rule through the use cases (a few
     hundred calls); the stores and their relationships in bulk."""
     import channel_api as ca
@@ -117,10 +117,6 @@ def seed_network(Session, distributors: int, stores: int, platform_shards: int =
 
     with Session() as s, s.begin():
         ensure(s, CUSTODY, "Custody bank account", "asset", CCY)
-        if platform_shards > 1:  # an experiment: clearing opens it with one shard
-            from channel_api.books import PLATFORM_REVENUE
-            ensure(s, PLATFORM_REVENUE, "Platform revenue", "revenue", CCY,
-                   shards=platform_shards)
         ca.create_region(s, "CN", "China")
         ca.create_customer_type(s, "shop", "Shop")
         ca.create_party(s, code="B", name="Brand", role="brand", region="CN", customer_type="shop")
@@ -236,8 +232,8 @@ def seed_chunk(s, net, skus, upstream_ids, stores, n, rng) -> list[tuple]:
     s.execute(insert(OrderLine.__table__), lines)
     if links:
         s.execute(insert(OrderLink.__table__), links)
-    made = [(ref, total) for ref, total, *_ in plan]
-    open_escrows(s, [ref for ref, _ in made], now)
+    made = [(ref, total, dist) for ref, total, _, _, dist, _ in plan]
+    open_escrows(s, [ref for ref, *_ in made], now)
     fund(s, made)
     return made
 
@@ -276,7 +272,7 @@ def fund(s, made: list[tuple]) -> None:
         metadata={"order": ref, "plan": {"offline": total}},
         postings=[PostingLine("custody:bank", "debit", total, CCY),
                   PostingLine(escrow_account(ref), "credit", total, CCY)])
-        for ref, total in made]
+        for ref, total, *_ in made]
     for start in range(0, len(requests), FUND_CHUNK):
         for result in ledger.post_entries(s, requests[start:start + FUND_CHUNK], atomic=True):
             assert result.ok
@@ -287,7 +283,7 @@ def fund(s, made: list[tuple]) -> None:
 def arrivals(made: list[tuple]):
     from channel_api.clearing_batch import CashArrival
 
-    return [CashArrival(ref, total, "offline", f"{ref}:offline") for ref, total in made]
+    return [CashArrival(ref, total, "offline", f"{ref}:offline") for ref, total, *_ in made]
 
 
 def per_order(Session, made: list[tuple], per_tx: int = 100) -> dict:
@@ -385,24 +381,33 @@ class Tally:
 
 
 def clear_parallel(url: str, made: list[tuple], batch: int, workers: int) -> dict:
-    """``workers`` processes, each with its own engine, taking batches from
-    one queue; the parent prints the progress. Batches lock the accounts
-    they credit in one statement each (no deadlock), and wait on each
-    other only where they share a row (platform revenue, a distributor)."""
+    """``workers`` processes, each with its own engine, each clearing the
+    orders of its own sellers (a seller's code hashed to a worker), in
+    batches; the parent prints the progress. Batches lock the accounts they
+    credit in one statement each (no deadlock); partitioned by seller, two
+    workers' batches share no distributor's pending account, and the
+    brand's and the platform's accounts are sharded, so they rarely wait on
+    each other."""
     import multiprocessing as mp
+    import zlib
 
     ctx = mp.get_context("fork")   # the children inherit ``made``
-    todo, done = ctx.Queue(), ctx.Queue()
-    for start in range(0, len(made), batch):
-        todo.put(start)
-    for _ in range(workers):
-        todo.put(None)
-    procs = [ctx.Process(target=clear_worker, args=(url, made, batch, todo, done))
-             for _ in range(workers)]
+    todo, done = [ctx.Queue() for _ in range(workers)], ctx.Queue()
+    mine: list[list[int]] = [[] for _ in range(workers)]
+    for n, (_, _, seller) in enumerate(made):
+        mine[zlib.crc32(seller.encode()) % workers].append(n)
+    batches = 0
+    for worker, indexes in enumerate(mine):
+        for start in range(0, len(indexes), batch):
+            todo[worker].put(indexes[start:start + batch])
+            batches += 1
+        todo[worker].put(None)
+    procs = [ctx.Process(target=clear_worker, args=(url, made, todo[w], done))
+             for w in range(workers)]
     for proc in procs:
         proc.start()
     tally = Tally(len(made))
-    for _ in range(0, len(made), batch):
+    for _ in range(batches):
         n, result = done.get()
         if result is None:
             raise RuntimeError(f"a worker failed: {n}")
@@ -412,15 +417,15 @@ def clear_parallel(url: str, made: list[tuple], batch: int, workers: int) -> dic
     return tally.summary()
 
 
-def clear_worker(url, made, batch, todo, done) -> None:
+def clear_worker(url, made, todo, done) -> None:
     from channel_api.clearing_batch import clear_many
     from service.db import make_engine, make_session_factory
 
     engine = make_engine(url)
     Session = make_session_factory(engine)
     try:
-        while (start := todo.get()) is not None:
-            chunk = arrivals(made[start:start + batch])
+        while (indexes := todo.get()) is not None:
+            chunk = arrivals([made[n] for n in indexes])
             with Session() as s, s.begin():
                 done.put((len(chunk), clear_many(s, chunk)))
     except Exception as exc:  # the parent reports it and stops
@@ -438,7 +443,7 @@ def deliver(Session, made: list[tuple], percent: float, at) -> int:
     from channel_api.models import Order, OrderEvent
 
     count = int(len(made) * percent / 100)
-    refs = [ref for ref, _ in made[:count]]
+    refs = [ref for ref, *_ in made[:count]]
     progress = Progress("deliver", count)
     for start in range(0, count, SEED_CHUNK):
         part = refs[start:start + SEED_CHUNK]
@@ -508,7 +513,7 @@ def verify(Session, made: list[tuple], full: bool) -> dict:
             t0 = time.perf_counter()
             out["cash_holds"] = cash.check_cash(s).holds
             out["check_cash_s"] = round(time.perf_counter() - t0, 1)
-    out["orders_total_minor"] = sum(total for _, total in made)
+    out["orders_total_minor"] = sum(total for _, total, *_ in made)
     return out
 
 
@@ -522,12 +527,12 @@ def run(url: str, args) -> dict:
     began = time.perf_counter()
     stores = max(50, min(20_000, args.orders // 50))
     result: dict = {"orders": args.orders, "batch": args.batch, "stores": stores,
-                    "workers": args.workers, "platform_shards": args.platform_shards,
+                    "workers": args.workers,
                     "distributors": args.distributors, "cpus": os.cpu_count()}
     result["started_utc"] = utcnow().strftime("%Y-%m-%d %H:%M UTC")
     result["loadavg"] = {"start": os.getloadavg()}
     t0 = time.perf_counter()
-    net = seed_network(Session, args.distributors, stores, args.platform_shards)
+    net = seed_network(Session, args.distributors, stores)
     sample = seed_orders(Session, net, args.sample, rng, "sample") if args.sample else []
     made = seed_orders(Session, net, args.orders, rng, "orders")
     result["seed_s"] = round(time.perf_counter() - t0, 1)
@@ -606,9 +611,6 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes clearing batches side by side")
     parser.add_argument("--distributors", type=int, default=300)
-    parser.add_argument("--platform-shards", type=int, default=1,
-                        help="open platform:revenue with this many balance shards before "
-                             "clearing (an experiment; clearing opens it with 1)")
     parser.add_argument("--delivered", type=float, default=50, help="percent delivered")
     parser.add_argument("--sample", type=int, default=500,
                         help="orders for the per-order baseline (0: none)")

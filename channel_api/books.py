@@ -70,6 +70,11 @@ def wallet_account(party: str) -> str:
 
 
 PLATFORM_REVENUE = "platform:revenue"
+# Every clearing credits the platform's leg here, so concurrent clearings
+# (orders paid at once, parallel batch workers) would all queue on one
+# balance row: it is opened with several shards (it has no bounds, so each
+# posting takes one shard). An account opened earlier keeps its count.
+PLATFORM_REVENUE_SHARDS = 8
 
 
 def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,
@@ -89,6 +94,12 @@ def ensure_all(session: Session, specs: list[tuple[str, str, str, str, str | Non
         ledger.AccountSpec(code, name, type_, currency, owner_party_id=owner,
                            min_balance_minor=min_balance, balance_shards=shards)
         for code, name, type_, currency, owner, min_balance in specs])
+
+
+def ensure_platform_revenue(session: Session, currency: str) -> str:
+    ensure(session, PLATFORM_REVENUE, "Platform revenue", "revenue", currency,
+           shards=PLATFORM_REVENUE_SHARDS)
+    return PLATFORM_REVENUE
 
 
 def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:

@@ -75,7 +75,8 @@ from ledger.posting import MAX_BATCH
 from payments.models import Payment
 
 from . import pg_bulk
-from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
+from .books import (PLATFORM_REVENUE, ensure, ensure_platform_revenue, escrow_account,
+                    pending_account, wallet_account)
 from .clearing_rules import (
     MAX_CHAIN_LEVELS,
     PAYMENT_METHODS,
@@ -653,7 +654,7 @@ def _open_accounts(session: Session, planned: list[_Clearing]) -> None:
     for recipient in missing:
         ccy = wanted[recipient]
         if recipient == PLATFORM:
-            ensure(session, PLATFORM_REVENUE, "Platform revenue", "revenue", ccy)
+            ensure_platform_revenue(session, ccy)
             continue
         shards = 8 if roles.get(recipient) == "brand" else 1
         ensure(session, pending_account(recipient), f"Pending for {recipient}", "liability",

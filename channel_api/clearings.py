@@ -51,7 +51,8 @@ from ledger.models import JournalEntry
 from payments.models import Payment, PaymentRefund
 
 from . import business_calendar, clearing_rules, refunds
-from .books import PLATFORM_REVENUE, ensure, escrow_account, pending_account, wallet_account
+from .books import (PLATFORM_REVENUE, ensure, ensure_platform_revenue, escrow_account,
+                    pending_account, wallet_account)
 from .errors import ChannelError, InvalidInput
 from .models import Order, OrderEvent, Party
 
@@ -95,8 +96,7 @@ def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str
     carried_by, carrier_payment = _carrier(session, order, cause)
     for part, share in legs:
         if share.party == clearing_rules.PLATFORM:
-            account = PLATFORM_REVENUE
-            ensure(session, account, "Platform revenue", "revenue", ccy)
+            account = ensure_platform_revenue(session, ccy)
         else:
             account = pending_account(share.party)
             _open_party_accounts(session, share.party, ccy)

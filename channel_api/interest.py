@@ -20,7 +20,8 @@ from clearing.settlement_models import InterestAllocation
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 
 from . import audit
-from .books import CUSTODY, PLATFORM_REVENUE, bank_reference, ensure, positive_amount
+from .books import (CUSTODY, PLATFORM_REVENUE, bank_reference, ensure, ensure_platform_revenue,
+                    positive_amount)
 from .errors import InvalidInput
 from .settlements import BUSINESS_TZ, day_bounds
 
@@ -75,7 +76,7 @@ def allocate_interest(session: Session, *, amount_minor: Any, period_end: date,
                    session, end, code_like="party:%:wallet").items() if ccy == currency}
     platform, shares = allocate(amount, wallets, platform_share_bp)
     ensure(session, CUSTODY, "Custody account at the bank", "asset", currency)
-    ensure(session, PLATFORM_REVENUE, "Platform revenue", "revenue", currency)
+    ensure_platform_revenue(session, currency)
     public_id = f"int_{new_uuid7().hex}"
     parties = sorted(shares)
     chunks = [parties[i:i + CHUNK] for i in range(0, len(parties), CHUNK)] or [[]]

@@ -32,8 +32,14 @@ def array_literal(values: Iterable, kind: str) -> str:
             values = [None if v is None else json.dumps(v) for v in values]
         elif kind in ("date", "timestamptz"):
             values = [None if v is None else v.isoformat() for v in values]
-        items = ["NULL" if v is None else
-                 '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]
+        texts = [None if v is None else str(v) for v in values]
+        blob = "" if None in texts else "".join(texts)
+        if None not in texts and '"' not in blob and "\\" not in blob:
+            # The common case (codes, ids, ISO times): nothing to escape,
+            # quoted with one join (a batch of clearings has 100,000 values).
+            return '{"' + '","'.join(texts) + '"}' if texts else "{}"
+        items = ["NULL" if t is None else
+                 '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts]
     return "{" + ",".join(items) + "}"
 
 

@@ -243,6 +243,27 @@ def validate_legs(legs: Any, field: str = "legs") -> None:
                         field)
 
 
+# The legs of the rules in use, once checked: a batch splits the same few
+# rules' legs thousands of times (legs are frozen, so a tuple of them is a key).
+_CHECKED: set[tuple[Leg, ...]] = set()
+
+
+def _valid_legs(legs: Any) -> None:
+    if isinstance(legs, tuple):
+        try:
+            if legs in _CHECKED:
+                return
+        except TypeError:  # something unhashable inside: not legs, as the check will say
+            validate_legs(legs)
+            return
+        validate_legs(legs)
+        if len(_CHECKED) > 10_000:
+            _CHECKED.clear()
+        _CHECKED.add(legs)
+        return
+    validate_legs(legs)
+
+
 def _amount(value: Any, name: str) -> int:
     if not _is_int(value) or value < 0:
         raise ValueError(f"{name} must be a whole number of at least 0")
@@ -271,7 +292,7 @@ def split(cash_minor: int, legs: Sequence[Leg], *, order_total_minor: int,
     (module docstring: the remainder rule). Raises ``RuleError`` for invalid
     legs, ``SplitError`` when cash exceeds the order total or the legs need
     more than the cash, ValueError for a negative or non-integer argument."""
-    validate_legs(legs)
+    _valid_legs(legs)
     _amount(cash_minor, "cash_minor")
     _amount(order_total_minor, "order_total_minor")
     _amount(units, "units")
