@@ -118,31 +118,56 @@ def _copy_line_0(conn, code, line, amount, side=None):
     return conn.execute(text(_COPY_LINE_0), {"line": line, "amount": amount, "side": side, "code": code})
 
 
+_COPY_TWO_LINES_0 = (
+    "INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency, "
+    "pending, balance_after_minor, version, posted_at) "
+    "SELECT entry_id, v.line, account_id, shard, v.side, v.amount, currency, pending, "
+    "balance_after_minor, version, posted_at FROM ledger_posting "
+    "CROSS JOIN (VALUES (:line_a, :side_a, :amount), (:line_b, :side_b, :amount)) "
+    "AS v(line, side, amount) "
+    "WHERE entry_id = (SELECT id FROM ledger_entry WHERE code = :code) AND ledger_posting.line = 0"
+)
+
+
 @pytest.mark.postgres_only
-def test_an_extra_posting_that_unbalances_a_committed_entry_is_refused_at_commit(engine, journal):
+def test_an_extra_posting_that_unbalances_a_committed_entry_is_refused(engine, journal):
     before = _postings_of(engine, journal["code"])
     with engine.connect() as conn:
-        # The constraint trigger is deferred: the INSERT itself goes through ...
-        inserted = _copy_line_0(conn, journal["code"], 7, 5)
-        assert inserted.rowcount == 1
-        # ... and COMMIT refuses it.
+        # Checked at the end of the INSERT statement (migration 0018).
         with pytest.raises(IntegrityError) as refused:
-            conn.commit()
+            _copy_line_0(conn, journal["code"], 7, 5)
+        conn.rollback()
     message = str(refused.value.orig)
     assert "unbalanced entry" in message and "CNY" in message
     assert _postings_of(engine, journal["code"]) == before
 
 
 @pytest.mark.postgres_only
-def test_extra_postings_that_keep_a_committed_entry_balanced_are_accepted(engine, journal):
+def test_extra_postings_that_keep_a_committed_entry_balanced_are_accepted_in_one_statement(
+        engine, journal):
     """The trigger judges the balance, not the act of adding: a debit and a
     credit of the same amount added together leave the entry balanced."""
     with engine.connect() as conn:
-        _copy_line_0(conn, journal["code"], 8, 5)  # a debit, like line 0
-        _copy_line_0(conn, journal["code"], 9, 5, side="credit")
+        inserted = conn.execute(text(_COPY_TWO_LINES_0), {
+            "code": journal["code"], "amount": 5, "line_a": 8, "side_a": "debit",
+            "line_b": 9, "side_b": "credit"})
+        assert inserted.rowcount == 2
         conn.commit()
     assert [(line, side, amount) for line, side, amount, _ in _postings_of(engine, journal["code"])][-2:] == [
         (8, "debit", 5), (9, "credit", 5)]
+
+
+@pytest.mark.postgres_only
+def test_a_balanced_pair_split_over_two_statements_is_refused_at_the_first(engine, journal):
+    """An entry's postings balance in the statement that inserts them (the
+    ledger writes an entry in one statement); half a pair is refused."""
+    before = _postings_of(engine, journal["code"])
+    with engine.connect() as conn:
+        with pytest.raises(IntegrityError) as refused:
+            _copy_line_0(conn, journal["code"], 8, 5)
+        conn.rollback()
+    assert "unbalanced entry" in str(refused.value.orig)
+    assert _postings_of(engine, journal["code"]) == before
 
 
 def _insert_raw_entry(conn, code: str) -> None:
@@ -153,15 +178,19 @@ def _insert_raw_entry(conn, code: str) -> None:
     ), {"code": code})
 
 
-def _insert_raw_posting(conn, entry_code, line, account_code, side, amount, currency) -> None:
+def _insert_raw_postings(conn, entry_code, lines) -> None:
+    """The entry's postings, (account code, side, amount, currency) each, in one statement."""
+    values, params = [], {"entry": entry_code}
+    for n, (account, side, amount, currency) in enumerate(lines):
+        values.append(
+            f"((SELECT id FROM ledger_entry WHERE code = :entry), {n}, "
+            f"(SELECT id FROM ledger_account WHERE code = :account{n}), 0, :side{n}, :amount{n}, "
+            f":currency{n}, false, 0, 1, now())")
+        params.update({f"account{n}": account, f"side{n}": side, f"amount{n}": amount,
+                       f"currency{n}": currency})
     conn.execute(text(
         "INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency, "
-        "pending, balance_after_minor, version, posted_at) VALUES ("
-        "(SELECT id FROM ledger_entry WHERE code = :entry), :line, "
-        "(SELECT id FROM ledger_account WHERE code = :account), 0, :side, :amount, :currency, "
-        "false, 0, 1, now())"
-    ), {"entry": entry_code, "line": line, "account": account_code, "side": side,
-        "amount": amount, "currency": currency})
+        "pending, balance_after_minor, version, posted_at) VALUES " + ", ".join(values)), params)
 
 
 @pytest.mark.postgres_only
@@ -169,8 +198,8 @@ def test_a_balanced_pair_for_a_new_entry_commits(engine, journal):
     code = f"{journal['unique']}:by-hand"
     with engine.connect() as conn:
         _insert_raw_entry(conn, code)
-        _insert_raw_posting(conn, code, 0, journal["cash"], "debit", 250, CNY)
-        _insert_raw_posting(conn, code, 1, journal["wallet"], "credit", 250, CNY)
+        _insert_raw_postings(conn, code, [(journal["cash"], "debit", 250, CNY),
+                                          (journal["wallet"], "credit", 250, CNY)])
         conn.commit()
     assert _postings_of(engine, code) == [(0, "debit", 250, CNY), (1, "credit", 250, CNY)]
 
@@ -186,14 +215,14 @@ def test_a_balanced_pair_for_a_new_entry_commits(engine, journal):
     ],
     ids=["one-sided", "off-by-one", "mixed-currency"],
 )
-def test_a_new_entry_whose_postings_do_not_balance_per_currency_is_refused_at_commit(engine, journal, lines):
+def test_a_new_entry_whose_postings_do_not_balance_per_currency_is_refused(engine, journal, lines):
     code = f"{journal['unique']}:bad"
     with engine.connect() as conn:
         _insert_raw_entry(conn, code)
-        for n, (account, side, amount, currency) in enumerate(lines):
-            _insert_raw_posting(conn, code, n, journal[account], side, amount, currency)
         with pytest.raises(IntegrityError) as refused:
-            conn.commit()
+            _insert_raw_postings(conn, code, [(journal[account], side, amount, currency)
+                                              for account, side, amount, currency in lines])
+        conn.rollback()
     assert "unbalanced entry" in str(refused.value.orig)
     assert _entry_rows(engine, code) == []
     assert _postings_of(engine, code) == []
