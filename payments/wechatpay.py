@@ -6,23 +6,48 @@ every answer and notification is checked against the platform certificate
 its ``Wechatpay-Serial`` names, and notification resources are decrypted with
 AES-256-GCM under the APIv3 key.
 
+Platform certificates are only trusted within their validity period: one
+that is expired or not yet valid verifies nothing (a notification is
+rejected ``certificate_expired`` / ``certificate_not_yet_valid``, an answer
+is ``GatewayUnavailable`` with that reason), so during a rotation the old and
+the new certificate can both be configured and each is used only while it is
+valid. Notifications are judged at ``received_at`` (like their timestamp, so
+the retry job judges a stored one as it was when it came), answers at the
+adapter's clock. An adapter given only expired certificates refuses to start
+(``ValueError``); ``certificates_expiring`` lists those about to expire, for
+a warning.
+
 Not built on the ``wechatpayv3`` SDK: it sends its requests with ``requests``
 itself (no injectable transport) and, given certificates rather than a
 platform public key, downloads ``/v3/certificates`` over the network at init
 and again on any unknown serial, so it cannot run offline on injected
 certificates.
 
+Two modes:
+
+* direct merchant (the default): ``mchid``/``appid`` are the merchant's own,
+  payments go to ``/v3/pay/transactions/...``;
+* service provider (``sub_mchid`` set, optionally ``sub_appid``): ``mchid``
+  and ``appid`` are the service provider's (``sp_mchid``/``sp_appid``; its
+  key signs the requests), and every call is made for the sub-merchant:
+  payments use the partner endpoints ``/v3/pay/partner/transactions/...``
+  (``sp_appid``, ``sp_mchid``, ``sub_mchid`` in the body or the query),
+  refunds and profit-sharing bodies carry ``sub_mchid``, profit-sharing
+  queries take ``sub_mchid=`` as a query parameter, and notifications must
+  name our ``sp_mchid`` and ``sub_mchid``.
+
 Profit sharing (issue 6, ``payments.split.SplitGateway``): ``split``,
 ``query_split``, ``finish`` (unfreeze), ``return_split`` and ``query_return``
 call ``/v3/profitsharing/...``, signed and verified like every other call. A
 payment can be shared only if it was created with
 ``settle_info.profit_sharing`` (the adapter's ``profit_sharing=True``):
-otherwise WeChat Pay settles it to the merchant at once. This adapter is the
-direct-merchant mode (``mchid``): the service-provider mode would add
-``sub_mchid`` to these bodies and use the partner payment endpoints. Receivers
-must have been added (``/v3/profitsharing/receivers/add``) beforehand, which
-is account set-up, not done here; a receiver that was not comes back
-``closed`` (``NO_RELATION``) or refused.
+otherwise WeChat Pay settles it to the merchant at once. In service-provider
+mode the sub-merchant is the payer of the split (it must have authorised the
+service provider to share, at the ratio it granted). Receivers must have
+been added (``/v3/profitsharing/receivers/add``) beforehand, which is account
+set-up, not done here; a receiver that was not comes back ``closed``
+(``NO_RELATION``) or refused. Receivers are ``MERCHANT_ID`` or
+``PERSONAL_OPENID`` (``PERSONAL_SUB_OPENID`` is not supported).
 """
 from __future__ import annotations
 
@@ -123,7 +148,8 @@ def yuan_to_fen(text: str, max_places: int = 2) -> int:
 
 
 class WeChatPayV3:
-    """One merchant (mchid + appid) on WeChat Pay API v3."""
+    """One merchant (mchid + appid) on WeChat Pay API v3, or one sub-merchant
+    (``sub_mchid``) of a service provider (mchid + appid)."""
 
     name = "wechatpay"
 
@@ -133,11 +159,14 @@ class WeChatPayV3:
         base_url: str = "https://api.mch.weixin.qq.com",
         clock: Callable[[], datetime] | None = None, timestamp_tolerance: int = 300,
         profit_sharing: bool = False, max_split_ratio: Fraction = WECHATPAY_DEFAULT_MAX_RATIO,
+        sub_mchid: str | None = None, sub_appid: str | None = None,
     ) -> None:
         """``profit_sharing``: create payments with ``settle_info.profit_sharing``
         so their money stays frozen for ``split`` until ``finish``.
         ``max_split_ratio``: the merchant's profit-sharing cap (30 % unless
-        WeChat Pay configured another), after fees."""
+        WeChat Pay configured another), after fees. ``sub_mchid``: act as
+        the service provider ``mchid`` for this sub-merchant (``sub_appid``:
+        the sub-merchant's own app, optional)."""
         key = serialization.load_pem_private_key(merchant_private_key, password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the merchant key must be an RSA private key")
@@ -145,13 +174,24 @@ class WeChatPayV3:
             raise ValueError("the APIv3 key must be 32 bytes (AES-256)")
         if not platform_certificates:
             raise ValueError("at least one platform certificate is needed")
+        if sub_appid and not sub_mchid:
+            raise ValueError("sub_appid is only for the service-provider mode: set sub_mchid too")
         self._mchid, self._appid, self._serial = mchid, appid, merchant_serial_no
+        self.sub_mchid, self.sub_appid = sub_mchid or None, sub_appid or None
         self._key = key
         self._aead = AESGCM(apiv3_key.encode())
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._certs = {s.upper(): self._load_certificate(s, pem) for s, pem in platform_certificates.items()}
+        now = self._clock()
+        if all(cert.not_valid_after_utc < now for cert in self._certs.values()):
+            # Nothing could ever verify again: every answer and notification
+            # would be refused. Better not to start than to fail each call.
+            expired = ", ".join(f"{serial} (notAfter {cert.not_valid_after_utc.isoformat()})"
+                                for serial, cert in sorted(self._certs.items()))
+            raise ValueError(f"every WeChat Pay platform certificate has expired: {expired}; "
+                             "configure the current one")
         self._transport = transport
         self._base_url = base_url.rstrip("/")
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._tolerance = timestamp_tolerance
         if not isinstance(max_split_ratio, Fraction) or not 0 < max_split_ratio <= 1:
             raise ValueError("max_split_ratio must be a Fraction in (0, 1]")
@@ -167,6 +207,14 @@ class WeChatPayV3:
         if not isinstance(cert.public_key(), rsa.RSAPublicKey):
             raise ValueError(f"platform certificate {serial} has no RSA key")
         return cert
+
+    def certificates_expiring(self, within: timedelta) -> list[tuple[str, datetime]]:
+        """(serial, notAfter) of the platform certificates that expire within
+        ``within`` of the adapter's clock, or already have, soonest first:
+        for operations to fetch the next one before WeChat Pay signs with it."""
+        limit = self._clock() + within
+        return sorted(((serial, cert.not_valid_after_utc) for serial, cert in self._certs.items()
+                       if cert.not_valid_after_utc <= limit), key=lambda item: item[1])
 
     # -- signatures ------------------------------------------------------
 
@@ -188,9 +236,17 @@ class WeChatPayV3:
         cert = self._certs.get(serial.upper())
         if cert is None:
             raise CallbackRejected("unknown_certificate", f"no platform certificate {serial}", serial=serial)
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise CallbackRejected("unknown_certificate", f"platform certificate {serial} is not valid now",
-                                   serial=serial)
+        # Outside its validity a certificate vouches for nothing, even if the
+        # signature would verify: a rotated-out key may have leaked.
+        if now > cert.not_valid_after_utc:
+            raise CallbackRejected("certificate_expired",
+                                   f"platform certificate {serial} expired at {cert.not_valid_after_utc.isoformat()}",
+                                   serial=serial, not_after=cert.not_valid_after_utc.isoformat())
+        if now < cert.not_valid_before_utc:
+            raise CallbackRejected("certificate_not_yet_valid",
+                                   f"platform certificate {serial} is valid only from "
+                                   f"{cert.not_valid_before_utc.isoformat()}",
+                                   serial=serial, not_before=cert.not_valid_before_utc.isoformat())
         sig_type = header(headers, "Wechatpay-Signature-Type")
         if sig_type not in (None, SIGNATURE_TYPE):
             raise CallbackRejected("bad_signature", f"unsupported signature type {sig_type}")
@@ -259,25 +315,45 @@ class WeChatPayV3:
             raise GatewayUnavailable("WeChat Pay answer is not a JSON object", **details)
         return data
 
+    def _sub_merchant(self) -> dict[str, str]:
+        """What a refund or profit-sharing body adds in service-provider
+        mode: the sub-merchant it is for (nothing for a direct merchant)."""
+        return {} if self.sub_mchid is None else {"sub_mchid": self.sub_mchid}
+
+    def _sub_merchant_query(self) -> str:
+        """The same for a query string: ``sub_mchid=...&`` or nothing."""
+        return "" if self.sub_mchid is None else f"sub_mchid={quote(self.sub_mchid, safe='')}&"
+
     def create_payment(self, request: PaymentRequest) -> PaymentCreated:
         """Native pay: the payer scans ``code_url`` rendered as a QR code."""
         _require_fen(request.amount_minor)
-        payload: dict[str, Any] = {
-            "appid": self._appid, "mchid": self._mchid, "description": request.description,
-            "out_trade_no": request.out_trade_no, "notify_url": request.notify_url,
+        if self.sub_mchid is None:
+            path, payload = "/v3/pay/transactions/native", {"appid": self._appid, "mchid": self._mchid}
+        else:
+            path = "/v3/pay/partner/transactions/native"
+            payload = {"sp_appid": self._appid, "sp_mchid": self._mchid, "sub_mchid": self.sub_mchid}
+            if self.sub_appid:
+                payload["sub_appid"] = self.sub_appid
+        payload.update({
+            "description": request.description, "out_trade_no": request.out_trade_no,
+            "notify_url": request.notify_url,
             "amount": {"total": request.amount_minor, "currency": request.currency},
-        }
+        })
         if self.profit_sharing:
             payload["settle_info"] = {"profit_sharing": True}
         if request.expires_at is not None:
             payload["time_expire"] = request.expires_at.astimezone(BEIJING).isoformat(timespec="seconds")
-        data = self._call("POST", "/v3/pay/transactions/native", payload)
+        data = self._call("POST", path, payload)
         if not isinstance(data.get("code_url"), str):
             raise GatewayUnavailable("answer has no code_url", raw=data)
         return PaymentCreated(out_trade_no=request.out_trade_no, pay_url=data["code_url"], raw=data)
 
     def query_payment(self, out_trade_no: str) -> PaymentStatus:
-        path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={quote(self._mchid)}"
+        if self.sub_mchid is None:
+            path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={quote(self._mchid)}"
+        else:
+            path = (f"/v3/pay/partner/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
+                    f"?sp_mchid={quote(self._mchid)}&sub_mchid={quote(self.sub_mchid)}")
         data = self._call("GET", path)
         amount = (data.get("amount") or {}).get("total")
         return PaymentStatus(
@@ -297,6 +373,7 @@ class WeChatPayV3:
         }
         if request.reason:
             payload["reason"] = request.reason
+        payload.update(self._sub_merchant())
         data = self._call("POST", "/v3/refund/domestic/refunds", payload)
         state = _REFUND_STATES.get(data.get("status", ""))
         if state is None:
@@ -322,7 +399,7 @@ class WeChatPayV3:
             "out_order_no": request.out_order_no,
             "receivers": [{"type": r.kind, "account": r.account, "amount": r.amount_minor,
                            "description": r.description} for r in request.receivers],
-            "unfreeze_unsplit": request.finish,
+            "unfreeze_unsplit": request.finish, **self._sub_merchant(),
         }
         data = self._call("POST", "/v3/profitsharing/orders", payload, refusals=True)
         return self._sharing_result(data, request.out_order_no, request.transaction_id)
@@ -332,14 +409,14 @@ class WeChatPayV3:
         a ``finish`` (its ``out_order_no``). Unknown: ``GatewayRefused``
         (404), which after a lost answer means the instruction never arrived."""
         path = (f"/v3/profitsharing/orders/{quote(out_order_no, safe='')}"
-                f"?transaction_id={quote(transaction_id, safe='')}")
+                f"?{self._sub_merchant_query()}transaction_id={quote(transaction_id, safe='')}")
         return self._sharing_result(self._call("GET", path, refusals=True), out_order_no, transaction_id)
 
     def finish(self, request: FinishRequest) -> SplitResult:
         """``POST /v3/profitsharing/orders/unfreeze``: what is still frozen
         goes to us (the payee); the answer's receiver is the payee itself."""
         payload = {"transaction_id": request.transaction_id, "out_order_no": request.out_order_no,
-                   "description": request.description}
+                   "description": request.description, **self._sub_merchant()}
         data = self._call("POST", "/v3/profitsharing/orders/unfreeze", payload, refusals=True)
         return self._sharing_result(data, request.out_order_no, request.transaction_id)
 
@@ -350,13 +427,13 @@ class WeChatPayV3:
             raise SplitRefused("bad_amount", f"amount must be a positive int in fen, not {request.amount_minor!r}")
         payload = {"out_order_no": request.out_order_no, "out_return_no": request.out_return_no,
                    "return_mchid": request.return_account, "amount": request.amount_minor,
-                   "description": request.description}
+                   "description": request.description, **self._sub_merchant()}
         data = self._call("POST", "/v3/profitsharing/return-orders", payload, refusals=True)
         return self._return_result(data, request.out_return_no, request.out_order_no)
 
     def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
         path = (f"/v3/profitsharing/return-orders/{quote(out_return_no, safe='')}"
-                f"?out_order_no={quote(out_order_no, safe='')}")
+                f"?{self._sub_merchant_query()}out_order_no={quote(out_order_no, safe='')}")
         return self._return_result(self._call("GET", path, refusals=True), out_return_no, out_order_no)
 
     @staticmethod
@@ -419,10 +496,23 @@ class WeChatPayV3:
                 raise ValueError
         except ValueError:
             raise CallbackRejected("malformed", "decrypted resource is not a JSON object") from None
-        if data.get("mchid") != self._mchid or data.get("appid", self._appid) != self._appid:
+        if not self._ours(data):
             raise CallbackRejected("wrong_app", "notification is for another merchant or app",
-                                   mchid=data.get("mchid"), appid=data.get("appid"))
+                                   mchid=data.get("mchid", data.get("sp_mchid")),
+                                   appid=data.get("appid", data.get("sp_appid")),
+                                   sub_mchid=data.get("sub_mchid"))
         return self._event(str(envelope.get("event_type", "")), data)
+
+    def _ours(self, data: dict[str, Any]) -> bool:
+        """Is the decrypted resource about our merchant (and app, when it
+        names one)? In service-provider mode WeChat Pay names the service
+        provider ``sp_mchid``/``sp_appid`` and the sub-merchant ``sub_mchid``
+        (refunds name no app)."""
+        if self.sub_mchid is None:
+            return data.get("mchid") == self._mchid and data.get("appid", self._appid) == self._appid
+        return (data.get("sp_mchid") == self._mchid and data.get("sub_mchid") == self.sub_mchid
+                and data.get("sp_appid", self._appid) == self._appid
+                and (self.sub_appid is None or data.get("sub_appid", self.sub_appid) == self.sub_appid))
 
     def _event(self, event_type: str, data: dict[str, Any]) -> GatewayEvent:
         amount = data.get("amount")
@@ -450,7 +540,7 @@ class WeChatPayV3:
             gateway=self.name, kind=kind, transaction_id=data[ids[0]], out_trade_no=data["out_trade_no"],
             amount_minor=value, currency=amount.get("currency") or "CNY",
             out_refund_no=data.get("out_refund_no"), occurred_at=occurred_at,
-            app_id=data.get("appid"), raw=data,
+            app_id=data.get("appid", data.get("sp_appid")), raw=data,
         )
 
     def acknowledge(self, accepted: bool, message: str = "") -> Acknowledgement:

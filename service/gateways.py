@@ -9,6 +9,9 @@ settings.
   settings (``service.settings``: each is on when all its variables are
   set, its keys already read and parsed), and speak HTTP through one
   ``payments.http_transport.HttpTransport`` with the settings' timeout.
+  WeChat Pay platform certificates that expire within
+  ``CERTIFICATE_WARNING_DAYS`` (or have) are logged as a warning here, at
+  start; the adapter refuses to be built when all of them have expired.
 * Payouts go to the simulated custody bank while the sandbox is on; no real
   payout bank adapter exists yet.
 
@@ -18,6 +21,7 @@ real gateway in-process.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -32,6 +36,11 @@ from payments.sandbox_vendor import SandboxVendor
 from payments.wechatpay import WeChatPayV3
 
 SANDBOX_APP_ID = "channel-ledger-sandbox"
+# WeChat Pay issues the next platform certificate before the current one
+# expires; a month leaves time to download and deploy it.
+CERTIFICATE_WARNING_DAYS = 30
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,11 +80,18 @@ def build_gateways(settings, transport: Transport | None = None) -> Gateways:
 
 
 def wechatpay(config, transport: Transport) -> WeChatPayV3:
-    return WeChatPayV3(
+    adapter = WeChatPayV3(
         mchid=config.mchid, appid=config.appid, merchant_serial_no=config.merchant_serial_no,
         merchant_private_key=config.merchant_private_key_pem, apiv3_key=config.apiv3_key,
         platform_certificates=dict(config.platform_certificates), transport=transport,
-        base_url=config.base_url, profit_sharing=config.profit_sharing)
+        base_url=config.base_url, profit_sharing=config.profit_sharing,
+        sub_mchid=config.sub_mchid, sub_appid=config.sub_appid)
+    for serial, not_after in adapter.certificates_expiring(timedelta(days=CERTIFICATE_WARNING_DAYS)):
+        log.warning("WeChat Pay platform certificate %s expires (or expired) at %s: add its successor to "
+                    "CL_WECHATPAY_PLATFORM_CERT_FILES", serial, not_after.isoformat(),
+                    extra={"gateway": "wechatpay", "certificate_serial": serial,
+                           "not_after": not_after.isoformat()})
+    return adapter
 
 
 def alipay(config, transport: Transport) -> Alipay:

@@ -45,9 +45,11 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class WeChatPaySettings:
-    """WeChat Pay API v3, one direct merchant (``CL_WECHATPAY_*``). Keys are
-    read from their files and parsed at start-up; ``platform_certificates``
-    are (serial, PEM) pairs, the serial read from each certificate."""
+    """WeChat Pay API v3 (``CL_WECHATPAY_*``): one direct merchant, or, with
+    ``sub_mchid``, a service provider (``mchid``/``appid`` are then its own)
+    acting for that sub-merchant. Keys are read from their files and parsed
+    at start-up; ``platform_certificates`` are (serial, PEM) pairs, the
+    serial read from each certificate."""
 
     mchid: str
     appid: str
@@ -57,6 +59,8 @@ class WeChatPaySettings:
     platform_certificates: tuple[tuple[str, bytes], ...] = field(repr=False)
     base_url: str = "https://api.mch.weixin.qq.com"
     profit_sharing: bool = False
+    sub_mchid: str | None = None
+    sub_appid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,8 @@ WECHATPAY_REQUIRED = (
     "CL_WECHATPAY_MCHID", "CL_WECHATPAY_APPID", "CL_WECHATPAY_MERCHANT_SERIAL",
     "CL_WECHATPAY_MERCHANT_KEY_FILE", "CL_WECHATPAY_APIV3_KEY", "CL_WECHATPAY_PLATFORM_CERT_FILES",
 )
-WECHATPAY_OPTIONAL = ("CL_WECHATPAY_BASE_URL", "CL_WECHATPAY_PROFIT_SHARING")
+WECHATPAY_OPTIONAL = ("CL_WECHATPAY_BASE_URL", "CL_WECHATPAY_PROFIT_SHARING", "CL_WECHATPAY_SUB_MCHID",
+                      "CL_WECHATPAY_SUB_APPID")
 ALIPAY_REQUIRED = ("CL_ALIPAY_APP_ID", "CL_ALIPAY_APP_PRIVATE_KEY_FILE", "CL_ALIPAY_PUBLIC_KEY_FILE")
 ALIPAY_OPTIONAL = ("CL_ALIPAY_GATEWAY_URL", "CL_ALIPAY_SELLER_ID", "CL_ALIPAY_ROYALTY_FREEZE")
 BANK_REQUIRED = ("CL_BANK_MER_ID", "CL_BANK_SECRET", "CL_BANK_BASE_URL")
@@ -326,6 +331,11 @@ def _wechatpay(env: Mapping[str, str]) -> WeChatPaySettings | None:
         raise SettingsError("CL_WECHATPAY_APIV3_KEY",
                             f"must be the 32-character APIv3 key set in the merchant platform, "
                             f"not {len(apiv3_key.encode())} bytes")
+    sub_mchid, sub_appid = _raw(env, "CL_WECHATPAY_SUB_MCHID"), _raw(env, "CL_WECHATPAY_SUB_APPID")
+    if sub_appid is not None and sub_mchid is None:
+        # Without a sub-merchant the payment would be the service provider's
+        # own: a sub app alone is a typo or a half-done set-up.
+        raise SettingsError("CL_WECHATPAY_SUB_APPID", "set only with CL_WECHATPAY_SUB_MCHID (service-provider mode)")
     return WeChatPaySettings(
         mchid=_required_text(env, "CL_WECHATPAY_MCHID", r"[0-9]{1,32}"),
         appid=_required_text(env, "CL_WECHATPAY_APPID", r"[A-Za-z0-9_]{1,32}"),
@@ -336,6 +346,10 @@ def _wechatpay(env: Mapping[str, str]) -> WeChatPaySettings | None:
         platform_certificates=_platform_certificates(env, "CL_WECHATPAY_PLATFORM_CERT_FILES"),
         base_url=_gateway_url(env, "CL_WECHATPAY_BASE_URL", WeChatPaySettings.base_url),
         profit_sharing=_on_off(env, "CL_WECHATPAY_PROFIT_SHARING", False),
+        sub_mchid=(_required_text(env, "CL_WECHATPAY_SUB_MCHID", r"[0-9]{1,32}")
+                   if sub_mchid is not None else None),
+        sub_appid=(_required_text(env, "CL_WECHATPAY_SUB_APPID", r"[A-Za-z0-9_]{1,32}")
+                   if sub_appid is not None else None),
     )
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from payments.http_transport import HttpTransport, TransportError
 from payments.wechatpay import WeChatPayV3
 from service.gateways import build_gateways
 from service.settings import SettingsError, load_settings
+from tests.test_gateway_wechatpay import SUB_APPID, SUB_MCHID, ServiceProviderDesk
 from tests.vendors.alipay import GATEWAY_URL as ALIPAY_URL
 from tests.vendors.alipay import FakeAlipay, new_key, public_pem
 from tests.vendors.wechatpay import FakeWeChatPay, generate_key, make_platform_identity
@@ -257,6 +259,7 @@ def test_wechat_pay_from_the_environment_pays_over_a_real_socket(material):
         assert set(gateways.adapters) == {"wechatpay"}
         adapter = gateways.get("wechatpay")
         assert isinstance(adapter, WeChatPayV3) and adapter.profit_sharing is True
+        assert adapter.sub_mchid is None  # a direct merchant unless CL_WECHATPAY_SUB_MCHID says otherwise
         created = adapter.create_payment(payment("pay_env_wx"))
     # The fake checked our SHA256withRSA signature (merchant key from the file)
     # and the adapter checked the fake's answer (platform certificate from the file).
@@ -274,6 +277,59 @@ def test_a_certificate_bundle_file_gives_every_certificate_in_it(material):
     assert len(settings.wechatpay.platform_certificates) == 2
     assert settings.wechatpay.base_url == "https://api.mch.weixin.qq.com"  # the default
     assert settings.wechatpay.profit_sharing is False
+    assert (settings.wechatpay.sub_mchid, settings.wechatpay.sub_appid) == (None, None)
+
+
+def test_wechat_pay_service_provider_mode_from_the_environment(material):
+    fake = material["wechat"]
+    settings = load_settings(wechat_env(material, CL_WECHATPAY_SUB_MCHID=SUB_MCHID,
+                                        CL_WECHATPAY_SUB_APPID=SUB_APPID))
+    assert (settings.wechatpay.sub_mchid, settings.wechatpay.sub_appid) == (SUB_MCHID, SUB_APPID)
+    desk = ServiceProviderDesk(fake)
+    adapter = build_gateways(settings, transport=desk).get("wechatpay")
+    assert (adapter.sub_mchid, adapter.sub_appid) == (SUB_MCHID, SUB_APPID)
+    assert adapter.create_payment(payment("pay_env_wx_sub")).pay_url.startswith("weixin://")
+    method, url, _, body = desk.requests[-1]
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/pay/partner/transactions/native")
+    sent = json.loads(body)
+    assert (sent["sp_mchid"], sent["sub_mchid"], sent["sub_appid"]) == (fake.mchid, SUB_MCHID, SUB_APPID)
+
+
+@pytest.fixture
+def dated_certificates(material, tmp_path):
+    """Platform certificates ending in 10 days and yesterday (real clock: the
+    service's adapter has no other), written to files."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    key = material["old_platform"].private_key
+    soon = make_platform_identity(key, not_after=now + timedelta(days=10))
+    gone = make_platform_identity(key, not_after=now - timedelta(days=1))
+    for name, identity in (("soon.pem", soon), ("gone.pem", gone)):
+        (tmp_path / name).write_bytes(identity.certificate_pem)
+    return {"soon": soon, "gone": gone, "dir": tmp_path}
+
+
+def test_wechat_pay_certificates_near_their_end_are_warned_about_at_start(material, dated_certificates, caplog):
+    d = dated_certificates["dir"]
+    files = f"{material['dir'] / 'platform.pem'},{d / 'soon.pem'},{d / 'gone.pem'}"
+    settings = load_settings(wechat_env(material, CL_WECHATPAY_PLATFORM_CERT_FILES=files))
+    with caplog.at_level(logging.WARNING, logger="service.gateways"):
+        assert build_gateways(settings, transport=material["wechat"]).get("wechatpay") is not None
+    warned = [r.certificate_serial for r in caplog.records if r.name == "service.gateways"]
+    # The expired one first, then the one ending in 10 days; not the one valid until 2040.
+    assert warned == [dated_certificates["gone"].serial, dated_certificates["soon"].serial]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "service.gateways")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.gateways"):
+        build_gateways(load_settings(wechat_env(material)), transport=material["wechat"])
+    assert [r for r in caplog.records if r.name == "service.gateways"] == []
+
+
+def test_wechat_pay_with_only_expired_certificates_does_not_start(material, dated_certificates):
+    settings = load_settings(wechat_env(
+        material, CL_WECHATPAY_PLATFORM_CERT_FILES=str(dated_certificates["dir"] / "gone.pem")))
+    with pytest.raises(ValueError) as caught:
+        build_gateways(settings, transport=material["wechat"])
+    assert dated_certificates["gone"].serial in str(caught.value) and "notAfter" in str(caught.value)
 
 
 def test_alipay_from_the_environment_precreates_over_a_real_socket(material):
@@ -395,6 +451,8 @@ def test_a_key_that_does_not_parse_is_refused_naming_its_variable(material, vari
     ("CL_WECHATPAY_BASE_URL", "http://api.mch.weixin.qq.com", "not an https:// URL"),
     ("CL_WECHATPAY_BASE_URL", "https://api.mch.weixin.qq.com/?x=1", "not an https:// URL"),
     ("CL_WECHATPAY_PROFIT_SHARING", "maybe", "not on or off"),
+    ("CL_WECHATPAY_SUB_MCHID", "1900-000109", "does not match"),
+    ("CL_WECHATPAY_SUB_APPID", SUB_APPID, "only with CL_WECHATPAY_SUB_MCHID"),
 ])
 def test_bad_wechat_pay_values_are_refused(material, variable, value, message):
     with pytest.raises(SettingsError) as caught:

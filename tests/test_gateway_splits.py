@@ -16,6 +16,7 @@ from payments.split import (
     SplitRequest, check_caps, check_receivers, split_cap, split_state,
 )
 from payments.wechatpay import WeChatPayV3
+from tests.test_gateway_wechatpay import SUB_MCHID, ServiceProviderDesk
 from tests.vendors import alipay as alipay_vendor
 from tests.vendors.alipay import FakeAlipay, new_key, private_pem, public_pem, rsa2_sign
 from tests.vendors.wechatpay import (
@@ -341,6 +342,61 @@ def test_wechat_signed_answer_about_another_instruction_is_unavailable(wx, wecha
         return HttpResponse(answer.status, wx.signed_headers(resigned), resigned)
     with pytest.raises(GatewayUnavailable, match="another profit-sharing order"):
         wx.gateway(transport=confused).split(SplitRequest("PS-1", txn, (receiver(),)))
+
+
+# -- WeChat Pay profit sharing as a service provider (sub_mchid) ------------------
+
+@pytest.fixture
+def wx_desk(wx) -> ServiceProviderDesk:
+    return ServiceProviderDesk(wx)
+
+
+@pytest.fixture
+def wx_partner(wx, wx_desk) -> WeChatPayV3:
+    return wx.gateway(transport=wx_desk, sub_mchid=SUB_MCHID, profit_sharing=True)
+
+
+def desk_sent(desk: ServiceProviderDesk) -> tuple[str, str, dict]:
+    method, url, _, body = desk.requests[-1]
+    return method, url, json.loads(body) if body else {}
+
+
+def test_wechat_partner_split_and_query_name_the_sub_merchant(wx, wx_desk, wx_partner):
+    txn = wx_paid(wx, wx_partner)
+    assert desk_sent(wx_desk)[2]["settle_info"] == {"profit_sharing": True}
+    result = wx_partner.split(SplitRequest("PS-1", txn, (receiver(BRAND, 2000),)))
+    method, url, body = desk_sent(wx_desk)
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/profitsharing/orders")
+    assert body == {"sub_mchid": SUB_MCHID, "appid": wx.appid, "transaction_id": txn, "out_order_no": "PS-1",
+                    "unfreeze_unsplit": False,
+                    "receivers": [{"type": "MERCHANT_ID", "account": BRAND, "amount": 2000, "description": "分账"}]}
+    assert result.state == "processing" and result.gateway_order_id == wx.sharings["PS-1"]["order_id"]
+    done = wx_partner.query_split("PS-1", txn)
+    assert desk_sent(wx_desk)[:2] == (
+        "GET", f"https://api.mch.weixin.qq.com/v3/profitsharing/orders/PS-1?sub_mchid={SUB_MCHID}&transaction_id={txn}")
+    assert done.state == "finished"
+
+
+def test_wechat_partner_unfreeze_and_return_name_the_sub_merchant(wx, wx_desk, wx_partner):
+    txn = wx_paid(wx, wx_partner)
+    wx_partner.split(SplitRequest("PS-1", txn, (receiver(BRAND, 2000),)))
+    wx_partner.query_split("PS-1", txn)
+    returned = wx_partner.return_split(ReturnRequest("RT-1", "PS-1", BRAND, 500, "退货"))
+    method, url, body = desk_sent(wx_desk)
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/profitsharing/return-orders")
+    assert body == {"sub_mchid": SUB_MCHID, "out_order_no": "PS-1", "out_return_no": "RT-1",
+                    "return_mchid": BRAND, "amount": 500, "description": "退货"}
+    assert returned.state == "processing"
+    assert wx_partner.query_return("RT-1", "PS-1").state == "success"
+    assert desk_sent(wx_desk)[:2] == (
+        "GET", f"https://api.mch.weixin.qq.com/v3/profitsharing/return-orders/RT-1?sub_mchid={SUB_MCHID}"
+               "&out_order_no=PS-1")
+    released = wx_partner.finish(FinishRequest("PS-F", txn, "解冻剩余资金"))
+    method, url, body = desk_sent(wx_desk)
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/profitsharing/orders/unfreeze")
+    assert body == {"sub_mchid": SUB_MCHID, "transaction_id": txn, "out_order_no": "PS-F",
+                    "description": "解冻剩余资金"}
+    assert released.state == "processing"
 
 
 @pytest.mark.parametrize("receivers, code", [

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from datetime import datetime, timedelta, timezone
+from typing import Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
 from payments.gateway import (
     CallbackRejected, CallbackRequest, GatewayUnavailable, HttpResponse, PaymentRequest, RefundRequest,
 )
-from payments.wechatpay import BEIJING, BillError, WeChatPayV3, yuan_to_fen
+from payments.wechatpay import (
+    BEIJING, SIGNATURE_TYPE, BillError, WeChatPayV3, request_message, sign_message, yuan_to_fen,
+)
 from tests.vendors.wechatpay import (
     FakeWeChatPay, generate_key, make_platform_identity, private_key_pem,
 )
@@ -42,6 +47,17 @@ def platform_old():
 @pytest.fixture(scope="module")
 def platform_new():
     return make_platform_identity()
+
+
+@pytest.fixture(scope="module")
+def dated_key():
+    """The key of the certificates made with chosen validity periods (one
+    key, many certificates: RSA generation is the slow part)."""
+    return generate_key()
+
+
+def dated(key, not_before: datetime = NOW - timedelta(days=365), not_after: datetime = NOW + timedelta(days=365)):
+    return make_platform_identity(key, not_before=not_before, not_after=not_after)
 
 
 @pytest.fixture
@@ -144,10 +160,114 @@ def test_certificate_rotation_accepts_both_serials(merchant_key, platform_old, p
     assert rejection(gateway, crossed) == "bad_signature"
 
 
-def test_expired_certificate_is_not_trusted(fake, merchant_key):
-    expired = make_platform_identity(merchant_key, not_after=NOW - timedelta(days=1))
-    old_fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[expired], clock=clock)
-    assert rejection(old_fake.gateway(), old_fake.payment_notification("pay-1", 1)) == "unknown_certificate"
+# -- platform certificate validity ----------------------------------------------
+
+@pytest.mark.parametrize("not_before, not_after, code", [
+    (NOW - timedelta(days=1), NOW + timedelta(days=1), None),         # valid
+    (NOW - timedelta(days=1), NOW, None),                             # its last second
+    (NOW, NOW + timedelta(days=1), None),                             # its first second
+    (NOW - timedelta(days=2), NOW - timedelta(seconds=1), "certificate_expired"),
+    (NOW + timedelta(seconds=1), NOW + timedelta(days=2), "certificate_not_yet_valid"),
+])
+def test_a_notification_is_trusted_only_within_its_certificate_validity(
+        merchant_key, platform_old, dated_key, not_before, not_after, code):
+    signer = dated(dated_key, not_before, not_after)
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[platform_old, signer], clock=clock)
+    request = fake.payment_notification("pay-1", 5, serial=signer.serial)  # really signed by its key
+    if code is None:
+        assert fake.gateway().verify_callback(request).amount_minor == 5
+    else:
+        with pytest.raises(CallbackRejected) as caught:
+            fake.gateway().verify_callback(request)
+        assert caught.value.code == code and caught.value.details["serial"] == signer.serial
+
+
+def test_rotation_uses_the_valid_certificate_and_ignores_the_expired_one(merchant_key, dated_key):
+    old = dated(dated_key, not_after=NOW - timedelta(hours=1))
+    new = dated(dated_key)
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[old, new], clock=clock)
+    gateway = fake.gateway()  # one valid certificate is enough to start
+    assert gateway.verify_callback(fake.payment_notification("pay-1", 7, serial=new.serial)).amount_minor == 7
+    with pytest.raises(CallbackRejected) as caught:
+        gateway.verify_callback(fake.payment_notification("pay-1", 7, serial=old.serial))
+    assert caught.value.code == "certificate_expired"
+    assert caught.value.details["not_after"] == (NOW - timedelta(hours=1)).isoformat()
+    # Answers alike: signed under the new certificate, fine; under the old one, not trusted.
+    fake.signing_serial = new.serial
+    assert gateway.create_payment(order()).pay_url
+    fake.signing_serial = old.serial
+    with pytest.raises(GatewayUnavailable) as answer:
+        gateway.query_payment("pay-9")
+    assert answer.value.details["reason"] == "certificate_expired"
+    assert answer.value.details["signature_verified"] is False
+
+
+@pytest.mark.parametrize("not_before, not_after, reason", [
+    (NOW - timedelta(days=30), NOW - timedelta(seconds=1), "certificate_expired"),
+    (NOW + timedelta(seconds=1), NOW + timedelta(days=30), "certificate_not_yet_valid"),
+])
+def test_an_answer_signed_outside_the_certificate_validity_is_unavailable(
+        merchant_key, platform_old, dated_key, not_before, not_after, reason):
+    signer = dated(dated_key, not_before, not_after)
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[platform_old, signer], clock=clock)
+    fake.signing_serial = signer.serial
+    with pytest.raises(GatewayUnavailable) as caught:
+        fake.gateway().create_payment(order())
+    assert caught.value.details["reason"] == reason and caught.value.details["status"] == 200
+    assert not isinstance(caught.value, CallbackRejected)
+
+
+def test_validity_is_judged_by_the_adapters_clock(merchant_key, dated_key):
+    """The certificate ended in June 2024, long before today's wall clock:
+    an adapter whose clock says May 2024 still trusts it, one whose clock
+    says July does not even start."""
+    june = dated(dated_key, not_after=datetime(2024, 6, 1, tzinfo=timezone.utc))
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[june], clock=clock)
+    assert fake.gateway().create_payment(order()).pay_url
+    with pytest.raises(ValueError, match=june.serial):
+        fake.gateway(clock=lambda: datetime(2024, 7, 1, tzinfo=timezone.utc))
+
+
+def test_a_notification_is_judged_when_it_was_received(merchant_key, platform_old, dated_key):
+    """The retry job verifies a stored notification again later, with its
+    ``received_at``: a certificate that expired in between does not turn
+    it into a rejection."""
+    signer = dated(dated_key, not_after=NOW + timedelta(minutes=1))
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[platform_old, signer], clock=clock)
+    later = fake.gateway(clock=lambda: NOW + timedelta(days=1))
+    stored = fake.payment_notification("pay-1", 3, serial=signer.serial)  # received at NOW
+    assert later.verify_callback(stored).amount_minor == 3
+    late = fake.payment_notification("pay-1", 3, serial=signer.serial, timestamp=int(NOW.timestamp()) + 120,
+                                     received_at=NOW + timedelta(minutes=2))
+    assert rejection(later, late) == "certificate_expired"
+
+
+def test_only_expired_certificates_refuse_to_start(merchant_key, dated_key):
+    first = dated(dated_key, not_after=NOW - timedelta(days=1))
+    second = dated(dated_key, not_after=NOW - timedelta(seconds=1))
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[first, second], clock=clock)
+    with pytest.raises(ValueError) as caught:
+        fake.gateway()
+    message = str(caught.value)
+    assert "expired" in message
+    assert f"{first.serial} (notAfter {(NOW - timedelta(days=1)).isoformat()})" in message
+    assert f"{second.serial} (notAfter {(NOW - timedelta(seconds=1)).isoformat()})" in message
+    # A certificate that is not valid yet will be: that is not refused.
+    upcoming = dated(dated_key, not_before=NOW + timedelta(days=1))
+    assert fake.gateway(platform_certificates={upcoming.serial: upcoming.certificate_pem}) is not None
+
+
+def test_certificates_expiring_lists_the_ones_to_renew(merchant_key, platform_old, dated_key):
+    gone = dated(dated_key, not_after=NOW - timedelta(days=1))
+    soon = dated(dated_key, not_after=NOW + timedelta(days=10))
+    later = dated(dated_key, not_after=NOW + timedelta(days=40))
+    fake = FakeWeChatPay(merchant_key=merchant_key, platforms=[later, soon, gone], clock=clock)
+    gateway = fake.gateway()
+    assert gateway.certificates_expiring(timedelta(days=30)) == [
+        (gone.serial, NOW - timedelta(days=1)), (soon.serial, NOW + timedelta(days=10))]
+    assert [serial for serial, _ in gateway.certificates_expiring(timedelta(days=40))] == [
+        gone.serial, soon.serial, later.serial]
+    assert gateway.certificates_expiring(timedelta(0)) == [(gone.serial, NOW - timedelta(days=1))]
 
 
 @pytest.mark.parametrize("skew, accepted", [(-301, False), (-300, True), (0, True), (300, True), (301, False)])
@@ -236,6 +356,7 @@ def test_create_payment_round_trip(fake, gateway):
     assert f'serial_no="{fake.merchant_serial}"' in headers["Authorization"]
     sent = json.loads(body)
     assert sent["amount"] == {"total": 1999, "currency": "CNY"} and sent["appid"] == fake.appid
+    assert sent["mchid"] == fake.mchid and not {"sp_mchid", "sp_appid", "sub_mchid", "sub_appid"} & set(sent)
     assert sent["time_expire"] == "2024-05-01T13:00:00+08:00"
     assert gateway.create_payment(order()).pay_url == created.pay_url  # idempotent at the vendor
 
@@ -273,6 +394,7 @@ def test_refund_round_trip(fake, gateway):
     accepted = gateway.refund(request)
     assert accepted.state == "processing" and accepted.refund_id == fake.refunds["rf-9"]["refund_id"]
     assert json.loads(fake.requests[-1][3])["amount"] == {"refund": 999, "total": 1999, "currency": "CNY"}
+    assert "sub_mchid" not in json.loads(fake.requests[-1][3])
     event = gateway.verify_callback(fake.finish_refund("rf-9"))
     assert (event.kind, event.transaction_id, event.amount_minor) == ("refund_succeeded", accepted.refund_id, 999)
     with pytest.raises(GatewayUnavailable) as caught:  # 999 + 1001 > 1999
@@ -335,6 +457,145 @@ def test_constructor_refuses_bad_configuration(fake, platform_old, platform_new)
         fake.gateway(apiv3_key="short")
     with pytest.raises(ValueError, match="has serial"):
         fake.gateway(platform_certificates={platform_new.serial: platform_old.certificate_pem})
+
+
+# -- service-provider mode ---------------------------------------------------------
+
+SUB_MCHID = "1900000109"           # the sub-merchant the service provider (fake.mchid) acts for
+SUB_APPID = "wx8888888888888888"
+
+
+class ServiceProviderDesk:
+    """WeChat Pay's service-provider API in front of FakeWeChatPay, which
+    keeps the sub-merchant's books. Each call is recorded as the adapter sent
+    it and must be signed by the service provider; the sub-merchant fields
+    must be there (``sub_mchid`` in the body or the query; ``sp_mchid``,
+    ``sp_appid`` on the partner payment endpoints) or the test fails. They
+    are then taken off and the call forwarded as the direct one the fake
+    knows, signed again with the same merchant key."""
+
+    def __init__(self, fake: FakeWeChatPay, sub_mchid: str = SUB_MCHID) -> None:
+        self.fake, self.sub_mchid = fake, sub_mchid
+        self.requests: list[tuple[str, str, Mapping[str, str], bytes]] = []
+
+    def __call__(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
+        self.requests.append((method, url, headers, body))
+        fake, parts = self.fake, urlsplit(url)
+        assert fake._authorized(method, parts.path + (f"?{parts.query}" if parts.query else ""), headers, body)
+        payload, query, path = (json.loads(body) if body else None), dict(parse_qsl(parts.query)), parts.path
+        where = query if payload is None else payload
+        assert where.pop("sub_mchid", None) == self.sub_mchid, f"no sub_mchid in {method} {url}"
+        if path.startswith("/v3/pay/partner/"):
+            path = path.replace("/partner", "", 1)
+            assert where.pop("sp_mchid", None) == fake.mchid, f"no sp_mchid in {method} {url}"
+            where["mchid"] = fake.mchid
+            if payload is not None:
+                assert payload.pop("sp_appid", None) == fake.appid and "appid" not in payload
+                payload.pop("sub_appid", None)
+                payload["appid"] = fake.appid
+        direct = path + (f"?{urlencode(query)}" if query else "")
+        direct_body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+        stamp, nonce = str(int(fake.clock().timestamp())), secrets.token_hex(16)
+        signature = sign_message(fake.merchant_key, request_message(method, direct, stamp, nonce, direct_body))
+        authorization = (f'{SIGNATURE_TYPE} mchid="{fake.mchid}",nonce_str="{nonce}",signature="{signature}",'
+                         f'timestamp="{stamp}",serial_no="{fake.merchant_serial}"')
+        return fake(method, "https://api.mch.weixin.qq.com" + direct, {"Authorization": authorization}, direct_body)
+
+
+def as_partner(resource: dict, sub_mchid: str = SUB_MCHID) -> dict:
+    """A notification resource as WeChat Pay writes it to a service provider:
+    ``sp_mchid``/``sp_appid`` and the sub-merchant, no ``mchid``/``appid``."""
+    partner = {k: v for k, v in resource.items() if k not in ("mchid", "appid")}
+    partner.update(sp_mchid=resource["mchid"], sub_mchid=sub_mchid)
+    if "appid" in resource:
+        partner["sp_appid"] = resource["appid"]
+    return partner
+
+
+@pytest.fixture
+def desk(fake) -> ServiceProviderDesk:
+    return ServiceProviderDesk(fake)
+
+
+@pytest.fixture
+def partner(fake, desk) -> WeChatPayV3:
+    return fake.gateway(transport=desk, sub_mchid=SUB_MCHID)
+
+
+def test_partner_payment_creation(fake, desk, partner):
+    created = partner.create_payment(order())
+    method, url, headers, body = desk.requests[-1]
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/pay/partner/transactions/native")
+    # The service provider signs: its mchid in the Authorization.
+    assert headers["Authorization"].startswith(f'WECHATPAY2-SHA256-RSA2048 mchid="{fake.mchid}",')
+    sent = json.loads(body)
+    assert (sent["sp_mchid"], sent["sp_appid"], sent["sub_mchid"]) == (fake.mchid, fake.appid, SUB_MCHID)
+    assert not {"mchid", "appid", "sub_appid"} & set(sent)
+    assert sent["amount"] == {"total": 1999, "currency": "CNY"} and sent["out_trade_no"] == "pay-9"
+    assert created.pay_url == fake.orders["pay-9"]["code_url"]
+
+
+def test_partner_payment_with_the_sub_merchants_app_and_profit_sharing(fake, desk):
+    gateway = fake.gateway(transport=desk, sub_mchid=SUB_MCHID, sub_appid=SUB_APPID, profit_sharing=True)
+    gateway.create_payment(order())
+    sent = json.loads(desk.requests[-1][3])
+    assert (sent["sub_mchid"], sent["sub_appid"]) == (SUB_MCHID, SUB_APPID)
+    assert sent["settle_info"] == {"profit_sharing": True}
+
+
+def test_partner_query_and_refund(fake, desk, partner):
+    partner.create_payment(order())
+    assert partner.query_payment("pay-9").state == "pending"
+    assert desk.requests[-1][:2] == ("GET", "https://api.mch.weixin.qq.com/v3/pay/partner/transactions/out-trade-no/"
+                                            f"pay-9?sp_mchid={fake.mchid}&sub_mchid={SUB_MCHID}")
+    fake.pay("pay-9")
+    assert partner.query_payment("pay-9").state == "succeeded"
+    accepted = partner.refund(RefundRequest("pay-9", "rf-9", 999, 1999, "CNY", "damaged", "https://x/r"))
+    method, url, _, body = desk.requests[-1]
+    assert (method, url) == ("POST", "https://api.mch.weixin.qq.com/v3/refund/domestic/refunds")
+    assert json.loads(body)["sub_mchid"] == SUB_MCHID
+    assert accepted.refund_id == fake.refunds["rf-9"]["refund_id"]
+
+
+def test_partner_notifications_name_the_service_provider_and_the_sub_merchant(fake, partner):
+    paid = fake.notification("TRANSACTION.SUCCESS", as_partner(fake.payment_resource("pay-1", 1234)))
+    event = partner.verify_callback(paid)
+    assert (event.kind, event.amount_minor, event.app_id) == ("payment_succeeded", 1234, fake.appid)
+    refunded = fake.notification("REFUND.SUCCESS", {
+        "sp_mchid": fake.mchid, "sub_mchid": SUB_MCHID, "out_trade_no": "pay-1", "out_refund_no": "rf-1",
+        "transaction_id": "4200000001", "refund_id": "50000001", "refund_status": "SUCCESS",
+        "amount": {"total": 1234, "refund": 300, "payer_total": 1234, "payer_refund": 300}})
+    assert partner.verify_callback(refunded).transaction_id == "50000001"
+
+
+@pytest.mark.parametrize("resource", [
+    pytest.param(lambda r: as_partner(r, sub_mchid="1900000999"), id="another sub-merchant"),
+    pytest.param(lambda r: {**as_partner(r), "sp_mchid": "1900000999"}, id="another service provider"),
+    pytest.param(lambda r: {**as_partner(r), "sp_appid": "wx-someone-else"}, id="another app"),
+    pytest.param(lambda r: r, id="direct-merchant resource"),
+])
+def test_partner_notification_for_someone_else(fake, partner, resource):
+    request = fake.notification("TRANSACTION.SUCCESS", resource(fake.payment_resource("pay-1", 1)))
+    assert rejection(partner, request) == "wrong_app"
+
+
+def test_partner_notification_for_another_sub_app(fake, desk):
+    gateway = fake.gateway(transport=desk, sub_mchid=SUB_MCHID, sub_appid=SUB_APPID)
+    resource = {**as_partner(fake.payment_resource("pay-1", 1)), "sub_appid": SUB_APPID}
+    assert gateway.verify_callback(fake.notification("TRANSACTION.SUCCESS", resource)).amount_minor == 1
+    resource["sub_appid"] = "wx-someone-else"
+    assert rejection(gateway, fake.notification("TRANSACTION.SUCCESS", resource)) == "wrong_app"
+
+
+def test_direct_merchant_refuses_a_partner_notification(fake, gateway):
+    request = fake.notification("TRANSACTION.SUCCESS", as_partner(fake.payment_resource("pay-1", 1)))
+    assert rejection(gateway, request) == "wrong_app"
+
+
+def test_sub_appid_needs_sub_mchid(fake):
+    with pytest.raises(ValueError, match="sub_mchid"):
+        fake.gateway(sub_appid=SUB_APPID)
+    assert fake.gateway().sub_mchid is None
 
 
 # -- the bill ------------------------------------------------------------------
