@@ -213,7 +213,7 @@ def ledger_share(url: str, data: dict, orders_n: int) -> dict:
     Session = make_session_factory(engine)
     spent = {"ledger": 0.0}
     names = ["post_entry", "post_pending", "void_pending", "get_account", "open_account",
-             "set_account_bounds", "find_entry_by_key"]
+             "set_account_bounds", "find_entry_by_key", "ensure_accounts"]
     originals = {name: getattr(ledger, name) for name in names}
 
     def timed(fn):
