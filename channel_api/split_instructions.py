@@ -43,7 +43,15 @@ id, which the gateway deduplicates):
   never above the gateway's;
 * once every non-payee leg of a payment is carried and every one of the
   payee's own legs is due, plans a ``finish`` instruction that releases the
-  rest to the payee (WeChat Pay unfreeze, Alipay ``royalty_finish``);
+  rest to the payee (WeChat Pay unfreeze, Alipay ``royalty_finish``). A
+  payee the rule gives nothing (no leg, or a leg of 0 fen, which clearing
+  never writes) or whose legs refunds took entirely still gets one finish,
+  once a split was carried out for the payment and every other leg is
+  carried: it takes up no leg, has no receiver and an amount of 0, and
+  releases whatever the gateway still holds (what its fee or rounding
+  left); planned once per payment (a blocked, refused or failed one waits
+  for finance's retry, itself a finish of no legs), never while a refund is
+  unwinding a split of it;
 * sends what is ``created``; a gateway that cannot be reached leaves it
   ``created`` (sent again, same id); a signed refusal makes it ``refused``.
 
@@ -59,7 +67,9 @@ Outcomes, each posted once (the entry's key is the receiver's id):
   instruction ends ``failed`` with the vendor's reason; finance retries it
   (``retry_instruction``: a *new* instruction, a new ``out_order_no``);
 * a finish done: Dr ``party:SELLER:pending`` / Cr ``gateway:G:payee_held``
-  for the payee's own legs (``split.finish``).
+  for the payee's own legs (``split.finish``); a finish of a payee without
+  legs posts nothing (it has no receiver): the instruction only ends
+  ``succeeded``, once, as any instruction does.
 
 The gateway's fee on a payee-collected payment is the payee's own cost
 under its contract with the gateway, taken from its remainder there: the
@@ -472,12 +482,16 @@ def _payments(session: Session, public_ids: set[str | None]) -> dict[str, Paymen
 def _plan_finishes(session: Session, *, now: datetime, actor: str, limit: int) -> int:
     """A finish for each payment whose non-payee legs are all carried and
     whose payee's own legs are all due (their timing protects the buyer as
-    it does in custody)."""
+    it does in custody); and, once, for each payment whose payee has no leg
+    left (the rule gave it nothing, or refunds took all it had) and whose
+    other legs are all carried: that finish releases what the gateway still
+    holds (what a fee or rounding left) and posts nothing. Not while a
+    refund is unwinding a split of the payment."""
     other = aliased(ClearingShare)
     still_owed = select(other.id).where(
         other.carrier_payment == ClearingShare.carrier_payment, other.recipient != Payment.payee,
         other.carried_at.is_(None), other.clawed_minor < other.amount_minor).exists()
-    candidates = list(session.scalars(
+    candidates = set(session.scalars(
         select(ClearingShare.carrier_payment).join(
             Payment, Payment.public_id == ClearingShare.carrier_payment)
         .where(ClearingShare.carried_by.is_not(None), ClearingShare.carried_at.is_(None),
@@ -485,7 +499,8 @@ def _plan_finishes(session: Session, *, now: datetime, actor: str, limit: int) -
                ClearingShare.recipient == Payment.payee, ClearingShare.release_at <= now,
                ClearingShare.clawed_minor < ClearingShare.amount_minor, ~still_owed)
         .distinct().limit(limit)))
-    payments, planned = _payments(session, set(candidates)), 0
+    candidates |= _payee_without_legs(session, limit=limit)
+    payments, planned = _payments(session, candidates), 0
     held_back = split_returns.unsettled(session, sorted(payments))
     for public_id in sorted(payments):
         if public_id in held_back:      # a refund is unwinding a split of it: not the rest yet
@@ -495,14 +510,46 @@ def _plan_finishes(session: Session, *, now: datetime, actor: str, limit: int) -
             ClearingShare.carrier_payment == public_id).order_by(ClearingShare.id)
             .with_for_update()) if _room(leg) > 0]
         mine = [leg for leg in legs if leg.recipient == payment.payee]
-        if any(leg.carried_at is None for leg in legs if leg.recipient != payment.payee):
+        others = [leg for leg in legs if leg.recipient != payment.payee]
+        if any(leg.carried_at is None for leg in others):
             continue
-        if not mine or any(leg.split_instruction is not None or leg.release_at is None
-                           or as_utc(leg.release_at) > now for leg in mine):
+        if mine:
+            if any(leg.split_instruction is not None or leg.release_at is None
+                   or as_utc(leg.release_at) > now for leg in mine):
+                continue
+        elif not others or _has_finish(session, public_id):
+            # Nothing was split (a refund took it all), or its finish is planned already
+            # (read after the legs' locks: a concurrent run's finish is seen).
             continue
         _plan(session, payment, "finish", mine, ratio=None, actor=actor, now=now)
         planned += 1
     return planned
+
+
+def _payee_without_legs(session: Session, *, limit: int) -> set[str]:
+    """Payments a split was carried out for, with no finish yet, whose
+    payee has no leg left and whose other legs are all carried (so that
+    payments still waiting for a leg never fill the page):
+    ``_plan_finishes`` checks them again under the legs' locks."""
+    finish, leg = aliased(SplitInstruction), aliased(ClearingShare)
+    left = select(leg.id).where(leg.carrier_payment == SplitInstruction.payment,
+                                leg.clawed_minor < leg.amount_minor)
+    return set(session.scalars(
+        select(SplitInstruction.payment).where(
+            SplitInstruction.kind == "split", SplitInstruction.state == "succeeded",
+            ~select(finish.id).where(finish.payment == SplitInstruction.payment,
+                                     finish.kind == "finish").exists(),
+            ~left.where(leg.recipient == SplitInstruction.payee).exists(),
+            ~left.where(leg.carried_at.is_(None)).exists())
+        .distinct().limit(limit)))
+
+
+def _has_finish(session: Session, payment: str) -> bool:
+    """Whether any finish was ever planned for the payment (a blocked,
+    refused or failed one waits for finance's retry, never a second plan)."""
+    return session.scalar(select(SplitInstruction.id).where(
+        SplitInstruction.payment == payment, SplitInstruction.kind == "finish").limit(1)) \
+        is not None
 
 
 # -- sending and outcomes ------------------------------------------------------------------------
@@ -712,7 +759,11 @@ def retry_instruction(session: Session, instruction: str, adapters: Mapping[str,
     legs = [leg for leg in session.scalars(select(ClearingShare).where(
         ClearingShare.split_instruction == row.public_id, ClearingShare.carried_at.is_(None))
         .order_by(ClearingShare.id).with_for_update()) if _room(leg) > 0]
-    if not legs:
+    # A finish of a payee without legs took none up: its retry is again a finish of none.
+    payee_without_legs = row.kind == "finish" and session.scalar(
+        select(ClearingShare.id).where(ClearingShare.split_instruction == row.public_id)
+        .limit(1)) is None
+    if not legs and not payee_without_legs:
         raise InvalidInput("nothing this instruction took up is still owed",
                            field="instruction")
     ratio = None

@@ -8,10 +8,12 @@ instruction once their timing fired, then the distributor's by the finish
 that releases the rest; every balance after each step, the ledger and cash
 invariants at the end. Then the ways it goes wrong: over the cap, a
 receiver closed and retried, no registered account, a job run twice; and
-Alipay's trade settle end to end."""
+Alipay's trade settle end to end; and a rule that gives the seller
+nothing, whose payment still gets its finish (of nothing)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from fractions import Fraction
 
 import pytest
 from sqlalchemy import select
@@ -27,11 +29,21 @@ from channel_api import (
     returns,
     split_instructions,
 )
-from clearing.split_states import ACTIONS, STATES, TRANSITIONS, IllegalSplitTransition, next_state
+from clearing.split_states import (
+    ACTIONS,
+    FINAL,
+    STATES,
+    TRANSITIONS,
+    IllegalSplitTransition,
+    next_state,
+)
 from ledger import utcnow
 from ledger.models import JournalEntry
 from payments.alipay import Alipay
-from payments.models import Payment
+from payments.models import Payment, PaymentRefund
+from payments.sandbox import SandboxGateway
+from payments.sandbox_vendor import SandboxVendor
+from payments.split import GatewayRefused, SplitGateway
 from service import scheduler
 from service.api_payments import GATEWAYS_KEY
 from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
@@ -579,3 +591,324 @@ def test_a_refund_before_any_split_comes_out_of_the_payee_s_held_money(
             "held": 0, "receivable": 0, "escrow": 0, "D1 pending": 0, "D1 wallet": 0,
             "brand pending": 0, "brand wallet": 0, "revenue": 450, "platform at gateway": 450}
         invariants_hold(s)
+
+
+# -- a rule that gives the seller (the payee) nothing ---------------------------------------------
+
+NOTHING_FOR_THE_SELLER = {
+    # every fen to the brand (the remainder) and the platform: the seller has no leg at all
+    "no seller leg": [
+        {"recipient": "brand", "basis": "remainder",
+         "timing": {"kind": "t_plus", "days": 2, "anchor": "delivery"}},
+        {"recipient": "platform", "basis": "percent", "value": 50,
+         "timing": {"kind": "immediate"}}],
+    # the seller's remainder leg comes to 0 fen on an order of 1,000.00
+    "seller leg of 0 fen": [
+        {"recipient": "seller", "basis": "remainder", "timing": {"kind": "on_delivery"}},
+        {"recipient": "brand", "basis": "per_order", "value": 99_500,
+         "timing": {"kind": "t_plus", "days": 2, "anchor": "delivery"}},
+        {"recipient": "platform", "basis": "percent", "value": 50,
+         "timing": {"kind": "immediate"}}],
+}
+SBX_SECRET = b"split-instructions-sandbox-secret"
+
+
+class Watched:
+    """A split gateway that counts the finishes it is sent and can refuse
+    the next ones (``refuse``), as a gateway refuses with a signed no."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.max_split_ratio = inner, inner.name, inner.max_split_ratio
+        self.finishes: list[str] = []
+        self.refuse = 0
+
+    def split(self, request):
+        return self.inner.split(request)
+
+    def query_split(self, out_order_no, transaction_id):
+        return self.inner.query_split(out_order_no, transaction_id)
+
+    def finish(self, request):
+        self.finishes.append(request.out_order_no)
+        if self.refuse:
+            self.refuse -= 1
+            raise GatewayRefused("refused", vendor_code="SYSTEM_BUSY", vendor_message="busy")
+        return self.inner.finish(request)
+
+    def return_split(self, request):
+        return self.inner.return_split(request)
+
+    def query_return(self, out_return_no, out_order_no):
+        return self.inner.query_return(out_return_no, out_order_no)
+
+
+@pytest.fixture
+def nothing_for_the_seller(client, session_factory, unique, request):
+    """D1 paid as payee at a sandbox gateway that takes no fee and lets the
+    whole payment be split (a rule that gives the seller nothing cannot be
+    carried out elsewhere: see the cap test below); the rule is the test's
+    parameter (default: no seller leg)."""
+    legs = NOTHING_FOR_THE_SELLER[getattr(request, "param", "no seller leg")]
+    vendor = SandboxVendor(app_id="split-test", secret=SBX_SECRET, fee_bps=0,
+                           bill_tz=gateway_bills.BUSINESS_TZ)
+    vendor.split_ratio = Fraction(1)
+    adapter = SandboxGateway(app_id="split-test", secret=SBX_SECRET, transport=vendor,
+                             max_split_ratio=Fraction(1))
+    client.application.extensions[GATEWAYS_KEY].adapters["sandbox"] = adapter
+    net = build_network(session_factory, unique)
+    c = net.codes
+    with session_factory() as s, s.begin():
+        add_tea(s, net, list_price_minor=1_000)
+        clearing_rules.create_rule(s, code=f"{unique}-all-away", name="all to others",
+                                   legs=legs, sellers=[c["d1"]], actor="brand",
+                                   valid_from=utcnow() - timedelta(days=1))
+        for party in (c["d1"], c["brand"]):
+            register(s, party, f"{party}-sbx", gateway="sandbox", kind="account")
+        register(s, "platform", "platform-sbx", gateway="sandbox", kind="account")
+    watched = Watched(adapter)
+    assert isinstance(watched, SplitGateway)
+    net.extra = {"client": client, "vendor": vendor, "adapter": adapter,
+                 "adapters": {"sandbox": watched}}
+    return net
+
+
+def pay_sandbox(net, amount=100_000):
+    client, vendor = net.extra["client"], net.extra["vendor"]
+    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
+        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": amount // 1_000}],
+        "plan": [{"method": "gateway", "amount_minor": amount}]})
+    assert placed.status_code == 201, placed.json
+    order = placed.json["public_id"]
+    payment = client.post("/v1/payments", headers=net.auth("s1"),
+                          json={"gateway": "sandbox", "order": order})
+    assert payment.status_code == 201, payment.json
+    headers, body = vendor.pay(payment.json["public_id"])
+    assert client.post("/callbacks/sandbox", data=body, headers=headers).status_code == 200
+    return order, payment.json["public_id"]
+
+
+def sandbox_bill(s, net):
+    """Today's sandbox bill: it records the payment's fee (0)."""
+    day = utcnow().astimezone(gateway_bills.BUSINESS_TZ).date()
+    return gateway_bills.post_bill(s, gateway="sandbox", day=day, actor="finance",
+                                   lines=net.extra["adapter"].parse_bill(
+                                       net.extra["vendor"].bill(day)))
+
+
+def states(s, payment):
+    return sorted((i.kind, i.state, i.amount_minor) for i in only(s, payment))
+
+
+def split_everything_away(net, session_factory):
+    """Pay 1,000.00 to D1 as payee, post the bill (fee 0), split the
+    platform's 5.00 at once and, after delivery, the brand's 995.00: every
+    leg is carried, none is D1's. Returns (base, order, payment, later)."""
+    adapters, c = net.extra["adapters"], net.codes
+    base = before(session_factory, net, "sandbox")
+    order, payment = pay_sandbox(net)
+    with session_factory() as s, s.begin():
+        # Cleared as usual, with no leg for D1 (clearing writes no leg of 0 fen).
+        assert sorted((d.recipient, d.amount_minor, d.carried_by) for d in
+                      clearings.documents(s, order=order)) == sorted([
+            (c["brand"], 99_500, "gateway:sandbox"), ("platform", 500, "gateway:sandbox")])
+        assert money(s, net, order, "sandbox", since=base) == {
+            "held": 100_000, "receivable": 0, "escrow": 0, "D1 pending": 0, "D1 wallet": 0,
+            "brand pending": 99_500, "brand wallet": 0, "revenue": 500, "platform at gateway": 0}
+        assert sandbox_bill(s, net).payee_fees_minor == 0
+        # The platform's immediate leg is split at once, and carried.
+        split_instructions.send_splits(s, adapters)
+        assert split_instructions.poll_splits(s, adapters)["succeeded"] >= 1
+        assert states(s, payment) == [("split", "succeeded", 500)]
+        # No finish while the brand's leg is owed.
+        split_instructions.send_splits(s, adapters)
+        assert states(s, payment) == [("split", "succeeded", 500)]
+        invariants_hold(s)
+    later = deliver(session_factory, order) + AFTER_T_PLUS_2
+    with session_factory() as s, s.begin():
+        split_instructions.send_splits(s, adapters, now=later)
+        [brand_split] = [i for i in only(s, payment) if i.amount_minor == 99_500]
+        # The whole rest of the payment: within a cap of 100 % after a fee of 0.
+        assert (brand_split.state, brand_split.fee_minor, brand_split.fee_source,
+                brand_split.cap_minor) == ("processing", 0, "bill", 100_000)
+        assert [i.kind for i in only(s, payment)] == ["split", "split"]  # no finish yet
+        split_instructions.poll_splits(s, adapters, now=later)
+        assert states(s, payment) == [("split", "succeeded", 500),
+                                      ("split", "succeeded", 99_500)]
+        assert money(s, net, order, "sandbox", since=base)["held"] == 0
+        invariants_hold(s)
+    return base, order, payment, later
+
+
+@pytest.mark.parametrize("nothing_for_the_seller", list(NOTHING_FOR_THE_SELLER), indirect=True)
+def test_a_payee_the_rule_gives_nothing_gets_one_finish_that_posts_nothing(
+        nothing_for_the_seller, session_factory):
+    net = nothing_for_the_seller
+    adapters, c = net.extra["adapters"], net.codes
+    base, order, payment, later = split_everything_away(net, session_factory)
+
+    # Every other leg carried, D1 has none: one finish, of nothing, that releases whatever
+    # the gateway still holds for D1 (here nothing: no fee, everything split).
+    with session_factory() as s, s.begin():
+        split_instructions.send_splits(s, adapters, now=later)
+        [finish] = [i for i in only(s, payment) if i.kind == "finish"]
+        assert (finish.state, finish.payee, finish.amount_minor, finish.receivers) == (
+            "processing", c["d1"], 0, ())
+        assert adapters["sandbox"].finishes == [finish.public_id]
+        split_instructions.poll_splits(s, adapters, now=later)
+        assert states(s, payment) == [("finish", "succeeded", 0), ("split", "succeeded", 500),
+                                      ("split", "succeeded", 99_500)]
+        assert not [i for i in only(s, payment) if i.state not in FINAL]   # nothing open
+        assert [(e.to_state, e.entry_id) for e in split_instructions.instruction_events(
+            s, finish.public_id)] == [("created", None), ("processing", None),
+                                      ("succeeded", None)]
+        assert len(entries(s, "split.paid", payment)) == 2
+        assert entries(s, "split.finish", payment) == []                   # posts nothing
+        assert money(s, net, order, "sandbox", since=base) == {
+            "held": 0, "receivable": 0, "escrow": 0, "D1 pending": 0, "D1 wallet": 0,
+            "brand pending": 0, "brand wallet": 0, "revenue": 500, "platform at gateway": 500}
+        assert all(d.carried_at is not None for d in clearings.documents(s, order=order))
+        invariants_hold(s)
+    carried_out = net.extra["adapter"].query_split(finish.public_id,
+                                                   transaction_of(session_factory, payment))
+    assert (carried_out.state, carried_out.receivers) == ("finished", ())   # nothing was left
+
+    # The jobs again, in one transaction and as the scheduler runs them: nothing more.
+    for _ in range(2):
+        with session_factory() as s, s.begin():
+            split_instructions.send_splits(s, adapters, now=later)
+            split_instructions.poll_splits(s, adapters, now=later)
+        scheduler.send_splits(session_factory, adapters)
+        scheduler.poll_splits(session_factory, adapters)
+    with session_factory() as s:
+        assert [i.public_id for i in only(s, payment) if i.kind == "finish"] == [finish.public_id]
+        assert states(s, payment) == [("finish", "succeeded", 0), ("split", "succeeded", 500),
+                                      ("split", "succeeded", 99_500)]
+        assert adapters["sandbox"].finishes == [finish.public_id]          # sent once
+        assert len(entries(s, "split.paid", payment)) == 2
+        assert entries(s, "split.finish", payment) == []
+        assert money(s, net, order, "sandbox", since=base)["held"] == 0
+        invariants_hold(s)
+
+
+def transaction_of(session_factory, payment):
+    """The payment's transaction id at the gateway."""
+    with session_factory() as s:
+        return s.scalars(select(Payment.transaction_id).where(
+            Payment.public_id == payment)).one()
+
+
+def test_a_refused_finish_of_nothing_waits_for_finance_and_its_retry_is_one_finish_of_nothing(
+        nothing_for_the_seller, session_factory):
+    net = nothing_for_the_seller
+    adapters = net.extra["adapters"]
+    _, order, payment, later = split_everything_away(net, session_factory)
+    adapters["sandbox"].refuse = 1
+    with session_factory() as s, s.begin():
+        assert split_instructions.send_splits(s, adapters, now=later)["refused"] == 1
+        [refused] = [i for i in only(s, payment) if i.kind == "finish"]
+        assert refused.state == "refused" and "SYSTEM_BUSY" in refused.reason
+        assert refused.public_id in {i.public_id for i in split_instructions.list_instructions(
+            s, attention=True, limit=500)[0]}
+    with session_factory() as s, s.begin():          # never planned a second time on its own
+        split_instructions.send_splits(s, adapters, now=later)
+        assert [i.public_id for i in only(s, payment) if i.kind == "finish"] == [
+            refused.public_id]
+        retry = split_instructions.retry_instruction(s, refused.public_id, adapters,
+                                                     actor="finance", note="gateway back")
+        assert (retry.kind, retry.state, retry.amount_minor, retry.receivers,
+                retry.retry_of) == ("finish", "created", 0, (), refused.public_id)
+        with pytest.raises(IllegalSplitTransition):                        # retried once only
+            split_instructions.retry_instruction(s, refused.public_id, adapters, actor="finance")
+    for _ in range(2):
+        with session_factory() as s, s.begin():
+            split_instructions.send_splits(s, adapters, now=later)
+            split_instructions.poll_splits(s, adapters, now=later)
+    with session_factory() as s:
+        assert states(s, payment) == [("finish", "retried", 0), ("finish", "succeeded", 0),
+                                      ("split", "succeeded", 500), ("split", "succeeded", 99_500)]
+        assert adapters["sandbox"].finishes == [refused.public_id, retry.public_id]
+        assert entries(s, "split.finish", payment) == []
+        invariants_hold(s)
+
+
+def test_a_finish_of_nothing_waits_while_a_refund_unwinds_a_split(
+        nothing_for_the_seller, session_factory):
+    """A return of a tenth of the order after everything was split away,
+    before the finish: the refund waits for the split returns, and the
+    finish waits for the refund; then one finish, of nothing."""
+    net = nothing_for_the_seller
+    adapters, client, c = net.extra["adapters"], net.extra["client"], net.codes
+    base, order, payment, later = split_everything_away(net, session_factory)
+    asked = client.post(f"/v1/orders/{order}/returns", headers=net.auth("s1"), json={
+        "lines": [{"line_no": 1, "quantity": 10}], "reason": "ten cases broken"})
+    assert asked.status_code == 201, asked.json
+
+    def approve():
+        return client.post(f"/v1/returns/{asked.json['public_id']}/approve",
+                           headers=net.auth("d1"), json={})
+
+    refused = approve()
+    assert refused.status_code == 409 and refused.json["code"] == "split_return_pending"
+    assert sorted((n["party"], n["amount_minor"]) for n in
+                  refused.json["details"]["split_returns"]) == sorted([
+        (c["brand"], 9_950), ("platform", 50)])
+    with session_factory() as s, s.begin():          # a return under way: no finish
+        split_instructions.send_splits(s, adapters, now=later)
+        assert [i.kind for i in only(s, payment)] == ["split", "split"]
+    for _ in range(2):
+        scheduler.send_split_returns(session_factory, adapters)
+    with session_factory() as s, s.begin():          # returned, not yet taken by the refund
+        assert money(s, net, order, "sandbox", since=base)["held"] == 10_000
+        split_instructions.send_splits(s, adapters, now=later)
+        assert [i.kind for i in only(s, payment)] == ["split", "split"]
+        invariants_hold(s)
+    assert approve().status_code == 200
+    with session_factory() as s:
+        [refund] = s.scalars(select(PaymentRefund).join(
+            Payment, Payment.id == PaymentRefund.payment_id).where(
+            Payment.public_id == payment)).all()
+    headers, body = net.extra["vendor"].refund_notice(refund.public_id)
+    assert client.post("/callbacks/sandbox", data=body, headers=headers).status_code == 200
+    with session_factory() as s, s.begin():
+        sandbox_bill(s, net)                         # the refund came out of D1's money there
+        split_instructions.send_splits(s, adapters, now=later)
+        [finish] = [i for i in only(s, payment) if i.kind == "finish"]
+        assert (finish.amount_minor, finish.receivers) == (0, ())
+        split_instructions.poll_splits(s, adapters, now=later)
+        split_instructions.send_splits(s, adapters, now=later)
+        assert states(s, payment) == [("finish", "succeeded", 0), ("split", "succeeded", 500),
+                                      ("split", "succeeded", 99_500)]
+        assert entries(s, "split.finish", payment) == []
+        assert money(s, net, order, "sandbox", since=base) == {
+            "held": 0, "receivable": 0, "escrow": 0, "D1 pending": 0, "D1 wallet": 0,
+            "brand pending": 0, "brand wallet": 0, "revenue": 450, "platform at gateway": 450}
+        invariants_hold(s)
+    assert adapters["sandbox"].finishes == [finish.public_id]
+
+
+def test_a_rule_giving_the_seller_nothing_is_over_the_cap_of_a_gateway_with_a_fee(
+        client, session_factory, unique, wx):
+    """At WeChat Pay (a fee, 30 % at most) such a split cannot be sent: it
+    is blocked for finance, and no finish is planned while it is."""
+    adapter = wx.gateway(profit_sharing=True)
+    client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = adapter
+    net = build_network(session_factory, unique)
+    with session_factory() as s, s.begin():
+        add_tea(s, net, list_price_minor=1_000)
+        clearing_rules.create_rule(s, code=f"{unique}-all-away", name="all to others",
+                                   legs=NOTHING_FOR_THE_SELLER["no seller leg"],
+                                   sellers=[net.codes["d1"]], actor="brand",
+                                   valid_from=utcnow() - timedelta(days=1))
+        register(s, net.codes["d1"], D1_MCH)
+        receivers(s, net)
+    net.extra = {"client": client}
+    order, payment = pay(net, wx)
+    later = deliver(session_factory, order) + AFTER_T_PLUS_2
+    with session_factory() as s, s.begin():
+        split_instructions.send_splits(s, {"wechatpay": adapter}, now=later)
+        split_instructions.send_splits(s, {"wechatpay": adapter}, now=later)
+        [blocked] = only(s, payment)
+        assert (blocked.kind, blocked.state) == ("split", "blocked")
+        assert "over_cap" in blocked.reason
+        invariants_hold(s)
+    assert wx.sharings == {}
