@@ -31,7 +31,9 @@ def array_literal(values: Iterable, kind: str) -> str:
         if kind == "json":
             values = [None if v is None else json.dumps(v) for v in values]
         elif kind in ("date", "timestamptz"):
-            values = [None if v is None else v.isoformat() for v in values]
+            values = list(values)  # a batch's times are mostly a few: each formatted once
+            iso = {v: None if v is None else v.isoformat() for v in set(values)}
+            values = [iso[v] for v in values]
         texts = [None if v is None else str(v) for v in values]
         blob = "" if None in texts else "".join(texts)
         if None not in texts and '"' not in blob and "\\" not in blob:

@@ -91,13 +91,23 @@ def _ints(values) -> str:
 
 
 def texts_array(values) -> str:
+    texts = [None if v is None else str(v) for v in values]
+    if None not in texts:
+        blob = "".join(texts)
+        if '"' not in blob and "\\" not in blob:
+            # Nothing to escape (ids, codes, keys): quoted with one join.
+            return '{"' + '","'.join(texts) + '"}' if texts else "{}"
     return "{" + ",".join(
-        ["NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-         for v in values]) + "}"
+        ["NULL" if t is None else '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'
+         for t in texts]) + "}"
 
 
 def _times(values) -> str:
-    return "{" + ",".join(["NULL" if v is None else '"' + v.isoformat() + '"' for v in values]) + "}"
+    # A batch's entries and postings mostly share one moment: format each
+    # distinct time once.
+    values = list(values)
+    quoted = {v: "NULL" if v is None else '"' + v.isoformat() + '"' for v in set(values)}
+    return "{" + ",".join([quoted[v] for v in values]) + "}"
 
 
 def _bools(values) -> str:
