@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, DateTime, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.models import Base, BigId, Json
@@ -105,9 +105,17 @@ class ClearingShare(Base):
         CheckConstraint("state IN ('pending','released')", name="state"),
         Index("ix_clearing_share_order", "order_ref", "id"),
         Index("ix_clearing_share_recipient", "recipient", "cleared_at"),
-        Index("ix_clearing_share_due", "state", "release_at"),
-        Index("ix_clearing_share_carry", "carried_by", "carried_at"),
-        Index("ix_clearing_share_carrier", "carrier_payment"),
+        # Partial (migration 0019): released legs are never looked up by due
+        # date, and only gateway-carried legs by their carrier; a document
+        # outside an index costs no index entry when it is written.
+        Index("ix_clearing_share_due", "state", "release_at",
+              postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
+        Index("ix_clearing_share_carry", "carried_by", "carried_at",
+              postgresql_where=text("carried_by IS NOT NULL"),
+              sqlite_where=text("carried_by IS NOT NULL")),
+        Index("ix_clearing_share_carrier", "carrier_payment",
+              postgresql_where=text("carrier_payment IS NOT NULL"),
+              sqlite_where=text("carrier_payment IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
