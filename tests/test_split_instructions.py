@@ -123,9 +123,8 @@ def posted(s, code):
         return 0
 
 
-def pay(net, vendor, gateway="wechatpay", amount=100_000):
-    """S1 orders from D1 and pays ``amount`` through ``gateway``: the
-    vendor's signed notice reaches our callback. Returns (order, payment)."""
+def _order_to_pay(net, gateway: str, amount: int) -> tuple[str, str]:
+    """S1 orders from D1 for ``amount`` to pay through ``gateway``; (order, payment)."""
     client = net.extra["client"]
     placed = client.post("/v1/orders", headers=net.auth("s1"), json={
         "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": amount // 1_000}],
@@ -135,10 +134,18 @@ def pay(net, vendor, gateway="wechatpay", amount=100_000):
     payment = client.post("/v1/payments", headers=net.auth("s1"),
                           json={"gateway": gateway, "order": order})
     assert payment.status_code == 201, payment.json
-    notice = vendor.pay(payment.json["public_id"])
-    answer = client.post(f"/callbacks/{gateway}", data=notice.body, headers=dict(notice.headers))
-    assert answer.status_code in (200, 204), answer.data
     return order, payment.json["public_id"]
+
+
+def pay(net, vendor, gateway="wechatpay", amount=100_000):
+    """S1 orders from D1 and pays ``amount`` through ``gateway``: the
+    vendor's signed notice reaches our callback. Returns (order, payment)."""
+    order, payment = _order_to_pay(net, gateway, amount)
+    notice = vendor.pay(payment)
+    answer = net.extra["client"].post(f"/callbacks/{gateway}", data=notice.body,
+                                      headers=dict(notice.headers))
+    assert answer.status_code in (200, 204), answer.data
+    return order, payment
 
 
 def deliver(session_factory, order):
@@ -673,18 +680,11 @@ def nothing_for_the_seller(client, session_factory, unique, request):
 
 
 def pay_sandbox(net, amount=100_000):
-    client, vendor = net.extra["client"], net.extra["vendor"]
-    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
-        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": amount // 1_000}],
-        "plan": [{"method": "gateway", "amount_minor": amount}]})
-    assert placed.status_code == 201, placed.json
-    order = placed.json["public_id"]
-    payment = client.post("/v1/payments", headers=net.auth("s1"),
-                          json={"gateway": "sandbox", "order": order})
-    assert payment.status_code == 201, payment.json
-    headers, body = vendor.pay(payment.json["public_id"])
-    assert client.post("/callbacks/sandbox", data=body, headers=headers).status_code == 200
-    return order, payment.json["public_id"]
+    order, payment = _order_to_pay(net, "sandbox", amount)
+    headers, body = net.extra["vendor"].pay(payment)
+    assert net.extra["client"].post("/callbacks/sandbox", data=body,
+                                    headers=headers).status_code == 200
+    return order, payment
 
 
 def sandbox_bill(s, net):
