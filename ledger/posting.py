@@ -298,6 +298,14 @@ def _apply(
         account = touched[code]
         if account.min_balance is None and account.max_balance is None:
             continue
+        # Only a side that moves the balance toward a bound can break it
+        # (the rule the locking follows too): a credit into a wallet with a
+        # floor needs no totals summed.
+        sides = ((Side.DEBIT,) if delta[0] or delta[2] else ()) + \
+            ((Side.CREDIT,) if delta[1] or delta[3] else ())
+        if not any(rules.moves_toward_bound(account.normal_side, account.min_balance,
+                                            account.max_balance, side) for side in sides):
+            continue
         if account.all_shards_locked:
             before = account.totals()
             rules.check_bounds(code, account.normal_side, account.min_balance,
