@@ -75,6 +75,9 @@ PLATFORM_REVENUE = "platform:revenue"
 # balance row: it is opened with several shards (it has no bounds, so each
 # posting takes one shard). An account opened earlier keeps its count.
 PLATFORM_REVENUE_SHARDS = 8
+# The brand takes a leg of almost every clearing: its pending account and
+# wallet are opened with this many shards (other parties' with one).
+BRAND_SHARDS = 8
 
 
 def ensure(session: Session, code: str, name: str, type_: str, currency: str, *,

@@ -75,8 +75,8 @@ from ledger.posting import MAX_BATCH
 from payments.models import Payment
 
 from . import pg_bulk
-from .books import (PLATFORM_REVENUE, ensure, ensure_platform_revenue, escrow_account,
-                    pending_account, wallet_account)
+from .books import (BRAND_SHARDS, PLATFORM_REVENUE, ensure, ensure_platform_revenue,
+                    escrow_account, pending_account, wallet_account)
 from .clearing_rules import (
     MAX_CHAIN_LEVELS,
     PAYMENT_METHODS,
@@ -656,7 +656,7 @@ def _open_accounts(session: Session, planned: list[_Clearing]) -> None:
         if recipient == PLATFORM:
             ensure_platform_revenue(session, ccy)
             continue
-        shards = 8 if roles.get(recipient) == "brand" else 1
+        shards = BRAND_SHARDS if roles.get(recipient) == "brand" else 1
         ensure(session, pending_account(recipient), f"Pending for {recipient}", "liability",
                ccy, owner=recipient, min_balance=0, shards=shards)
         ensure(session, wallet_account(recipient), f"Wallet of {recipient}", "liability", ccy,

@@ -51,8 +51,8 @@ from ledger.models import JournalEntry
 from payments.models import Payment, PaymentRefund
 
 from . import business_calendar, clearing_rules, refunds
-from .books import (PLATFORM_REVENUE, ensure, ensure_platform_revenue, escrow_account,
-                    pending_account, wallet_account)
+from .books import (BRAND_SHARDS, PLATFORM_REVENUE, ensure, ensure_platform_revenue,
+                    escrow_account, pending_account, wallet_account)
 from .errors import ChannelError, InvalidInput
 from .models import Order, OrderEvent, Party
 
@@ -145,7 +145,7 @@ def _open_party_accounts(session: Session, party: str, currency: str) -> None:
     """A party's pending and wallet accounts; the brand's take a leg of
     almost every order, so they are opened with several balance shards."""
     row = session.scalars(select(Party).where(Party.code == party)).one()
-    shards = 8 if row.role == "brand" else 1
+    shards = BRAND_SHARDS if row.role == "brand" else 1
     ensure(session, pending_account(party), f"Pending for {party}", "liability", currency,
            owner=party, min_balance=0, shards=shards)
     ensure(session, wallet_account(party), f"Wallet of {party}", "liability", currency,

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from sqlalchemy import ARRAY, BigInteger, String, Table, cast, func, insert, literal, select, text
 from sqlalchemy.orm import Session
 
+from ledger.writer import ints_array, texts_array, times_array
+
 
 def postgresql(session: Session) -> bool:
     return session.connection().dialect.name == "postgresql"
@@ -22,27 +24,17 @@ def postgresql(session: Session) -> bool:
 def array_literal(values: Iterable, kind: str) -> str:
     """A PostgreSQL array literal of ``kind`` values (a type name as in
     ``CAST(... AS kind[])``): numbers bare, dates and times in ISO form,
-    ``json`` as ``json.dumps`` writes it, anything else as quoted text."""
+    ``json`` as ``json.dumps`` writes it, anything else as quoted text (the
+    ledger writer's encoders)."""
     if kind in ("integer", "bigint"):
-        items = ["NULL" if v is None else str(int(v)) for v in values]
-    elif kind == "boolean":
-        items = ["NULL" if v is None else ("t" if v else "f") for v in values]
-    else:
-        if kind == "json":
-            values = [None if v is None else json.dumps(v) for v in values]
-        elif kind in ("date", "timestamptz"):
-            values = list(values)  # a batch's times are mostly a few: each formatted once
-            iso = {v: None if v is None else v.isoformat() for v in set(values)}
-            values = [iso[v] for v in values]
-        texts = [None if v is None else str(v) for v in values]
-        blob = "" if None in texts else "".join(texts)
-        if None not in texts and '"' not in blob and "\\" not in blob:
-            # The common case (codes, ids, ISO times): nothing to escape,
-            # quoted with one join (a batch of clearings has 100,000 values).
-            return '{"' + '","'.join(texts) + '"}' if texts else "{}"
-        items = ["NULL" if t is None else
-                 '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in texts]
-    return "{" + ",".join(items) + "}"
+        return ints_array(values)
+    if kind == "boolean":
+        return "{" + ",".join(["NULL" if v is None else ("t" if v else "f") for v in values]) + "}"
+    if kind == "json":
+        return texts_array([None if v is None else json.dumps(v) for v in values])
+    if kind in ("date", "timestamptz"):
+        return times_array(values)
+    return texts_array(values)
 
 
 def insert_rows(session: Session, table: Table, types: Mapping[str, str],

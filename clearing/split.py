@@ -249,19 +249,16 @@ _CHECKED: set[tuple[Leg, ...]] = set()
 
 
 def _valid_legs(legs: Any) -> None:
-    if isinstance(legs, tuple):
-        try:
-            if legs in _CHECKED:
-                return
-        except TypeError:  # something unhashable inside: not legs, as the check will say
-            validate_legs(legs)
+    try:
+        if isinstance(legs, tuple) and legs in _CHECKED:
             return
-        validate_legs(legs)
+    except TypeError:  # something unhashable inside: not legs, as the check will say
+        pass
+    validate_legs(legs)
+    if isinstance(legs, tuple):   # checked legs are frozen, hence hashable
         if len(_CHECKED) > 10_000:
             _CHECKED.clear()
         _CHECKED.add(legs)
-        return
-    validate_legs(legs)
 
 
 def _amount(value: Any, name: str) -> int:

@@ -84,9 +84,10 @@ def write_journal(
 
 # PostgreSQL array literals (``{1,2,NULL}``): each column travels as one text
 # constant, so the server parses one value, not thousands of placeholders.
+# ``channel_api.pg_bulk`` encodes its bulk statements' columns with these too.
 
 
-def _ints(values) -> str:
+def ints_array(values) -> str:
     return "{" + ",".join(["NULL" if v is None else str(int(v)) for v in values]) + "}"
 
 
@@ -102,7 +103,7 @@ def texts_array(values) -> str:
          for t in texts]) + "}"
 
 
-def _times(values) -> str:
+def times_array(values) -> str:
     # A batch's entries and postings mostly share one moment: format each
     # distinct time once.
     values = list(values)
@@ -116,26 +117,26 @@ def _bools(values) -> str:
 
 _ENTRY_ENCODERS = {
     "id": texts_array, "kind": texts_array, "code": texts_array, "description": texts_array,
-    "effective_at": _times, "posted_at": _times, "expires_at": _times,
+    "effective_at": times_array, "posted_at": times_array, "expires_at": times_array,
     "metadata": lambda values: texts_array([json.dumps(v, separators=(",", ":")) for v in values]),
     "idempotency_key": texts_array, "request_hash": texts_array, "pending_id": texts_array, "reverses_id": texts_array,
 }
 _POSTING_ENCODERS = {
-    "entry_id": texts_array, "line": _ints, "account_id": _ints, "shard": _ints, "side": texts_array,
-    "amount_minor": _ints, "currency": texts_array, "pending": _bools, "balance_after_minor": _ints,
-    "version": _ints, "posted_at": _times,
+    "entry_id": texts_array, "line": ints_array, "account_id": ints_array, "shard": ints_array, "side": texts_array,
+    "amount_minor": ints_array, "currency": texts_array, "pending": _bools, "balance_after_minor": ints_array,
+    "version": ints_array, "posted_at": times_array,
 }
 
 
 def _write_pg(session: Session, shards, entries, postings) -> None:
     args = [
-        _ints([s.account_id for s in shards]),
-        _ints([s.shard for s in shards]),
-        _ints([s.posted_debits for s in shards]),
-        _ints([s.posted_credits for s in shards]),
-        _ints([s.pending_debits for s in shards]),
-        _ints([s.pending_credits for s in shards]),
-        _ints([s.version for s in shards]),
+        ints_array([s.account_id for s in shards]),
+        ints_array([s.shard for s in shards]),
+        ints_array([s.posted_debits for s in shards]),
+        ints_array([s.posted_credits for s in shards]),
+        ints_array([s.pending_debits for s in shards]),
+        ints_array([s.pending_credits for s in shards]),
+        ints_array([s.version for s in shards]),
     ]
     for column in ENTRY_COLUMNS:
         args.append(_ENTRY_ENCODERS[column]([e[column] for e in entries]))
