@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Sequence
 
@@ -106,13 +106,18 @@ class OutcomeSummary:
     """What a batch of bank outcomes did: ``applied`` moved a payout to its
     final state; ``duplicates`` were already applied; ``waiting`` name
     payouts not sent yet (applied once they are); ``unknown`` references
-    are not ours; ``conflicts`` contradict a final state (finance looks)."""
+    are not ours; ``conflicts`` contradict a final state (finance looks).
+    The polling job adds what it did about payouts in flight that the bank
+    does not know: ``resent`` (sent again, same reference) and ``stuck``
+    (sent ``MAX_SENDS`` times already: finance looks)."""
 
     applied: int
     duplicates: int
     waiting: int
     unknown: list[str]
     conflicts: list[str]
+    resent: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
 
 
 def _mask(number: str) -> str:
@@ -487,14 +492,67 @@ def _settle(session: Session, row: Payout, action: str, outcome: PayoutOutcome,
     _record(session, row, before, actor, outcome.reason or outcome.status, entry.id)
 
 
+# How many times a payout is sent to a bank that keeps answering that it
+# does not know it, before the job stops and leaves it to finance.
+MAX_SENDS = 5
+
+
 def poll_sent(session: Session, bank: PayoutBank, *, limit: int = 500,
               actor: str = "job:poll_payouts") -> OutcomeSummary:
     """The polling job: ask the bank about payouts it has and that no
-    callback settled yet."""
+    callback settled yet.
+
+    A payout the bank answers it does not know (``unknown``: the
+    instruction never reached it, or the bank lost it) is sent again with
+    the same reference, which a bank deduplicates, so it is never paid
+    twice; the money stays in flight meanwhile. Refused on the second
+    sending, it fails and the money returns to the wallet. After
+    ``MAX_SENDS`` sendings it is left in flight, reported as ``stuck`` and
+    logged as an error for finance: never dropped."""
     rows = list(session.scalars(select(Payout).where(Payout.state == "sent",
                                                      Payout.bank == bank.name)
                                 .order_by(Payout.id).limit(limit)))
-    return apply_outcomes(session, [bank.query(r.public_id) for r in rows], actor=actor)
+    outcomes = [bank.query(r.public_id) for r in rows]
+    summary = apply_outcomes(session, outcomes, actor=actor)
+    lost = [row for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome.status == "unknown" and outcome.reference == row.public_id]
+    stuck = [r.public_id for r in lost if r.attempts >= MAX_SENDS]
+    for public_id in stuck:
+        log.error("payout %s: the bank %s does not know it after %d sendings; finance must "
+                  "ask the bank", public_id, bank.name, MAX_SENDS, extra={"payout": public_id})
+    resent, failed = _send_again(session, bank, [r for r in lost if r.attempts < MAX_SENDS],
+                                 actor)
+    return replace(summary, applied=summary.applied + failed, resent=resent, stuck=stuck)
+
+
+def _send_again(session: Session, bank: PayoutBank, rows: list[Payout],
+                actor: str) -> tuple[list[str], int]:
+    """Send ``rows`` again; the payouts resent, and how many failed."""
+    resent: list[str] = []
+    failed = 0
+    if not rows:
+        return resent, failed
+    for row in rows:
+        row.attempts += 1
+    results = bank.submit([_instruction(r) for r in rows])
+    for row, result in zip(rows, results, strict=True):
+        if result.reference != row.public_id:
+            raise RuntimeError(f"bank {bank.name} answered {result.reference} for {row.public_id}")
+        if result.accepted:
+            row.bank_reference = result.bank_reference or row.bank_reference
+            now = utcnow()
+            session.add(PayoutEvent(
+                payout_id=row.id, from_state=row.state, to_state=row.state, actor=actor[:80],
+                note=f"the bank did not know it: sent again (sending {row.attempts})", at=now))
+            row.updated_at = now
+            resent.append(row.public_id)
+        else:  # the money left the wallet with the first sending: it comes back
+            reason = f"refused when sent again: {result.reason or 'no reason given'}"
+            _settle(session, row, "fail", PayoutOutcome(row.public_id, "failed", None, reason,
+                                                        utcnow(), row.amount_minor), actor)
+            failed += 1
+    session.flush()
+    return resent, failed
 
 
 # -- schedule ---------------------------------------------------------------------------

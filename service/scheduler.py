@@ -364,9 +364,10 @@ def poll_payouts(session_factory: sessionmaker[Session], bank) -> int:
         return 0
     with session_factory() as session, session.begin():
         summary = payouts.poll_sent(session, bank)
-    if summary.applied or summary.conflicts:
-        log.info("payout outcomes applied: %d; conflicts: %s", summary.applied,
-                 summary.conflicts, extra={"applied": summary.applied})
+    if summary.applied or summary.conflicts or summary.resent:
+        log.info("payout outcomes applied: %d; conflicts: %s; sent again (the bank did not "
+                 "know them): %s", summary.applied, summary.conflicts, summary.resent,
+                 extra={"applied": summary.applied})
     return summary.applied
 
 

@@ -288,3 +288,79 @@ def test_the_schedule_pays_out_above_the_level_once_a_day(paid):
                                                                "awaiting_approval")
     assert available(s, "party:D:wallet") == 10_000
     holds(s)
+
+
+def test_a_payout_the_bank_forgot_is_sent_again_and_settles(paid, bank, clock):
+    """The bank lost the instruction (a simulated bank restarted, a real one
+    that never received it): polling sends it again under the same
+    reference, the money staying in flight, and it settles as usual."""
+    s = paid
+    register(s)
+    payout = request(s, 30_000)
+    payouts.send_payouts(s, bank)
+    restarted = SimulatedBank(SECRET, clock=clock, settle_after=timedelta(minutes=5))
+    summary = payouts.poll_sent(s, restarted)
+    assert (summary.applied, summary.resent, summary.stuck) == (0, [payout.public_id], [])
+    assert restarted.query(payout.public_id).status == "accepted"
+    assert payouts.get_payout(s, payout.public_id).state == "sent"
+    assert posted(s, "payouts:in_flight") == 30_000
+    holds(s)
+    # Sent again once only: the bank knows it now.
+    assert payouts.poll_sent(s, restarted).resent == []
+    clock.now += timedelta(minutes=6)
+    assert payouts.poll_sent(s, restarted).applied == 1
+    assert payouts.get_payout(s, payout.public_id).state == "confirmed"
+    notes = [(e.to_state, e.note) for e in payouts.payout_events(s, payout.public_id)]
+    assert notes[2] == ("sent", "the bank did not know it: sent again (sending 2)")
+    assert [n[0] for n in notes] == ["approved", "sent", "sent", "confirmed"]
+    holds(s)
+
+
+class RefusingBank(SimulatedBank):
+    """Knows nothing and refuses every instruction (an account closed since)."""
+
+    def submit(self, instructions):
+        from payments.payout_bank import SubmitResult
+        return [SubmitResult(i.reference, False, None, "AC04 closed account number")
+                for i in instructions]
+
+
+def test_a_forgotten_payout_refused_when_sent_again_fails_and_the_money_returns(
+        paid, bank, clock):
+    s = paid
+    register(s)
+    payout = request(s, 30_000)
+    payouts.send_payouts(s, bank)
+    summary = payouts.poll_sent(s, RefusingBank(SECRET, clock=clock))
+    assert (summary.applied, summary.resent) == (1, [])
+    failed = payouts.get_payout(s, payout.public_id)
+    assert failed.state == "failed"
+    assert failed.failure_reason == "refused when sent again: AC04 closed account number"
+    assert (posted(s, "party:D:wallet"), available(s, "party:D:wallet")) == (92_000, 92_000)
+    assert posted(s, "payouts:in_flight") == 0
+    holds(s)
+
+
+class ForgetfulBank(SimulatedBank):
+    """Accepts every instruction and forgets it at once."""
+
+    def query(self, reference):
+        return PayoutOutcome(reference, "unknown", None, None, None, None)
+
+
+def test_a_payout_the_bank_never_knows_is_sent_a_few_times_then_left_to_finance(
+        paid, clock, caplog):
+    s = paid
+    register(s)
+    forgetful = ForgetfulBank(SECRET, clock=clock)
+    payout = request(s, 30_000)
+    payouts.send_payouts(s, forgetful)
+    resent = [payouts.poll_sent(s, forgetful).resent for _ in range(payouts.MAX_SENDS)]
+    assert resent == [[payout.public_id]] * (payouts.MAX_SENDS - 1) + [[]]
+    summary = payouts.poll_sent(s, forgetful)
+    assert (summary.resent, summary.stuck) == ([], [payout.public_id])
+    assert "does not know it after" in caplog.text
+    # Never dropped: still in flight, the money reserved for it.
+    assert payouts.get_payout(s, payout.public_id).state == "sent"
+    assert posted(s, "payouts:in_flight") == 30_000
+    holds(s)
