@@ -368,6 +368,19 @@ class Profiled:
         from sqlalchemy import event
         event.listen(self.engine, "before_cursor_execute", self._before)
         event.listen(self.engine, "after_cursor_execute", self._after)
+        # The ledger's prepared statements go round SQLAlchemy's events.
+        from ledger import prepared
+        self._prepared, timed = prepared.execute, prepared.execute
+
+        def execute(connection, name, arg_types, sql, args):
+            t0 = time.perf_counter()
+            try:
+                return timed(connection, name, arg_types, sql, args)
+            finally:
+                key = f"(prepared {name}) {' '.join(sql.split())}"[:160]
+                count, seconds = self.statements.get(key, (0, 0.0))
+                self.statements[key] = (count + 1, seconds + time.perf_counter() - t0)
+        prepared.execute = execute
         self.profiler = cProfile.Profile()
         self.profiler.enable()
         return self
@@ -378,6 +391,8 @@ class Profiled:
 
         from sqlalchemy import event
         self.profiler.disable()
+        from ledger import prepared
+        prepared.execute = self._prepared
         event.remove(self.engine, "before_cursor_execute", self._before)
         event.remove(self.engine, "after_cursor_execute", self._after)
         out = io.StringIO()

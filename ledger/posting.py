@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, String, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from . import prepared, rules
@@ -445,9 +445,14 @@ def _find_idempotent(session: Session, plans: list[_Plan]) -> dict[str, tuple[uu
     keys = [p.request.idempotency_key for p in plans if p.request.idempotency_key]
     if not keys:
         return {}
+    among = keys
+    if len(keys) > 20 and session.get_bind().dialect.name == "postgresql":
+        # A batch's thousands of keys as one array literal, not a placeholder
+        # each (their rendering cost the client more than the query).
+        among = select(func.unnest(cast(literal(writer_text_array(keys), String), ARRAY(String))))
     rows = session.execute(
         select(JournalEntry.id, JournalEntry.idempotency_key, JournalEntry.request_hash).where(
-            JournalEntry.idempotency_key.in_(keys)
+            JournalEntry.idempotency_key.in_(among)
         )
     )
     return {row.idempotency_key: (row.id, row.request_hash) for row in rows}

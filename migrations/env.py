@@ -62,6 +62,8 @@ def _run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=not is_pg,  # SQLite alters tables by copying them
         compare_type=True,
+        # The journal's foreign keys checked by a trigger on PostgreSQL (0020).
+        **({"include_object": ledger.models.include_object} if is_pg else {}),
     )
     with context.begin_transaction():
         if is_pg:

@@ -238,3 +238,64 @@ def test_a_posting_of_zero_or_a_negative_amount_is_refused_by_the_check_constrai
     assert "amount_positive" in str(refused.value.orig)
     assert _postings_of(engine, journal["code"]) == before
 
+
+
+_POSTING_FOR = (
+    "INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency, "
+    "pending, balance_after_minor, version, posted_at) "
+    "SELECT {entry}, v.line, {account}, 0, v.side, 5, 'CNY', false, 0, 1, CURRENT_TIMESTAMP "
+    "FROM (SELECT 20 AS line, 'debit' AS side UNION ALL SELECT 21, 'credit') AS v")
+
+
+@pytest.mark.parametrize("missing", ["entry", "account"])
+def test_a_posting_naming_an_entry_or_account_that_does_not_exist_is_refused(
+        engine, journal, missing):
+    """A foreign key on SQLite; on PostgreSQL the journal's statement trigger
+    checks it once per INSERT (migration 0020)."""
+    entry = "(SELECT id FROM ledger_entry WHERE code = :code)"
+    account = "(SELECT id FROM ledger_account WHERE code = :cash)"
+    if missing == "entry":
+        entry = ("X'00000000000000000000000000000000'" if engine.dialect.name == "sqlite"
+                 else "gen_random_uuid()")
+    else:
+        account = "(SELECT max(id) + 1000 FROM ledger_account)"
+    before = _postings_of(engine, journal["code"])
+    with engine.connect() as conn:
+        with pytest.raises(IntegrityError) as refused:
+            conn.execute(text(_POSTING_FOR.format(entry=entry, account=account)),
+                         {"code": journal["code"], "cash": journal["cash"]})
+        conn.rollback()
+    message = str(refused.value.orig)
+    if engine.dialect.name == "postgresql":
+        assert f"names {missing}" in message and "does not exist" in message
+    else:
+        assert "FOREIGN KEY constraint failed" in message
+    assert _postings_of(engine, journal["code"]) == before
+
+
+@pytest.mark.postgres_only
+def test_the_same_pair_naming_existing_rows_is_accepted(engine, journal):
+    """The statement above, with both rows existing, commits: the refusal
+    was the reference, not the shape of the statement."""
+    with engine.connect() as conn:
+        inserted = conn.execute(text(_POSTING_FOR.format(
+            entry="(SELECT id FROM ledger_entry WHERE code = :code)",
+            account="(SELECT id FROM ledger_account WHERE code = :cash)")),
+            {"code": journal["code"], "cash": journal["cash"]})
+        assert inserted.rowcount == 2
+        conn.commit()
+    assert [line for line, *_ in _postings_of(engine, journal["code"])][-2:] == [20, 21]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM ledger_account WHERE code = :code", "TRUNCATE ledger_account CASCADE"])
+def test_a_ledger_account_cannot_be_removed(engine, journal, statement):
+    with engine.connect() as conn:
+        with pytest.raises(DBAPIError) as refused:
+            conn.execute(text(statement), {"code": journal["usd"]})
+        conn.rollback()
+    assert "closed, never removed" in str(refused.value.orig)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ledger_account WHERE code = :code"),
+                            {"code": journal["usd"]}).scalar() == 1

@@ -132,6 +132,20 @@ def test_a_batch_reports_each_entry_on_its_own(accounts):
     assert balance(accounts, "wallet:b") == 900
 
 
+def test_a_big_batch_posted_again_replays_every_entry_and_moves_nothing(accounts):
+    """More keys than the look-up sends one by one (on PostgreSQL they go as
+    one array): each replayed, a changed one a conflict, new ones posted."""
+    first = post_entries(accounts, [transfer(10, key=f"big-{n}") for n in range(30)])
+    assert all(r.ok for r in first) and balance(accounts, "wallet:b") == 300
+    again = post_entries(accounts, [transfer(10, key=f"big-{n}") for n in range(35)]
+                         + [transfer(11, key="big-3")])
+    assert [r.replayed for r in again[:30]] == [True] * 30
+    assert [r.entry.id for r in again[:30]] == [r.entry.id for r in first]
+    assert [r.ok and not r.replayed for r in again[30:35]] == [True] * 5
+    assert again[35].error.code == "idempotency_conflict"
+    assert balance(accounts, "wallet:b") == 350
+
+
 def test_an_atomic_batch_writes_nothing_when_one_entry_fails(accounts):
     before = len(list_entries(accounts, limit=1000)[0])
     with pytest.raises(InsufficientFunds):
