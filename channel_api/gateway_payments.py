@@ -263,9 +263,7 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
     if problem is not None:
         _suspense(session, callback, event, *problem)
         return
-    row.state = states.transition(row.state, "succeed")
-    row.transaction_id, row.updated_at, row.version = (event.transaction_id, utcnow(),
-                                                        row.version + 1)
+    succeeded = states.transition(row.state, "succeed")  # named error before anything moves
     meta = {"payment": row.public_id, "gateway": event.gateway,
             "transaction_id": event.transaction_id}
     # Announced before what it pays for moves on (the order's paid comes after).
@@ -274,6 +272,9 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
                   payload={**meta, "purpose": row.purpose, "order": row.reference,
                            "amount_minor": row.amount_minor, "currency": row.currency})
     if row.purpose == "order":
+        # Succeeded before the order moves on: paying it clears it, and
+        # clearing looks for the succeeded payment that carries its part.
+        _succeeded(row, succeeded, event)
         source = receivable
         if row.payee_account is not None:  # held at the gateway in the seller's name
             source = payee_held_account(event.gateway)
@@ -284,10 +285,10 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
                              amount_minor=row.amount_minor, source=source,
                              description=f"{event.gateway} payment {event.transaction_id}",
                              metadata=meta, actor=actor)
-        row.entry_id = funding.part_entry(session, row.reference, "gateway")
+        entry_id = funding.part_entry(session, row.reference, "gateway")
     elif row.purpose == "deposit":
         prepaid = ensure_prepaid(session, row.payer, row.payee, row.currency)
-        row.entry_id = ledger.post_entry(session, EntryRequest(
+        entry_id = ledger.post_entry(session, EntryRequest(
             code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
             idempotency_key=f"{row.public_id}:collect", metadata=meta,
             postings=[PostingLine(receivable, "debit", row.amount_minor, row.currency),
@@ -296,9 +297,20 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
         credit.repay_credit(session, buyer=row.payer, seller=row.payee,
                             amount_minor=row.amount_minor, bank_reference=row.public_id,
                             actor=actor, source=receivable)
+        entry_id = row.entry_id
+    if row.state != succeeded:
+        # A deposit's or repayment's row changes once, after its money moved
+        # (one UPDATE, not one before the posting and another for its entry).
+        _succeeded(row, succeeded, event)
+    row.entry_id = entry_id
     audit.record(session, actor=actor, action="payment.succeeded", subject_type="party",
                  subject=row.payer, details={**meta, "purpose": row.purpose,
                                              "amount_minor": row.amount_minor})
+
+
+def _succeeded(row: Payment, state: str, event: GatewayEvent) -> None:
+    row.state, row.transaction_id = state, event.transaction_id
+    row.updated_at, row.version = utcnow(), row.version + 1
 
 
 def _problem(session: Session, row: Payment | None,

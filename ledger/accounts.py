@@ -1,12 +1,15 @@
 """Opening accounts, changing their status and bounds, and reading them."""
 from __future__ import annotations
 
+import itertools
 import re
+import threading
+import weakref
 from typing import Any
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -111,7 +114,16 @@ def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
 
     A concurrent transaction opening the same code first makes this one
     wait on the unique code and then skip it (``ON CONFLICT DO NOTHING``):
-    no savepoint, no error."""
+    no savepoint, no error.
+
+    Codes this process has seen committed (``_known_for``) are skipped
+    without a statement: an account, once committed, exists for good
+    (closed, never removed)."""
+    known = _known_for(session)
+    specs = [spec for spec in specs if spec.code not in known]
+    if not specs:
+        return []
+    _learn_on_commit(session, [spec.code for spec in specs])
     rows = []
     for spec in specs:
         wanted = _wanted(spec.code, spec.name, spec.type, spec.currency, spec.owner_party_id,
@@ -143,6 +155,60 @@ def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
         by_code[code]["max_balance_minor"] is not None) for account_id, code in opened])
     return sorted(code for _, code in opened)
 
+
+
+# Account codes known to exist in each database (by engine), learned when a
+# transaction that ensured them commits: ``ensure_accounts`` needs no
+# statement for them. Bounded like the shape cache (every order ensures its
+# own escrow): past the limit the older half is forgotten and simply ensured
+# again when next used.
+MAX_KNOWN = 200_000
+_known: "weakref.WeakKeyDictionary[object, dict[str, None]]" = weakref.WeakKeyDictionary()
+_known_lock = threading.Lock()
+_LEARN_KEY = "channel_ledger.accounts_to_learn"
+
+
+def _engine(session: Session):
+    bind = session.get_bind()
+    return getattr(bind, "engine", bind)
+
+
+def _known_for(session: Session) -> dict[str, None]:
+    with _known_lock:
+        known = _known.get(_engine(session))
+        if known is None:
+            known = _known[_engine(session)] = {}
+        return known
+
+
+def _learn_on_commit(session: Session, codes: list[str]) -> None:
+    """Remember ``codes`` as existing once this session's transaction commits.
+    Only a session that owns its transaction learns: not inside a savepoint
+    (it may roll back what it opened while the transaction commits), not a
+    session bound to a connection whose transaction someone else ends (the
+    tests' sessions inside an outer transaction that is rolled back)."""
+    if isinstance(session.get_bind(), Connection) or session.connection().in_nested_transaction():
+        return
+    session.info.setdefault(_LEARN_KEY, set()).update(codes)
+
+
+@event.listens_for(Session, "after_commit")
+def _learn(session: Session) -> None:
+    codes = session.info.pop(_LEARN_KEY, None)
+    if not codes:
+        return
+    known = _known_for(session)
+    with _known_lock:
+        if len(known) > MAX_KNOWN:
+            for code in list(itertools.islice(known, len(known) // 2)):
+                known.pop(code, None)
+        known.update(dict.fromkeys(codes))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the outermost ended; a commit took its codes already
+        session.info.pop(_LEARN_KEY, None)
 
 
 def _check_bounds_values(min_balance: int | None, max_balance: int | None) -> None:

@@ -99,3 +99,71 @@ def test_two_transactions_opening_one_account_make_one(session_factory, unique):
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(Account).where(Account.code == code)) == 1
         assert _balance_rows(s, code) == 1
+
+
+class _Statements:
+    """Counts the statements an engine runs while active."""
+
+    def __init__(self, engine):
+        from sqlalchemy import event
+        self.engine, self.count, self._event = engine, 0, event
+
+    def _tick(self, *args):
+        self.count += 1
+
+    def __enter__(self):
+        self._event.listen(self.engine, "before_cursor_execute", self._tick)
+        return self
+
+    def __exit__(self, *exc):
+        self._event.remove(self.engine, "before_cursor_execute", self._tick)
+
+
+def _ensure_in_own_transaction(session_factory, code):
+    with session_factory() as s, s.begin():
+        return ensure_accounts(s, [AccountSpec(code, "Cash", "asset", CNY)])
+
+
+def test_an_account_seen_committed_needs_no_statement_the_next_time(session_factory, engine,
+                                                                     unique):
+    code = f"{unique}:known"
+    assert _ensure_in_own_transaction(session_factory, code) == [code]
+    with session_factory() as s, s.begin():
+        with _Statements(engine) as statements:
+            assert ensure_accounts(s, [AccountSpec(code, "Cash", "asset", CNY)]) == []
+        assert statements.count == 0
+        # and it is really there
+        assert ledger.get_account(s, code).code == code
+
+
+def test_an_account_whose_opening_rolled_back_is_opened_again(session_factory, unique):
+    code = f"{unique}:undone"
+    with session_factory() as s:
+        with s.begin():
+            ensure_accounts(s, [AccountSpec(code, "Cash", "asset", CNY)])
+            s.rollback()
+    assert _ensure_in_own_transaction(session_factory, code) == [code]
+
+
+def test_an_account_opened_in_a_savepoint_that_rolled_back_is_opened_again(session_factory,
+                                                                             unique):
+    code = f"{unique}:nested"
+    with session_factory() as s, s.begin():
+        savepoint = s.begin_nested()
+        ensure_accounts(s, [AccountSpec(code, "Cash", "asset", CNY)])
+        savepoint.rollback()
+    # The outer transaction committed; the savepoint's account is gone and
+    # was not taken for known.
+    assert _ensure_in_own_transaction(session_factory, code) == [code]
+
+
+def test_a_session_inside_an_outer_transaction_learns_nothing(session, session_factory,
+                                                               unique):
+    """The tests' ``session`` commits savepoints of a transaction that is
+    rolled back at the end: what it opens must not be taken for known."""
+    code = f"{unique}:outer"
+    with session.begin():
+        ensure_accounts(session, [AccountSpec(code, "Cash", "asset", CNY)])
+    session.commit()
+    session.get_bind().rollback()  # what the fixture does at the end
+    assert _ensure_in_own_transaction(session_factory, code) == [code]
