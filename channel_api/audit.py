@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ledger import as_utc, utcnow
@@ -37,9 +37,14 @@ def record(session: Session, *, actor: str, action: str, subject_type: str, subj
            details: dict[str, Any] | None = None) -> None:
     if not isinstance(actor, str) or not actor.strip():
         raise InvalidInput("actor must name who makes the change", field="actor")
-    session.add(AuditRecord(at=utcnow(), actor=actor.strip()[:80], action=action,
-                            subject_type=subject_type, subject=subject[:80],
-                            details=dict(details or {})))
+    # One insert built once, on the session's connection: an audit row is
+    # only ever added, and hot use cases (a paid callback) write one each.
+    session.connection().execute(_INSERT, {
+        "at": utcnow(), "actor": actor.strip()[:80], "action": action,
+        "subject_type": subject_type, "subject": subject[:80], "details": dict(details or {})})
+
+
+_INSERT = insert(AuditRecord)
 
 
 def list_audit(session: Session, *, subject_type: str | None = None, subject: str | None = None,

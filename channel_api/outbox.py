@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, insert, or_, select
+from sqlalchemy import bindparam, delete, event, insert, or_, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ledger import as_utc, new_uuid7, utcnow
@@ -131,6 +131,15 @@ def _text(value: Any, field: str, longest: int) -> str:
 
 # -- recording -------------------------------------------------------------------
 
+_PARTY_IDS = select(Party.code, Party.id).where(Party.code.in_(bindparam("codes", expanding=True)))
+_INSERT_EVENT = insert(OutboxEvent).returning(OutboxEvent.id)
+_INSERT_EVENT_PARTY = insert(EventParty)
+_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.types).where(
+    WebhookEndpoint.party_id.in_(bindparam("ids", expanding=True)),
+    WebhookEndpoint.status == "active")
+_INSERT_DELIVERY = insert(WebhookDelivery)
+
+
 def record(session: Session, *, type: str, subject_type: str, subject: str,
            parties: Iterable[str] | Mapping[str, int], payload: dict[str, Any]) -> EventView:
     """Add an event (and its pending webhook deliveries) to the caller's
@@ -145,31 +154,33 @@ def record(session: Session, *, type: str, subject_type: str, subject: str,
         raise InvalidInput("parties is a list of party codes", field="parties")
     codes = sorted(set(parties))
     data = _json_payload(payload)
-    ids = dict(parties) if isinstance(parties, Mapping) else dict(session.execute(
-        select(Party.code, Party.id).where(Party.code.in_(codes))).all())
+    # Statements built once and run on the session's connection, after one
+    # flush (what the caller added is visible, as autoflush would make it):
+    # every paid order and applied callback records an event, and building
+    # statements and the ORM's execution path cost more than the SQL.
+    session.flush()
+    connection = session.connection()
+    ids = dict(parties) if isinstance(parties, Mapping) else dict(
+        connection.execute(_PARTY_IDS, {"codes": codes}).all())
     missing = [c for c in codes if c not in ids]
     if missing:
         raise PartyNotFound(f"no party {missing[0]!r}", field="parties")
     now = utcnow()
     public_id = EVENT_PREFIX + new_uuid7().hex
-    # Insert statements, not ORM objects: every paid order and applied
-    # callback records events, and the unit of work costs more than the SQL.
-    event_id = session.scalar(insert(OutboxEvent).values(
-        public_id=public_id, type=type, subject_type=subject_type, subject=subject,
-        payload=data, created_at=now).returning(OutboxEvent.id))
+    event_id = connection.execute(_INSERT_EVENT, {
+        "public_id": public_id, "type": type, "subject_type": subject_type, "subject": subject,
+        "payload": data, "created_at": now}).scalar_one()
     if codes:
-        session.execute(insert(EventParty), [{"event_id": event_id, "party_id": ids[c]}
-                                             for c in codes])
+        connection.execute(_INSERT_EVENT_PARTY, [{"event_id": event_id, "party_id": ids[c]}
+                                                 for c in codes])
         deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "state": "pending",
                        "attempts": 0, "round_attempts": 0, "next_attempt_at": now,
                        "created_at": now}
-                      for endpoint_id, types in session.execute(
-                          select(WebhookEndpoint.id, WebhookEndpoint.types).where(
-                              WebhookEndpoint.party_id.in_(list(ids.values())),
-                              WebhookEndpoint.status == "active"))
+                      for endpoint_id, types in connection.execute(
+                          _ENDPOINTS, {"ids": list(ids.values())})
                       if _wanted(types, type)]
         if deliveries:
-            session.execute(insert(WebhookDelivery), deliveries)
+            connection.execute(_INSERT_DELIVERY, deliveries)
     view = EventView(public_id, type, subject_type, subject, data, now, tuple(codes))
     _remember(session, view)
     return view

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ledger import as_utc, utcnow
 
@@ -27,14 +27,17 @@ from .models import GatewayCallback
 MAX_BODY = 64 * 1024  # gateways send a few kilobytes; more is not a callback
 
 
-def store(session: Session, gateway: str, request: CallbackRequest) -> GatewayCallback:
-    """Keep the callback as it came (headers and raw body)."""
-    row = GatewayCallback(gateway=gateway, received_at=as_utc(request.received_at),
-                          headers={k: v for k, v in request.headers.items()},
-                          body=bytes(request.body[:MAX_BODY]), state="received", attempts=0)
-    session.add(row)
-    session.flush()
-    return row
+def store(session: Session, gateway: str, request: CallbackRequest) -> int:
+    """Keep the callback as it came (headers and raw body); its row id. One
+    insert built once (every callback is stored before anything else)."""
+    return session.connection().execute(_STORE, {
+        "gateway": gateway, "received_at": as_utc(request.received_at),
+        "headers": {k: v for k, v in request.headers.items()},
+        "body": bytes(request.body[:MAX_BODY]), "state": "received",
+        "attempts": 0}).scalar_one()
+
+
+_STORE = insert(GatewayCallback).returning(GatewayCallback.id)
 
 
 def as_request(row: GatewayCallback) -> CallbackRequest:
@@ -80,8 +83,14 @@ def claim(session: Session, row: GatewayCallback, event: GatewayEvent) -> bool:
 
 
 def lock(session: Session, callback_id: int) -> GatewayCallback:
-    return session.scalars(select(GatewayCallback).where(GatewayCallback.id == callback_id)
-                           .with_for_update()).one()
+    """The callback's row, locked, for its outcome; its raw headers and body
+    (kilobytes, JSON to decode) are loaded only if asked for."""
+    return session.scalars(_LOCK, {"id": callback_id}).one()
+
+
+_LOCK = (select(GatewayCallback).where(GatewayCallback.id == bindparam("id"))
+         .options(defer(GatewayCallback.headers), defer(GatewayCallback.body))
+         .with_for_update())
 
 
 def to_retry(session: Session, *, now: datetime | None = None, limit: int = 100,

@@ -31,7 +31,7 @@ def receive(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
             request: CallbackRequest, applier: "BackgroundApplier | None" = None
             ) -> Acknowledgement:
     with session_factory() as session, session.begin():
-        callback_id = inbox.store(session, name, request).id
+        callback_id = inbox.store(session, name, request)
     return process(session_factory, name, adapter, callback_id, request, applier)
 
 
@@ -165,7 +165,7 @@ def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, 
                                                       default=str).encode(),
                                       received_at=now)
             with session_factory() as session, session.begin():
-                callback_id = inbox.store(session, name, request).id
+                callback_id = inbox.store(session, name, request)
             with session_factory() as session, session.begin():
                 gp.apply_event(session, callback_id, event, actor="scheduler")
             counts["paid"] += 1

@@ -230,10 +230,10 @@ def test_what_cannot_be_refunded_from_suspense_is_refused_and_changes_nothing(
             PaymentException.public_id == exception).count() == 0
     # A refund that failed leaves its money in the order's escrow, not in suspense.
     with session_factory() as s, s.begin():
-        callback = inbox.store(s, "sandbox", CallbackRequest({}, b"{}", utcnow()))
+        callback_id = inbox.store(s, "sandbox", CallbackRequest({}, b"{}", utcnow()))
         s.add(PaymentException(public_id=f"exc_{secrets.token_hex(8)}", kind="refund_failed",
                                gateway="sandbox", transaction_id="r1", out_trade_no="pay_x",
-                               amount_minor=50, currency="CNY", callback_id=callback.id,
+                               amount_minor=50, currency="CNY", callback_id=callback_id,
                                entry_id=None, state="open", detail="refund failed",
                                created_at=utcnow(), note=""))
         escrowed = s.query(PaymentException).filter_by(transaction_id="r1").one().public_id
