@@ -213,6 +213,16 @@ class GatewayDown(ChannelError):
     http_status = 503
 
 
+class GatewayCannotCollect(ChannelError):
+    """The gateway, as configured here, cannot collect a payment in the
+    payee's own merchant (WeChat Pay as a direct merchant, an Alipay seller
+    that has not authorised the platform's app): nothing is collected in
+    the platform's name instead."""
+
+    code = "sub_merchant_unsupported"
+    http_status = 409
+
+
 class PayoutNotFound(NotFound):
     code = "payout_not_found"
 

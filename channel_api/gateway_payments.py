@@ -7,17 +7,23 @@ moves money twice:
 
 * order's gateway part: Dr ``gateway:G:receivable`` / Cr ``order:O:escrow``
   (then the order is paid when nothing else is awaited); when the seller has
-  an account registered at G (``split_instructions``), the payment is
-  collected with the seller as payee and its money stays at G in the
-  seller's name: Dr ``gateway:G:payee_held`` / Cr ``order:O:escrow``
-  instead, and split instructions to G carry its clearing legs;
+  an account registered at G that is a merchant able to collect there
+  (``sub_merchants``: a WeChat Pay ``MERCHANT_ID``, an Alipay ``userId``
+  with the seller's ``app_auth_token``, a sandbox account), the payment is
+  collected with the seller as payee, in the seller's own merchant at G
+  (``Payment.sub_merchant``, named in every request about it), and its
+  money stays at G in the seller's name: Dr ``gateway:G:payee_held`` / Cr
+  ``order:O:escrow`` instead, and split instructions to G carry its
+  clearing legs;
 * deposit: Dr ``gateway:G:receivable`` / Cr ``prepaid:B@S``;
 * credit repayment: the repayment entry of ``credit.repay_credit`` with the
   receivable as the source of the cash;
 * money that cannot be applied (no such payment, another amount, a payable
-  already closed, a second success for one payment): Dr
-  ``gateway:G:receivable`` / Cr ``suspense``, and an exception is opened for
-  finance. Never lost, never silently applied.
+  already closed, a second success for one payment, money collected for
+  another merchant than the payment's payee): Dr ``gateway:G:receivable`` /
+  Cr ``suspense``, and an exception is opened for finance (it keeps the
+  merchant the gateway named, so a refund of it goes back through that
+  merchant). Never lost, never silently applied.
 
 The gateway itself is called by the service (outside any transaction);
 these use cases only record what it answered or what its callback said.
@@ -68,13 +74,16 @@ class PaymentView:
     pay_url: str | None
     expires_at: datetime
     created_at: datetime
+    # The merchant the gateway collects it for (the payee's own), or None:
+    # the platform's configured merchant.
+    sub_merchant: str | None = None
 
 
 def _view(row: Payment) -> PaymentView:
     return PaymentView(row.public_id, row.gateway, row.purpose, row.reference, row.payer,
                        row.payee, row.amount_minor, row.currency, row.state, row.transaction_id,
                        row.refunded_minor, row.pay_url, as_utc(row.expires_at),
-                       as_utc(row.created_at))
+                       as_utc(row.created_at), row.sub_merchant)
 
 
 def _row(session: Session, public_id: str, *, lock: bool = False) -> Payment:
@@ -100,7 +109,9 @@ def _new(session: Session, *, gateway: str, purpose: str, reference: str | None,
                   currency=currency, state="created", refunded_minor=0,
                   expires_at=expires_at, created_at=now, updated_at=now, version=1,
                   payee_account=payee_account[0] if payee_account else None,
-                  payee_account_kind=payee_account[1] if payee_account else None)
+                  payee_account_kind=payee_account[1] if payee_account else None,
+                  # Collected in the payee's own merchant: every request names it.
+                  sub_merchant=payee_account[0] if payee_account else None)
     session.add(row)
     session.flush()
     return _view(row)
@@ -109,11 +120,17 @@ def _new(session: Session, *, gateway: str, purpose: str, reference: str | None,
 def start_order_payment(session: Session, order: str, *, gateway: str) -> PaymentView:
     """A payment for an order's awaited gateway part (its amount, to the
     fen; it expires with the order's payment window). Asking again while
-    one is open returns it. When the seller has an account registered at
-    the gateway, the payment is payee-collected: the account is recorded on
-    it (the adapters speak direct-merchant mode and send no sub-merchant;
-    the money is held for splitting by the adapter's own setting, WeChat
-    Pay's ``profit_sharing``, Alipay's ``royalty_freeze``)."""
+    one is open returns it. When the seller's active account at the
+    gateway is a merchant that can collect there
+    (``split_instructions.collecting_account``), the payment is
+    payee-collected: the account is recorded on it as its payee and its
+    sub-merchant, and the service creates it at the gateway in that
+    merchant's name (``sub_merchants.of_payment``; the money is held for
+    splitting by the adapter's own setting, WeChat Pay's
+    ``profit_sharing``, Alipay's ``royalty_freeze``). A seller without one
+    (or whose account only receives splits: a ``PERSONAL_OPENID``, an
+    Alipay account without the seller's authorisation) is paid through the
+    platform's configured merchant, into custody."""
     gateway = _gateway(gateway)
     view = orders.get_order(session, order)
     row = orders.order_row(session, view.public_id, lock=True)
@@ -124,7 +141,7 @@ def start_order_payment(session: Session, order: str, *, gateway: str) -> Paymen
             Payment.reference == view.public_id, Payment.state.in_(("created", "pending")))):
         if open_.gateway == gateway:
             return _view(open_)
-    account = split_instructions.payee_account_for(session, view.seller_code, gateway)
+    account = split_instructions.collecting_account(session, view.seller_code, gateway)
     return _new(session, gateway=gateway, purpose="order", reference=view.public_id,
                 payer=view.buyer_code, payee=view.seller_code, amount=part.amount_minor,
                 currency=view.currency,
@@ -318,6 +335,13 @@ def _problem(session: Session, row: Payment | None,
     """Why this money cannot be applied to its payment, or None."""
     if row is None:
         return "unknown_payment", f"no {event.gateway} payment {event.out_trade_no!r}"
+    if row.sub_merchant is not None and event.sub_merchant != row.sub_merchant:
+        # Collected in another merchant's name than the payee's: not the
+        # payee's money to capture (a payment of the platform's own merchant
+        # names no sub-merchant to check: the adapter accepted it as ours).
+        return "payee_mismatch", (f"collected for {event.sub_merchant or 'no sub-merchant'} at "
+                                  f"{event.gateway}; {row.public_id} is for the payee's merchant "
+                                  f"{row.sub_merchant}")
     if event.amount_minor != row.amount_minor or event.currency != row.currency:
         return "amount_mismatch", (f"paid {event.amount_minor} {event.currency}; the payment "
                                    f"is {row.amount_minor} {row.currency}")
@@ -352,7 +376,8 @@ def _suspense(session: Session, callback: GatewayCallback, event: GatewayEvent, 
         public_id=f"exc_{new_uuid7().hex}", kind=kind, gateway=event.gateway,
         transaction_id=event.transaction_id, out_trade_no=event.out_trade_no,
         amount_minor=event.amount_minor, currency=event.currency, callback_id=callback.id,
-        entry_id=entry.id, state="open", detail=detail[:500], created_at=utcnow(), note=""))
+        entry_id=entry.id, state="open", detail=detail[:500], created_at=utcnow(), note="",
+        sub_merchant=event.sub_merchant))
     session.flush()
 
 

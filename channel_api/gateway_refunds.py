@@ -21,6 +21,12 @@ callback named; the exception is resolved in the same transaction. When the
 gateway confirms, Dr ``suspense`` / Cr ``gateway:G:receivable``; when it
 refuses, the money stays in suspense and the exception is open again, for
 finance to decide anew (another refund, or a deposit).
+
+A refund of money collected for a sub-merchant (a payee-collected payment,
+in the seller's own merchant at the gateway; or money in suspense the
+gateway said it collected for one) is sent naming that merchant, with its
+credential (``sub_merchant``): the gateway finds the trade in that
+merchant's books.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments.gateway import RefundAccepted
 from payments.models import Payment, PaymentException, PaymentRefund
 
-from . import audit, outbox
+from . import audit, outbox, sub_merchants
 from .books import SUSPENSE, escrow_account, receivable_account
 from .errors import InvalidInput, NotFound
 
@@ -63,6 +69,7 @@ class RefundView:
     exception: str | None = None
     total_minor: int | None = None
     notify_url: str | None = None
+    sub_merchant: str | None = None      # the merchant the refunded money was collected for
 
 
 def _view(session: Session, row: PaymentRefund) -> RefundView:
@@ -71,12 +78,14 @@ def _view(session: Session, row: PaymentRefund) -> RefundView:
         return RefundView(row.public_id, exception.out_trade_no, exception.gateway, None,
                           row.amount_minor, exception.currency, row.state, row.refund_id,
                           row.reason, as_utc(row.created_at), exception=exception.public_id,
-                          total_minor=exception.amount_minor, notify_url=row.notify_url)
+                          total_minor=exception.amount_minor, notify_url=row.notify_url,
+                          sub_merchant=exception.sub_merchant)
     payment = session.get(Payment, row.payment_id)
     return RefundView(row.public_id, payment.public_id, payment.gateway, payment.reference,
                       row.amount_minor, payment.currency, row.state, row.refund_id, row.reason,
                       as_utc(row.created_at), total_minor=payment.amount_minor,
-                      notify_url=row.notify_url or payment.notify_url)
+                      notify_url=row.notify_url or payment.notify_url,
+                      sub_merchant=payment.sub_merchant)
 
 
 def refundable(session: Session, payment: Payment) -> int:
@@ -179,6 +188,15 @@ def can_settle(session: Session, row: PaymentRefund) -> bool:
         return True
     payment = session.get(Payment, row.payment_id)
     return payment is not None and payment.state == "succeeded"
+
+
+def sub_merchant(session: Session, refund: str) -> sub_merchants.SubMerchant | None:
+    """The merchant a refund is sent for, with its credential (None: the
+    adapter's own merchant)."""
+    row = session.scalars(select(PaymentRefund).where(PaymentRefund.public_id == refund)).one()
+    if row.exception_id is not None:
+        return sub_merchants.of_exception(session, session.get(PaymentException, row.exception_id))
+    return sub_merchants.of_payment(session, session.get(Payment, row.payment_id))
 
 
 def to_send(session: Session, limit: int = 100) -> list[RefundView]:

@@ -8,10 +8,18 @@ Who is paid as payee
 --------------------
 A party registers its account at a gateway (``register_gateway_account``:
 a WeChat Pay ``MERCHANT_ID``/``PERSONAL_OPENID``, an Alipay
-``userId``/``loginName``, a sandbox ``account``). An order paid through
-gateway G whose seller has an active account at G is collected with the
-seller as payee (``gateway_payments``: ``Payment.payee_account``), and its
-capture posts Dr ``gateway:G:payee_held`` / Cr ``order:O:escrow``. Clearing
+``userId``/``loginName``, with the ``app_auth_token`` of the seller's
+authorisation for a ``userId`` that is to collect, a sandbox ``account``).
+An order paid through gateway G whose seller has an active account at G
+that is a merchant able to collect there (``sub_merchants``: WeChat Pay
+``MERCHANT_ID``, an authorised Alipay ``userId``, a sandbox account) is
+collected with the seller as payee, in the seller's own name at G
+(``gateway_payments``: ``Payment.payee_account`` and
+``Payment.sub_merchant``), and its capture posts Dr
+``gateway:G:payee_held`` / Cr ``order:O:escrow``. Every instruction and
+query about such a payment names its sub-merchant (the payer of the
+split). Any registered account, a ``PERSONAL_OPENID`` or an Alipay
+``loginName`` too, receives splits. Clearing
 is unchanged (escrow to ``party:X:pending`` and ``platform:revenue``, one
 document per leg) except that the legs are marked ``carried_by =
 gateway:G``: the release job never moves them to a wallet, since their money is
@@ -125,7 +133,7 @@ from payments.split import (
 )
 from payments.split import SplitReceiver as ReceiverSpec
 
-from . import audit, clearings, pages, split_returns
+from . import audit, clearings, pages, split_returns, sub_merchants
 from .books import ensure, payee_held_account, pending_account, platform_gateway_account
 from .clearing_rules import PLATFORM
 from .errors import InvalidInput, NotFound
@@ -164,6 +172,11 @@ class GatewayAccountView:
     actor: str
     created_at: datetime
     retired_at: datetime | None
+    # Whether the platform holds the merchant's authorisation at the
+    # gateway (Alipay's app_auth_token; the token itself is never shown).
+    authorized: bool = False
+    # Whether the account can collect the party's sales as payee.
+    payee: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,10 +232,15 @@ class EventView:
     at: datetime
 
 
-def _account_view(row: PartyGatewayAccount) -> GatewayAccountView:
+def _account_view(session: Session, row: PartyGatewayAccount) -> GatewayAccountView:
+    authorized = row.gateway in sub_merchants.AUTHORIZED and \
+        sub_merchants.authorization(session, row.gateway, row.account) is not None
     return GatewayAccountView(row.public_id, row.party, row.gateway, row.account, row.kind,
                               row.status, row.actor, as_utc(row.created_at),
-                              as_utc(row.retired_at) if row.retired_at else None)
+                              as_utc(row.retired_at) if row.retired_at else None,
+                              authorized=authorized,
+                              payee=sub_merchants.can_collect(session, row.gateway, row.account,
+                                                              row.kind))
 
 
 def _receiver_view(row: SplitReceiver) -> ReceiverView:
@@ -250,13 +268,18 @@ def _views(session: Session, rows: Sequence[SplitInstruction]) -> list[Instructi
 
 
 def register_gateway_account(session: Session, party: str, *, gateway: Any, account: Any,
-                             kind: Any, actor: str,
+                             kind: Any, actor: str, app_auth_token: Any = None,
                              now: datetime | None = None) -> GatewayAccountView:
     """``party``'s account at ``gateway`` from now on (``party`` may be
     ``platform``, for the platform's own split legs); the previous one is
-    retired. Registering the same account again changes nothing. From now
-    on the party's sales paid through the gateway are collected with it as
-    payee, and its split legs are paid into this account."""
+    retired. Registering the same account again changes nothing (but a new
+    ``app_auth_token``, which replaces the one kept). From now on the
+    party's split legs are paid into this account and, when it is a
+    merchant that can collect there (``sub_merchants``; the answer's
+    ``payee``), its sales paid through the gateway are collected in its
+    name. ``app_auth_token`` (Alipay ``userId`` only): the token the
+    seller's authorisation of the platform's app gave; kept for the
+    gateway, never shown (audit rows name it masked)."""
     if party != PLATFORM:
         party = party_row(session, party).code
     if gateway not in SPLIT_GATEWAYS:
@@ -266,12 +289,20 @@ def register_gateway_account(session: Session, party: str, *, gateway: Any, acco
                            f"{' or '.join(SPLIT_GATEWAYS[gateway])}", field="kind")
     if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
         raise InvalidInput("account must be 1-64 letters, digits or _ . @ + -", field="account")
+    token = sub_merchants.check_token(gateway, kind, app_auth_token)
     now = now or utcnow()
     current = session.scalars(select(PartyGatewayAccount).where(
         PartyGatewayAccount.party == party, PartyGatewayAccount.gateway == gateway,
         PartyGatewayAccount.status == "active").with_for_update()).one_or_none()
+    authorized = token is not None and sub_merchants.authorize(session, gateway, account, token,
+                                                               actor=actor, now=now)
     if current is not None and (current.account, current.kind) == (account, kind):
-        return _account_view(current)
+        if authorized:
+            audit.record(session, actor=actor, action="gateway_account.authorized",
+                         subject_type="party", subject=party,
+                         details={"gateway_account": current.public_id, "gateway": gateway,
+                                  "account": account, "app_auth_token": sub_merchants.mask(token)})
+        return _account_view(session, current)
     if current is not None:
         current.status, current.retired_at = "retired", now
         session.flush()
@@ -280,27 +311,42 @@ def register_gateway_account(session: Session, party: str, *, gateway: Any, acco
                               actor=actor)
     session.add(row)
     session.flush()
+    details = {"gateway_account": row.public_id, "gateway": gateway, "account": account,
+               "kind": kind, "retired": current.public_id if current else None}
+    if token is not None:
+        details["app_auth_token"] = sub_merchants.mask(token)
     audit.record(session, actor=actor, action="gateway_account.registered", subject_type="party",
-                 subject=party, details={"gateway_account": row.public_id, "gateway": gateway,
-                                         "account": account, "kind": kind,
-                                         "retired": current.public_id if current else None})
-    return _account_view(row)
+                 subject=party, details=details)
+    return _account_view(session, row)
 
 
 def gateway_accounts(session: Session, party: str) -> list[GatewayAccountView]:
     """A party's accounts at gateways, the active ones first, newest first."""
     rows = session.scalars(select(PartyGatewayAccount).where(PartyGatewayAccount.party == party)
                            .order_by(PartyGatewayAccount.status, PartyGatewayAccount.id.desc()))
-    return [_account_view(r) for r in rows]
+    return [_account_view(session, r) for r in rows]
 
 
 def payee_account_for(session: Session, party: str, gateway: str) -> PartyGatewayAccount | None:
-    """The party's active account at ``gateway``, if it has one."""
+    """The party's active account at ``gateway``, if it has one (whether it
+    can collect as payee or only receive splits: ``collecting_account``)."""
     if gateway not in SPLIT_GATEWAYS:
         return None
     return session.scalars(select(PartyGatewayAccount).where(
         PartyGatewayAccount.party == party, PartyGatewayAccount.gateway == gateway,
         PartyGatewayAccount.status == "active")).one_or_none()
+
+
+def collecting_account(session: Session, party: str, gateway: str) -> PartyGatewayAccount | None:
+    """The party's active account at ``gateway`` if it is a merchant that can
+    collect the party's sales in its own name there (``sub_merchants``);
+    None otherwise (a ``PERSONAL_OPENID``, an Alipay ``loginName`` or
+    ``userId`` without the seller's authorisation: splits only)."""
+    account = payee_account_for(session, party, gateway)
+    if account is None or not sub_merchants.can_collect(session, gateway, account.account,
+                                                        account.kind):
+        return None
+    return account
 
 
 # -- planning ------------------------------------------------------------------------------------
@@ -555,6 +601,12 @@ def _has_finish(session: Session, payment: str) -> bool:
 # -- sending and outcomes ------------------------------------------------------------------------
 
 
+def _sub_merchant(session: Session, payments: Mapping[str, Payment],
+                  row: SplitInstruction) -> sub_merchants.SubMerchant | None:
+    payment = payments.get(row.payment)
+    return sub_merchants.of_payment(session, payment) if payment is not None else None
+
+
 def _receivers(session: Session, row: SplitInstruction) -> list[SplitReceiver]:
     return list(session.scalars(select(SplitReceiver).where(
         SplitReceiver.instruction_id == row.id).order_by(SplitReceiver.id)))
@@ -575,6 +627,7 @@ def send_planned(session: Session, adapters: Mapping[str, Any], *, limit: int = 
     rows = list(session.scalars(select(SplitInstruction).where(
         SplitInstruction.state == "created").order_by(SplitInstruction.id).limit(limit)
         .with_for_update(skip_locked=True)))
+    payments = _payments(session, {row.payment for row in rows})
     for row in rows:
         adapter = _adapter(adapters, row.gateway)
         if adapter is None:
@@ -582,14 +635,16 @@ def send_planned(session: Session, adapters: Mapping[str, Any], *, limit: int = 
             continue
         row.attempts += 1
         receivers = _receivers(session, row)
+        # The payment's sub-merchant pays the split (the one it was collected for).
+        payer = sub_merchants.request_fields(_sub_merchant(session, payments, row))
         try:
             if row.kind == "split":
                 result = adapter.split(SplitRequest(row.public_id, row.transaction_id, tuple(
                     ReceiverSpec(r.account, r.kind, r.amount_minor, _description(row))
-                    for r in receivers)))
+                    for r in receivers), **payer))
             else:
                 result = adapter.finish(FinishRequest(row.public_id, row.transaction_id,
-                                                      _description(row)))
+                                                      _description(row), **payer))
         except SplitRefused as refused:     # the gateway's signed no (or a local one)
             reason = _refusal(refused)
             _move(session, row, "refuse", actor, f"refused by {row.gateway}: {reason}",
@@ -629,14 +684,16 @@ def poll_splits(session: Session, adapters: Mapping[str, Any], *, limit: int = 2
     rows = list(session.scalars(select(SplitInstruction).where(
         SplitInstruction.state == "processing").order_by(SplitInstruction.id).limit(limit)
         .with_for_update(skip_locked=True)))
+    payments = _payments(session, {row.payment for row in rows})
     for row in rows:
         adapter = _adapter(adapters, row.gateway)
         if adapter is None:
             outcome["no_gateway"] += 1
             continue
         receivers = _receivers(session, row)
+        payer = sub_merchants.request_fields(_sub_merchant(session, payments, row))
         try:
-            result = adapter.query_split(row.public_id, row.transaction_id)
+            result = adapter.query_split(row.public_id, row.transaction_id, **payer)
         except GatewayRefused as unknown:   # the gateway does not know it: never carried out
             reason = f"the gateway does not know this instruction ({_refusal(unknown)})"
             for receiver in receivers:

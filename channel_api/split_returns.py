@@ -36,7 +36,10 @@ The job
 ``send_split_returns`` (every minute) sends ``requested`` returns through the
 adapter's ``return_split`` (same ``out_return_no`` after an outage: the
 gateway deduplicates) and polls ``processing`` ones with ``query_return``.
-A gateway whose ``return_split`` raises ``NotImplementedError`` (Alipay: a
+A return of a payment collected for a sub-merchant (the seller's own
+merchant, ``sub_merchants``) names it, and so does its query: the money goes
+back to that merchant. A gateway whose ``return_split`` raises
+``NotImplementedError`` (Alipay: a
 split is unwound only through the buyer's refund with its royalty
 parameters) or refuses it, or a return the gateway failed, ends ``failed``
 with the reason, raised for finance (``GET /v1/split-returns?attention=true``)
@@ -82,9 +85,10 @@ from clearing.split_states import (
 )
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments.gateway import GatewayError
+from payments.models import Payment
 from payments.split import GatewayRefused, ReturnRequest, ReturnResult, SplitGateway, SplitRefused
 
-from . import audit, pages
+from . import audit, pages, sub_merchants
 from .books import ensure, payee_held_account, pending_account, platform_gateway_account
 from .clearing_rules import PLATFORM
 from .errors import ChannelError, InvalidInput, NotFound
@@ -361,20 +365,25 @@ def send_split_returns(session: Session, adapters: Mapping[str, Any], *, limit: 
         .limit(limit).with_for_update(skip_locked=True)))
     names = dict(session.execute(select(SplitInstruction.id, SplitInstruction.public_id).where(
         SplitInstruction.id.in_(sorted({r.instruction_id for r in rows})))).all()) if rows else {}
+    payments = {p.public_id: p for p in session.scalars(select(Payment).where(
+        Payment.public_id.in_(sorted({r.payment for r in rows}))))} if rows else {}
     for row in rows:
         adapter = _adapter(adapters, row.gateway)
         if adapter is None:
             outcome["no_gateway"] += 1
             continue
         out_order_no = names[row.instruction_id]
+        payment = payments.get(row.payment)
+        payee = sub_merchants.request_fields(
+            sub_merchants.of_payment(session, payment) if payment is not None else None)
         try:
             if row.state == "requested":
                 row.attempts += 1
                 result = adapter.return_split(ReturnRequest(
                     row.public_id, out_order_no, row.account, row.amount_minor,
-                    f"return for the refund of order {row.order_ref}"[:80]))
+                    f"return for the refund of order {row.order_ref}"[:80], **payee))
             else:
-                result = adapter.query_return(row.public_id, out_order_no)
+                result = adapter.query_return(row.public_id, out_order_no, **payee)
         except NotImplementedError as why:
             _move(row, "fail", reason=f"{row.gateway} cannot return a split on its own: {why}; "
                                       "finance must unwind it with the buyer's refund")

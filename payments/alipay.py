@@ -38,12 +38,27 @@ Alipay has no call that gives a split back to the payee on its own (a split is
 unwound by the buyer's refund, ``alipay.trade.refund`` with
 ``refund_royalty_parameters``), so ``return_split``/``query_return`` raise
 ``NotImplementedError``.
+
+Collecting for a seller (ISV mode, third-party application authorisation):
+a seller that authorised the platform's app gave it an ``app_auth_token``.
+A request naming a sub-merchant (``PaymentRequest.sub_merchant``: the
+seller's ``userId``, 2088...; ``sub_merchant_auth``: its token) is sent with
+``app_auth_token`` as a common (signed) parameter, so the trade is the
+seller's own, and precreate names the seller as ``seller_id``; its query,
+refund, settle and settle query carry the same token. A sub-merchant
+without a token is refused before anything is sent
+(``SubMerchantUnsupported``; ``SplitRefused`` ``sub_merchant_unsupported``
+for splits). A notice about such a trade names our ``app_id`` with the
+authorising seller's app as ``auth_app_id`` (our reading of Alipay's
+notice fields: ``auth_app_id`` equals ``app_id`` when no authorisation is
+involved); its ``seller_id`` is then accepted whatever ``seller_id`` the
+adapter is configured with and handed on as ``GatewayEvent.sub_merchant``,
+for the use case to check against the payment.
 """
 from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -59,7 +74,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from payments.gateway import (
     Acknowledgement, BillLine, CallbackRejected, CallbackRequest, GatewayError, GatewayEvent,
     GatewayUnavailable, PaymentCreated, PaymentRequest, PaymentState, PaymentStatus,
-    RefundAccepted, RefundRequest, Transport,
+    RefundAccepted, RefundRequest, SubMerchantUnsupported, Transport,
 )
 from payments.split import (
     ALIPAY_DEFAULT_MAX_RATIO, FinishRequest, GatewayRefused, ReceiverOutcome, ReceiverResult, ReturnRequest,
@@ -204,10 +219,16 @@ class Alipay:
             raise CallbackRejected("bad_signature", "Alipay signature does not verify")
         if params.get("app_id") != self.app_id:
             raise CallbackRejected("wrong_app", "notice for another app", app_id=params.get("app_id"))
-        if self.seller_id is not None and params.get("seller_id") != self.seller_id:
+        sub_merchant = None
+        if params.get("auth_app_id", self.app_id) not in ("", self.app_id):
+            # A trade made under a seller's authorisation: the seller's own.
+            sub_merchant = params.get("seller_id")
+            if not sub_merchant:
+                raise CallbackRejected("malformed", "notice under an authorisation names no seller_id")
+        elif self.seller_id is not None and params.get("seller_id") != self.seller_id:
             raise CallbackRejected("wrong_app", "notice for another seller", seller_id=params.get("seller_id"))
         try:
-            return self._event(params)
+            return self._event(params, sub_merchant)
         except (KeyError, ValueError) as exc:
             raise CallbackRejected("malformed", f"bad or missing field: {exc}") from exc
 
@@ -227,10 +248,10 @@ class Alipay:
             raise CallbackRejected("malformed", "a field appears twice")
         return params, charset
 
-    def _event(self, p: dict[str, str]) -> GatewayEvent:
+    def _event(self, p: dict[str, str], sub_merchant: str | None = None) -> GatewayEvent:
         notified = _time(p["notify_time"])
         common = dict(gateway=self.name, out_trade_no=p["out_trade_no"], currency="CNY",
-                      app_id=p["app_id"], raw=p)
+                      app_id=p["app_id"], raw=p, sub_merchant=sub_merchant)
         trade_no = p["trade_no"]
         if not trade_no or not common["out_trade_no"]:
             raise ValueError("empty trade_no or out_trade_no")
@@ -268,12 +289,15 @@ class Alipay:
     # -- openapi calls ----------------------------------------------------
 
     def _call(self, method: str, biz: dict[str, Any], notify_url: str | None = None,
-              tolerated: tuple[str, ...] = (), refusals: bool = False) -> dict[str, Any]:
+              tolerated: tuple[str, ...] = (), refusals: bool = False,
+              app_auth_token: str | None = None) -> dict[str, Any]:
         """Sign, POST, verify; the response node. ``code`` != 10000 raises
         ``GatewayUnavailable`` (details: code, sub_code, sub_msg) unless its
         ``sub_code`` is ``tolerated`` and the answer is signed. With
         ``refusals``, a signed business or argument error (not 20000 "service
-        unavailable", not a ``*SYSTEM_ERROR``) is ``GatewayRefused``."""
+        unavailable", not a ``*SYSTEM_ERROR``) is ``GatewayRefused``.
+        ``app_auth_token``: act for the seller that granted it (a common
+        parameter, signed with the rest; never put in an error's details)."""
         params = {
             "app_id": self.app_id, "method": method, "format": "JSON", "charset": "utf-8",
             "sign_type": "RSA2", "version": "1.0",
@@ -282,6 +306,8 @@ class Alipay:
         }
         if notify_url:
             params["notify_url"] = notify_url
+        if app_auth_token:
+            params["app_auth_token"] = app_auth_token
         params["sign"] = self._sign(signing_string(params))
         headers = {"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}
         try:
@@ -316,18 +342,41 @@ class Alipay:
         return node
 
     @staticmethod
+    def _token(sub_merchant: str | None, sub_merchant_auth: str | None) -> str | None:
+        """The ``app_auth_token`` to act for ``sub_merchant`` (None: for our
+        own app); a sub-merchant without one: ``SubMerchantUnsupported``."""
+        if sub_merchant is None:
+            return None
+        if not sub_merchant_auth:
+            raise SubMerchantUnsupported(
+                f"Alipay collects for the seller {sub_merchant} only under the app_auth_token its "
+                "authorisation gave the platform's app; none was given", sub_merchant=sub_merchant)
+        return sub_merchant_auth
+
+    @classmethod
+    def _split_token(cls, sub_merchant: str | None, sub_merchant_auth: str | None) -> str | None:
+        try:
+            return cls._token(sub_merchant, sub_merchant_auth)
+        except SubMerchantUnsupported as refused:
+            raise SplitRefused(refused.code, str(refused), **refused.details) from None
+
+    @staticmethod
     def _same_trade(node: Mapping[str, Any], out_trade_no: str) -> None:
         if node.get("out_trade_no") != out_trade_no:
             raise GatewayUnavailable("answer is about another trade", out_trade_no=node.get("out_trade_no"))
 
     def create_payment(self, request: PaymentRequest) -> PaymentCreated:
         """``alipay.trade.precreate``: a QR code URL (``pay_url``). Alipay
-        creates the trade only once the code is scanned."""
+        creates the trade only once the code is scanned. For a sub-merchant:
+        under its ``app_auth_token``, with it as ``seller_id``."""
         if request.currency != "CNY":
             raise ValueError("Alipay trades are in CNY")
+        token = self._token(request.sub_merchant, request.sub_merchant_auth)
         biz: dict[str, Any] = {"out_trade_no": request.out_trade_no, "subject": request.description,
                                "total_amount": fen_to_yuan(request.amount_minor)}
-        if self.seller_id:
+        if request.sub_merchant is not None:
+            biz["seller_id"] = request.sub_merchant
+        elif self.seller_id:
             biz["seller_id"] = self.seller_id
         if self.royalty_freeze:
             biz["extend_params"] = {"royalty_freeze": "true"}
@@ -337,19 +386,23 @@ class Alipay:
             if minutes < 1:
                 raise ValueError("expires_at is less than a minute away")
             biz["timeout_express"] = f"{minutes}m"
-        node = self._call("alipay.trade.precreate", biz, notify_url=request.notify_url)
+        node = self._call("alipay.trade.precreate", biz, notify_url=request.notify_url,
+                          app_auth_token=token)
         self._same_trade(node, request.out_trade_no)
         if not node.get("qr_code"):
             raise GatewayUnavailable("precreate answer without qr_code")
         return PaymentCreated(out_trade_no=request.out_trade_no, pay_url=node["qr_code"], raw=node)
 
-    def query_payment(self, out_trade_no: str) -> PaymentStatus:
-        """``alipay.trade.query``. ``unknown`` (ACQ.TRADE_NOT_EXIST) is normal
-        for a precreated code nobody has scanned yet: it is not a failure."""
+    def query_payment(self, out_trade_no: str, *, sub_merchant: str | None = None,
+                      sub_merchant_auth: str | None = None) -> PaymentStatus:
+        """``alipay.trade.query`` (under the sub-merchant's token when the
+        trade is its own). ``unknown`` (ACQ.TRADE_NOT_EXIST) is normal for a
+        precreated code nobody has scanned yet: it is not a failure."""
+        token = self._token(sub_merchant, sub_merchant_auth)
         node = self._call("alipay.trade.query", {"out_trade_no": out_trade_no},
-                          tolerated=("ACQ.TRADE_NOT_EXIST",))
+                          tolerated=("ACQ.TRADE_NOT_EXIST",), app_auth_token=token)
         if node.get("code") != SUCCESS_CODE:
-            return PaymentStatus(out_trade_no, "unknown", None, None, raw=node)
+            return PaymentStatus(out_trade_no, "unknown", None, None, raw=node, sub_merchant=sub_merchant)
         self._same_trade(node, out_trade_no)
         states: dict[str, PaymentState] = {"WAIT_BUYER_PAY": "pending", "TRADE_SUCCESS": "succeeded",
                                            "TRADE_FINISHED": "succeeded", "TRADE_CLOSED": "closed"}
@@ -358,7 +411,9 @@ class Alipay:
             amount = yuan_to_fen(node["total_amount"])
         except (KeyError, ValueError) as exc:
             raise GatewayUnavailable(f"unexpected query answer: {exc}") from exc
-        return PaymentStatus(out_trade_no, state, node.get("trade_no"), amount, raw=node)
+        # Asked under the seller's token, the answer is about the seller's trade.
+        return PaymentStatus(out_trade_no, state, node.get("trade_no"), amount, raw=node,
+                             sub_merchant=sub_merchant)
 
     def refund(self, request: RefundRequest) -> RefundAccepted:
         """``alipay.trade.refund`` (synchronous). ``fund_change`` Y: money
@@ -367,9 +422,10 @@ class Alipay:
         ``notify_url`` is unused: Alipay notifies the payment's notify_url."""
         if request.currency != "CNY":
             raise ValueError("Alipay trades are in CNY")
+        token = self._token(request.sub_merchant, request.sub_merchant_auth)
         biz = {"out_trade_no": request.out_trade_no, "out_request_no": request.out_refund_no,
                "refund_amount": fen_to_yuan(request.amount_minor), "refund_reason": request.reason}
-        node = self._call("alipay.trade.refund", biz)
+        node = self._call("alipay.trade.refund", biz, app_auth_token=token)
         self._same_trade(node, request.out_trade_no)
         refund_id = f"{node['trade_no']}:{request.out_refund_no}" if node.get("trade_no") else None
         state = "succeeded" if node.get("fund_change") == "Y" else "processing"
@@ -388,33 +444,38 @@ class Alipay:
             if receiver.kind not in RECEIVER_KINDS:
                 raise SplitRefused("bad_receiver", f"Alipay receivers are {' or '.join(RECEIVER_KINDS)},"
                                    f" not {receiver.kind!r}", account=receiver.account)
+        token = self._split_token(request.sub_merchant, request.sub_merchant_auth)
         royalties = [{"royalty_type": "transfer", "trans_in_type": r.kind, "trans_in": r.account,
                       "amount": fen_to_yuan(r.amount_minor), "desc": r.description} for r in request.receivers]
-        return self._settle(request.out_order_no, request.transaction_id, royalties, request.finish)
+        return self._settle(request.out_order_no, request.transaction_id, royalties, request.finish, token)
 
     def finish(self, request: FinishRequest) -> SplitResult:
         """``alipay.trade.order.settle`` with no royalty and ``royalty_finish``
         "true": no more splits, the rest of the frozen money to the seller.
         Alipay's settle has no description; ``request.description`` is unused."""
-        return self._settle(request.out_order_no, request.transaction_id, [], True)
+        token = self._split_token(request.sub_merchant, request.sub_merchant_auth)
+        return self._settle(request.out_order_no, request.transaction_id, [], True, token)
 
     def _settle(self, out_request_no: str, trade_no: str, royalties: list[dict[str, str]],
-                finish: bool) -> SplitResult:
+                finish: bool, app_auth_token: str | None) -> SplitResult:
         biz = {"out_request_no": out_request_no, "trade_no": trade_no, "royalty_parameters": royalties,
                "extend_params": {"royalty_finish": "true" if finish else "false"}}
-        node = self._call("alipay.trade.order.settle", biz, refusals=True)
+        node = self._call("alipay.trade.order.settle", biz, refusals=True, app_auth_token=app_auth_token)
         if node.get("trade_no") != trade_no:
             raise GatewayUnavailable("settle answer is about another trade", trade_no=node.get("trade_no"))
         receivers = tuple(ReceiverResult(r["trans_in"], yuan_to_fen(r["amount"]), "pending") for r in royalties)
         return SplitResult(out_request_no, "processing", node.get("settle_no"), receivers, raw=node)
 
-    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
+    def query_split(self, out_order_no: str, transaction_id: str, *, sub_merchant: str | None = None,
+                    sub_merchant_auth: str | None = None) -> SplitResult:
         """``alipay.trade.order.settle.query``: each ``transfer`` detail is a
         receiver (PROCESSING pending, SUCCESS, FAIL closed with its
         ``error_code``); other operation types stay in ``raw``. An unknown
         request is ``GatewayRefused``."""
+        token = self._split_token(sub_merchant, sub_merchant_auth)
         node = self._call("alipay.trade.order.settle.query",
-                          {"out_request_no": out_order_no, "trade_no": transaction_id}, refusals=True)
+                          {"out_request_no": out_order_no, "trade_no": transaction_id}, refusals=True,
+                          app_auth_token=token)
         if node.get("out_request_no", out_order_no) != out_order_no:
             raise GatewayUnavailable("settle query answer is about another request",
                                      out_request_no=node.get("out_request_no"))
@@ -438,7 +499,8 @@ class Alipay:
             "Alipay has no call that returns a split to the payee on its own; a split is unwound by the "
             "buyer's refund (alipay.trade.refund with refund_royalty_parameters), built by the refund use case")
 
-    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
+    def query_return(self, out_return_no: str, out_order_no: str, *, sub_merchant: str | None = None,
+                     sub_merchant_auth: str | None = None) -> ReturnResult:
         raise NotImplementedError("Alipay has no split returns to query; see return_split")
 
     # -- bill -------------------------------------------------------------

@@ -12,6 +12,23 @@ and the sandbox answer them in-process while production uses HTTP; the
 adapter still signs every request and verifies every answer for real.
 
 Amounts are integers in minor units (fen), as everywhere in the project.
+
+Whose money (issue 6, payee-collected payments): a payment may be collected
+for a *sub-merchant*, a merchant other than the one the adapter is
+configured as (a seller paid as payee). Each request about such a payment
+names it (``sub_merchant``: the WeChat Pay ``sub_mchid`` of the seller when
+the platform is its service provider, the Alipay ``userId`` of a seller that
+authorised the platform's app, the sandbox's account), and the credential
+the gateway needs to act in its name rides along (``sub_merchant_auth``:
+Alipay's ``app_auth_token``; WeChat Pay and the sandbox need none, the
+service provider's own key signs). ``None`` (the default): the adapter's own
+configured merchant collects, as before. An adapter that cannot collect for
+another merchant (WeChat Pay in direct-merchant mode, Alipay without the
+seller's ``app_auth_token``) refuses such a request with
+``SubMerchantUnsupported`` rather than collecting the money in the
+platform's own name. A verified callback says for whom the money was
+collected (``GatewayEvent.sub_merchant``), so the use case can check it
+against the payment.
 """
 from __future__ import annotations
 
@@ -74,6 +91,12 @@ class GatewayEvent:
     occurred_at: datetime | None = None
     app_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The sub-merchant the gateway says the money was collected for (WeChat
+    # Pay's ``sub_mchid`` in service-provider mode, also when it is the
+    # configured one; Alipay's ``seller_id`` of a trade made under a
+    # seller's authorisation; the sandbox's ``sub_merchant``); None when the
+    # gateway names none, i.e. the adapter's own merchant collected it.
+    sub_merchant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,12 +110,19 @@ class Acknowledgement:
 
 @dataclass(frozen=True)
 class PaymentRequest:
+    """``sub_merchant``: collect in this merchant's name instead of the
+    adapter's own (see the module docstring); ``sub_merchant_auth``: what
+    the gateway needs to act for it (Alipay's ``app_auth_token``; never
+    shown in a repr, it is a credential)."""
+
     out_trade_no: str
     amount_minor: int
     currency: str
     description: str
     notify_url: str
     expires_at: datetime | None = None
+    sub_merchant: str | None = None
+    sub_merchant_auth: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -110,15 +140,23 @@ PaymentState = Literal["pending", "succeeded", "failed", "closed", "unknown"]
 
 @dataclass(frozen=True)
 class PaymentStatus:
+    """``sub_merchant``: whom the gateway says the payment is collected
+    for, as ``GatewayEvent.sub_merchant``."""
+
     out_trade_no: str
     state: PaymentState
     transaction_id: str | None
     amount_minor: int | None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    sub_merchant: str | None = None
 
 
 @dataclass(frozen=True)
 class RefundRequest:
+    """A refund of a payment collected for a sub-merchant names it (and its
+    credential) exactly as the payment did: the gateway looks the trade up
+    in that merchant's books."""
+
     out_trade_no: str
     out_refund_no: str
     amount_minor: int
@@ -126,6 +164,8 @@ class RefundRequest:
     currency: str
     reason: str
     notify_url: str
+    sub_merchant: str | None = None
+    sub_merchant_auth: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -176,12 +216,25 @@ class GatewayUnavailable(GatewayError):
     code = "gateway_unavailable"
 
 
+class SubMerchantUnsupported(GatewayError, ValueError):
+    """A request names a sub-merchant this adapter cannot act for (WeChat
+    Pay configured as a direct merchant; Alipay without the merchant's
+    ``app_auth_token``). Nothing was sent: retrying will not help until the
+    configuration or the seller's registration changes."""
+
+    code = "sub_merchant_unsupported"
+
+
 class Gateway(Protocol):
     name: str
 
     def create_payment(self, request: PaymentRequest) -> PaymentCreated: ...
 
-    def query_payment(self, out_trade_no: str) -> PaymentStatus: ...
+    def query_payment(self, out_trade_no: str, *, sub_merchant: str | None = None,
+                      sub_merchant_auth: str | None = None) -> PaymentStatus:
+        """``sub_merchant``/``sub_merchant_auth``: as the payment was created
+        with (only adapters that collect for sub-merchants take them)."""
+        ...
 
     def refund(self, request: RefundRequest) -> RefundAccepted: ...
 

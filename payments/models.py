@@ -1,8 +1,10 @@
 """ORM rows of payments through gateways (issue 5): the payment (one
 attempt to collect an amount for a payable through one gateway), its
 refunds, the callback inbox (every callback stored raw before anything
-else), and the exceptions finance resolves (money that arrived but could
-not be applied: it sits in ``suspense``).
+else), the exceptions finance resolves (money that arrived but could
+not be applied: it sits in ``suspense``), and the authorisations merchants
+gave the platform at gateways (Alipay's ``app_auth_token``), used when a
+payment is collected in a seller's own name.
 
 Payables are named by strings (the order's public id, or buyer and seller
 codes): ``payments`` sits below ``channel_api`` and knows nothing of its
@@ -73,6 +75,13 @@ class Payment(Base):
     # collected for the custody account, the usual case).
     payee_account: Mapped[str | None] = mapped_column(String(64))
     payee_account_kind: Mapped[str | None] = mapped_column(String(20))
+    # The merchant the gateway collects this payment for, as every request
+    # about it names it (WeChat Pay ``sub_mchid``, the Alipay seller acting
+    # under its ``app_auth_token``, the sandbox's ``sub_merchant``): the
+    # payee's account when it is a merchant (migration 0021). NULL: the
+    # adapter's own merchant (every payment before 0021, and those that are
+    # not payee-collected).
+    sub_merchant: Mapped[str | None] = mapped_column(String(64))
     # The gateway's fee on this payment, once its daily bill said it.
     fee_minor: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -175,3 +184,28 @@ class PaymentException(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(80))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     note: Mapped[str] = mapped_column(String(500), default="")
+    # The sub-merchant the gateway said it collected this money for (a
+    # refund of it goes back through that merchant's books); NULL: none.
+    sub_merchant: Mapped[str | None] = mapped_column(String(64))
+
+
+class MerchantAuthorization(Base):
+    """What a merchant gave the platform at a gateway so that the platform
+    may act in its name: Alipay's ``app_auth_token`` (third-party
+    application authorisation), for the merchant's ``userId`` (2088...).
+    One per (gateway, merchant); authorising again replaces the token.
+
+    The token is a credential: it is sent to the gateway and nowhere else
+    (never in an API answer, a log line or an audit row, which show it
+    masked)."""
+
+    __tablename__ = "gateway_merchant_authorization"
+    __table_args__ = (UniqueConstraint("gateway", "merchant"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gateway: Mapped[str] = mapped_column(String(16))
+    merchant: Mapped[str] = mapped_column(String(64))
+    token: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -25,6 +25,16 @@ Wire protocol (the vendor implements the other side):
   return ``{"id", "out_return_no", "out_order_no", "status":
   processing|success|failed, "fail_reason"}``. A refusal (400, 404, 409,
   422) is ``GatewayRefused`` with the vendor's ``error`` as its code.
+* Sub-merchants (a payment collected for a seller as payee, in its own
+  name): ``POST /payments`` may carry ``sub_merchant`` (the seller's sandbox
+  account); the provider keeps it on the payment, echoes it in every answer
+  and callback about the payment (``data.sub_merchant``), and finds the
+  payment for a refund, split, finish or return (``sub_merchant`` in the
+  body) or a query (``?sub_merchant=`` in the query string) only when the
+  same sub-merchant is named (else 404), as a real provider looks a trade
+  up in that merchant's books. A request's signature covers its path *and*
+  query string. The sandbox needs no credential to act for a sub-merchant
+  (``sub_merchant_auth`` is ignored).
 """
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ import re
 from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any, Callable, Mapping, NoReturn, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from payments import signing
 from payments.gateway import (
@@ -166,11 +176,13 @@ class SandboxGateway:
             "description": request.description,
             "notify_url": request.notify_url,
             "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+            **_for(request.sub_merchant),
         }
         status, answer = self._call("POST", "/payments", payload)
         if status != 200:
             _refused(status, answer)
         self._check_echo(answer, "out_trade_no", request.out_trade_no)
+        self._check_echo(answer, "sub_merchant", request.sub_merchant)
         return PaymentCreated(
             out_trade_no=request.out_trade_no,
             pay_url=_answer_str(answer, "pay_url"),
@@ -178,8 +190,10 @@ class SandboxGateway:
             raw=answer,
         )
 
-    def query_payment(self, out_trade_no: str) -> PaymentStatus:
-        status, answer = self._call("GET", "/payments/" + quote(out_trade_no, safe=""), None)
+    def query_payment(self, out_trade_no: str, *, sub_merchant: str | None = None,
+                      sub_merchant_auth: str | None = None) -> PaymentStatus:
+        status, answer = self._call("GET", "/payments/" + quote(out_trade_no, safe="") + _query(sub_merchant),
+                                    None)
         if status == 404:
             return PaymentStatus(out_trade_no, "unknown", None, None, raw=answer)
         if status != 200:
@@ -193,6 +207,7 @@ class SandboxGateway:
             transaction_id=_answer_str(answer, "id"),
             amount_minor=_answer_int(answer, "amount_minor"),
             raw=answer,
+            sub_merchant=_answer_optional_str(answer, "sub_merchant"),
         )
 
     def refund(self, request: RefundRequest) -> RefundAccepted:
@@ -204,6 +219,7 @@ class SandboxGateway:
             "currency": request.currency,
             "reason": request.reason,
             "notify_url": request.notify_url,
+            **_for(request.sub_merchant),
         }
         status, answer = self._call("POST", "/refunds", payload)
         if status == 422:
@@ -230,19 +246,22 @@ class SandboxGateway:
             "receivers": [{"account": r.account, "kind": r.kind, "amount_minor": r.amount_minor,
                            "description": r.description} for r in request.receivers],
             "finish": request.finish,
+            **_for(request.sub_merchant),
         }
         return self._split_result(self._split_call("POST", "/splits", payload),
                                   request.out_order_no, request.transaction_id)
 
-    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
-        path = f"/splits/{quote(transaction_id, safe='')}/{quote(out_order_no, safe='')}"
+    def query_split(self, out_order_no: str, transaction_id: str, *, sub_merchant: str | None = None,
+                    sub_merchant_auth: str | None = None) -> SplitResult:
+        path = (f"/splits/{quote(transaction_id, safe='')}/{quote(out_order_no, safe='')}"
+                + _query(sub_merchant))
         return self._split_result(self._split_call("GET", path, None), out_order_no, transaction_id)
 
     def finish(self, request: FinishRequest) -> SplitResult:
         """``POST /splits/finish``: the rest of the payment to the payee, no
         more splits; its receiver in the answer is the payee."""
         payload = {"out_order_no": request.out_order_no, "transaction_id": request.transaction_id,
-                   "description": request.description}
+                   "description": request.description, **_for(request.sub_merchant)}
         return self._split_result(self._split_call("POST", "/splits/finish", payload),
                                   request.out_order_no, request.transaction_id)
 
@@ -251,12 +270,14 @@ class SandboxGateway:
             raise SplitRefused("bad_amount", f"amount must be a positive int in fen, not {request.amount_minor!r}")
         payload = {"out_return_no": request.out_return_no, "out_order_no": request.out_order_no,
                    "return_account": request.return_account, "amount_minor": request.amount_minor,
-                   "description": request.description}
+                   "description": request.description, **_for(request.sub_merchant)}
         return self._return_result(self._split_call("POST", "/split-returns", payload),
                                    request.out_return_no, request.out_order_no)
 
-    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
-        path = f"/split-returns/{quote(out_order_no, safe='')}/{quote(out_return_no, safe='')}"
+    def query_return(self, out_return_no: str, out_order_no: str, *, sub_merchant: str | None = None,
+                     sub_merchant_auth: str | None = None) -> ReturnResult:
+        path = (f"/split-returns/{quote(out_order_no, safe='')}/{quote(out_return_no, safe='')}"
+                + _query(sub_merchant))
         return self._return_result(self._split_call("GET", path, None), out_return_no, out_order_no)
 
     def _split_call(self, method: str, path: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -301,7 +322,7 @@ class SandboxGateway:
         """Sign, send, verify the answer's signature, decode it."""
         url = self._base_url + path
         body = dumps(payload) if payload is not None else b""
-        signed = signing.request_payload(method, urlsplit(url).path, body)
+        signed = signing.request_payload(method, signed_path(url), body)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signing.sign(self._secret, int(self._clock().timestamp()), signed),
@@ -331,7 +352,7 @@ class SandboxGateway:
         return response.status, answer
 
     @staticmethod
-    def _check_echo(answer: Mapping[str, Any], key: str, expected: str) -> None:
+    def _check_echo(answer: Mapping[str, Any], key: str, expected: str | None) -> None:
         # A signed answer about another payment (a replayed answer) is no answer.
         if answer.get(key) != expected:
             raise GatewayUnavailable(f"sandbox answered about another {key}", expected=expected, got=answer.get(key))
@@ -359,6 +380,7 @@ class SandboxGateway:
 
         data = payload["data"]
         out_refund_no = _callback_str(data, "out_refund_no") if kind.startswith("refund") else None
+        sub_merchant = _callback_str(data, "sub_merchant") if "sub_merchant" in data else None
         return GatewayEvent(
             gateway=self.name,
             kind=kind,
@@ -370,6 +392,7 @@ class SandboxGateway:
             occurred_at=_callback_time(data, "occurred_at"),
             app_id=app_id,
             raw=payload,
+            sub_merchant=sub_merchant,
         )
 
     def acknowledge(self, accepted: bool, message: str = "") -> Acknowledgement:
@@ -438,6 +461,22 @@ def _bill_line(row: list[str], line: int) -> BillLine:
     )
 
 
+def signed_path(url: str) -> str:
+    """What a request's signature covers of its URL: the path and, when
+    there is one, the query string (``?sub_merchant=...`` is signed too)."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _for(sub_merchant: str | None) -> dict[str, str]:
+    """A body's ``sub_merchant`` field, when the request names one."""
+    return {} if sub_merchant is None else {"sub_merchant": sub_merchant}
+
+
+def _query(sub_merchant: str | None) -> str:
+    return "" if sub_merchant is None else "?" + urlencode({"sub_merchant": sub_merchant})
+
+
 # -- field readers: one for answers (an outage), one for callbacks (refused) ---
 
 def _refused(status: int, answer: Mapping[str, Any]) -> NoReturn:
@@ -454,6 +493,13 @@ def _answer_str(answer: Mapping[str, Any], key: str) -> str:
     value = answer.get(key)
     if not isinstance(value, str) or not value:
         raise GatewayUnavailable(f"sandbox answer lacks {key}")
+    return value
+
+
+def _answer_optional_str(answer: Mapping[str, Any], key: str) -> str | None:
+    value = answer.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise GatewayUnavailable(f"sandbox answer's {key} is not a string")
     return value
 
 

@@ -26,8 +26,15 @@ refused over ``split_ratio`` of the payment after its fee, cumulatively
 new split answers ``split_state`` ("processing" by default, carried out at
 the next query; "finished": at once); ``receiver_faults`` closes a receiver
 (account -> fail reason). A finish releases the rest (payment - fee -
-split) to the payee (account ``payee``). A return gives (part of) a
-receiver's success back, ``processing`` until queried.
+split) to the payee (account ``payee``, or the payment's sub-merchant).
+A return gives (part of) a receiver's success back, ``processing`` until
+queried.
+
+Sub-merchants: a payment created with a ``sub_merchant`` (a seller's
+account, collected in its name) keeps it; every answer and callback about
+it echoes it, and it is found for a query, refund, split, finish or return
+only when the request names the same sub-merchant (404 otherwise), as a
+provider looks a trade up in that merchant's books.
 
 Life of a payment: ``created`` -> ``succeeded`` | ``failed`` | ``closed``
 (all final; a payer who failed pays a new payment). A refund is
@@ -46,11 +53,19 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone, tzinfo
 from fractions import Fraction
 from typing import Any, Literal, Mapping
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from payments import signing
 from payments.gateway import CallbackRejected, HttpResponse
-from payments.sandbox import BILL_HEADER, SIGNATURE_HEADER, Clock, dumps, header_value, utc_now
+from payments.sandbox import (
+    BILL_HEADER,
+    SIGNATURE_HEADER,
+    Clock,
+    dumps,
+    header_value,
+    signed_path,
+    utc_now,
+)
 
 Callback = tuple[dict[str, str], bytes]   # (headers, body) ready to POST
 
@@ -72,6 +87,7 @@ class SandboxPayment:
     created_at: datetime
     expires_at: datetime | None = None
     finished_at: datetime | None = None   # when it left "created"
+    sub_merchant: str | None = None       # collected in this merchant's name
 
 
 @dataclass(frozen=True)
@@ -135,11 +151,13 @@ class SandboxVendor:
     # -- the API, as a Transport ---------------------------------------------------
 
     def __call__(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
-        path = urlsplit(url).path
+        parts = urlsplit(url)
+        path = parts.path
+        sub = {k: v[0] for k, v in parse_qs(parts.query).items()}.get("sub_merchant")
         try:
             signing.verify(
                 header_value(headers, SIGNATURE_HEADER),
-                signing.request_payload(method, path, body),
+                signing.request_payload(method, signed_path(url), body),
                 [self._secret],
                 self._clock(),
                 self._tolerance_s,
@@ -150,7 +168,7 @@ class SandboxVendor:
             if method == "POST" and path.endswith("/payments"):
                 return self._answer(200, self._create(_json_object(body)))
             if method == "GET" and (match := re.fullmatch(r".*/payments/([^/]+)", path)):
-                return self._answer(200, self._query(unquote(match[1])))
+                return self._answer(200, self._query(unquote(match[1]), sub))
             if method == "POST" and path.endswith("/refunds"):
                 return self._answer(200, self._refund(_json_object(body)))
             if method == "POST" and path.endswith("/splits/finish"):
@@ -158,11 +176,11 @@ class SandboxVendor:
             if method == "POST" and path.endswith("/splits"):
                 return self._answer(200, self._split(_json_object(body)))
             if method == "GET" and (match := re.fullmatch(r".*/splits/([^/]+)/([^/]+)", path)):
-                return self._answer(200, self._query_split(unquote(match[1]), unquote(match[2])))
+                return self._answer(200, self._query_split(unquote(match[1]), unquote(match[2]), sub))
             if method == "POST" and path.endswith("/split-returns"):
                 return self._answer(200, self._return_split(_json_object(body)))
             if method == "GET" and (match := re.fullmatch(r".*/split-returns/([^/]+)/([^/]+)", path)):
-                return self._answer(200, self._query_return(unquote(match[1]), unquote(match[2])))
+                return self._answer(200, self._query_return(unquote(match[1]), unquote(match[2]), sub))
             raise _Answer(404, "no_route", f"{method} {path}")
         except _Answer as exc:
             return self._answer(exc.status, {"error": exc.error, "message": exc.message})
@@ -180,6 +198,7 @@ class SandboxVendor:
         notify_url = _field(req, "notify_url", str)
         expires = req.get("expires_at")
         expires_at = _aware(expires, "expires_at") if expires is not None else None
+        sub_merchant = _sub_merchant(req)
         if not 0 < len(out_trade_no) <= 64:
             raise _Answer(400, "invalid_request", "out_trade_no must be 1 to 64 characters")
         if amount <= 0:
@@ -197,20 +216,22 @@ class SandboxVendor:
                     status="created",
                     created_at=self._clock(),
                     expires_at=expires_at,
+                    sub_merchant=sub_merchant,
                 )
                 self._payments[out_trade_no] = payment
-            elif (payment.amount_minor, payment.currency) != (amount, currency):
+            elif (payment.amount_minor, payment.currency, payment.sub_merchant) != \
+                    (amount, currency, sub_merchant):
                 # Same out_trade_no again is a retry, unless it says otherwise.
-                raise _Answer(409, "conflict", "out_trade_no already used with another amount")
+                raise _Answer(409, "conflict", "out_trade_no already used with another amount or payee")
         return {
             **_payment_view(payment),
             "pay_url": self._checkout_url.format(out_trade_no=quote(out_trade_no, safe="")),
         }
 
-    def _query(self, out_trade_no: str) -> dict[str, Any]:
+    def _query(self, out_trade_no: str, sub_merchant: str | None) -> dict[str, Any]:
         with self._lock:
             payment = self._payments.get(out_trade_no)
-        if payment is None:
+        if payment is None or payment.sub_merchant != sub_merchant:
             raise _Answer(404, "not_found", "no such payment")
         return _payment_view(payment)
 
@@ -222,11 +243,12 @@ class SandboxVendor:
         currency = _field(req, "currency", str)
         reason = _field(req, "reason", str)
         notify_url = _field(req, "notify_url", str)
+        sub_merchant = _sub_merchant(req)
         if amount <= 0:
             raise _Answer(400, "invalid_request", "amount_minor must be positive")
         with self._lock:
             payment = self._payments.get(out_trade_no)
-            if payment is None:
+            if payment is None or payment.sub_merchant != sub_merchant:
                 raise _Answer(404, "not_found", "no such payment")
             refund = self._refunds.get(out_refund_no)
             if refund is not None:
@@ -267,11 +289,17 @@ class SandboxVendor:
         """The provider's fee on a payment (the bill's), rounded down."""
         return amount_minor * self.fee_bps // 10_000
 
-    def _splittable(self, transaction_id: str) -> SandboxPayment:
-        """The succeeded payment to split (caller holds the lock)."""
+    def _payment_by_id(self, transaction_id: str, sub_merchant: str | None) -> SandboxPayment:
+        """The payment, looked up in the named merchant's books (caller
+        holds the lock)."""
         payment = next((p for p in self._payments.values() if p.id == transaction_id), None)
-        if payment is None:
+        if payment is None or payment.sub_merchant != sub_merchant:
             raise _Answer(404, "not_found", "no such payment")
+        return payment
+
+    def _splittable(self, transaction_id: str, sub_merchant: str | None) -> SandboxPayment:
+        """The succeeded payment to split (caller holds the lock)."""
+        payment = self._payment_by_id(transaction_id, sub_merchant)
         if payment.status != "succeeded":
             raise _Answer(422, "not_paid", f"payment is {payment.status}")
         if transaction_id in self._split_finished:
@@ -295,6 +323,7 @@ class SandboxVendor:
         transaction_id = _field(req, "transaction_id", str)
         receivers = req.get("receivers")
         finish = req.get("finish", False)
+        sub_merchant = _sub_merchant(req)
         if not isinstance(receivers, list) or not 1 <= len(receivers) <= 50 or type(finish) is not bool:
             raise _Answer(400, "invalid_request", "receivers: 1 to 50; finish: a boolean")
         cleaned, seen = [], set()
@@ -311,8 +340,9 @@ class SandboxVendor:
         with self._lock:
             known = self._known_split(out_order_no, transaction_id)
             if known is not None:  # the first split, never a second one
+                self._payment_by_id(transaction_id, sub_merchant)
                 return _split_view(known)
-            payment = self._splittable(transaction_id)
+            payment = self._splittable(transaction_id, sub_merchant)
             cap = (payment.amount_minor - self.fee_of(payment.amount_minor)) \
                 * self.split_ratio.numerator // self.split_ratio.denominator
             if self._split_so_far(transaction_id) + sum(r["amount_minor"] for r in cleaned) > cap:
@@ -326,13 +356,15 @@ class SandboxVendor:
         out_order_no = _field(req, "out_order_no", str)
         transaction_id = _field(req, "transaction_id", str)
         _field(req, "description", str)
+        sub_merchant = _sub_merchant(req)
         with self._lock:
             known = self._known_split(out_order_no, transaction_id)
             if known is not None:
+                self._payment_by_id(transaction_id, sub_merchant)
                 return _split_view(known)
-            payment = self._splittable(transaction_id)
+            payment = self._splittable(transaction_id, sub_merchant)
             rest = payment.amount_minor - self.fee_of(payment.amount_minor) - self._split_so_far(transaction_id)
-            receivers = [{"account": "payee", "kind": "payee", "amount_minor": rest,
+            receivers = [{"account": payment.sub_merchant or "payee", "kind": "payee", "amount_minor": rest,
                           "description": "the rest to the payee", "result": "pending",
                           "fail_reason": None}] if rest > 0 else []
             self._split_finished.add(transaction_id)
@@ -359,11 +391,12 @@ class SandboxVendor:
                 r.update(result="closed" if fault else "success", fail_reason=fault)
         split["status"] = "finished"
 
-    def _query_split(self, transaction_id: str, out_order_no: str) -> dict[str, Any]:
+    def _query_split(self, transaction_id: str, out_order_no: str, sub_merchant: str | None) -> dict[str, Any]:
         with self._lock:
             split = self._splits.get(out_order_no)
             if split is None or split["transaction_id"] != transaction_id:
                 raise _Answer(404, "not_found", "no such split")
+            self._payment_by_id(transaction_id, sub_merchant)
             if split["status"] == "processing":  # carried out by the time anyone asks
                 self._carry_out(split)
             return _split_view(split)
@@ -374,15 +407,17 @@ class SandboxVendor:
         account = _field(req, "return_account", str)
         amount = _field(req, "amount_minor", int)
         _field(req, "description", str)
+        sub_merchant = _sub_merchant(req)
         if amount <= 0:
             raise _Answer(400, "invalid_request", "amount_minor must be positive")
         with self._lock:
             known = self._split_returns.get(out_return_no)
-            if known is not None:
-                return dict(known)
             split = self._splits.get(out_order_no)
             if split is None or split["_finish"]:
                 raise _Answer(404, "not_found", "no such split")
+            self._payment_by_id(split["transaction_id"], sub_merchant)
+            if known is not None:
+                return dict(known)
             received = sum(r["amount_minor"] for r in split["receivers"]
                            if r["account"] == account and r["result"] == "success")
             returned = sum(r["amount_minor"] for r in self._split_returns.values()
@@ -396,11 +431,12 @@ class SandboxVendor:
                 "status": "processing", "fail_reason": None}
             return dict(returning)
 
-    def _query_return(self, out_order_no: str, out_return_no: str) -> dict[str, Any]:
+    def _query_return(self, out_order_no: str, out_return_no: str, sub_merchant: str | None) -> dict[str, Any]:
         with self._lock:
             returning = self._split_returns.get(out_return_no)
             if returning is None or returning["out_order_no"] != out_order_no:
                 raise _Answer(404, "not_found", "no such split return")
+            self._payment_by_id(self._splits[out_order_no]["transaction_id"], sub_merchant)
             if returning["status"] == "processing":
                 returning["status"] = "success"
             return dict(returning)
@@ -445,6 +481,9 @@ class SandboxVendor:
                 "currency": refund.currency,
                 "occurred_at": refund.finished_at.isoformat(),  # type: ignore[union-attr]
             }
+            sub_merchant = self._payments[refund.out_trade_no].sub_merchant
+            if sub_merchant is not None:
+                data["sub_merchant"] = sub_merchant
             return self._event(f"refund.{status}", data)
 
     def redeliver(self, event_id: str) -> Callback:
@@ -490,6 +529,8 @@ class SandboxVendor:
                 "currency": payment.currency,
                 "occurred_at": payment.finished_at.isoformat(),  # type: ignore[union-attr]
             }
+            if payment.sub_merchant is not None:
+                data["sub_merchant"] = payment.sub_merchant
             return self._event(f"payment.{status}", data)
 
     def _event(self, event_type: str, data: dict[str, Any]) -> Callback:
@@ -512,13 +553,16 @@ class SandboxVendor:
 
 
 def _payment_view(payment: SandboxPayment) -> dict[str, Any]:
-    return {
+    view = {
         "id": payment.id,
         "out_trade_no": payment.out_trade_no,
         "status": payment.status,
         "amount_minor": payment.amount_minor,
         "currency": payment.currency,
     }
+    if payment.sub_merchant is not None:
+        view["sub_merchant"] = payment.sub_merchant
+    return view
 
 
 def _split_view(split: Mapping[str, Any]) -> dict[str, Any]:
@@ -550,6 +594,14 @@ def _field(req: Mapping[str, Any], key: str, kind: type) -> Any:
     value = req.get(key)
     if type(value) is not kind:  # exact: a JSON true is no amount
         raise _Answer(400, "invalid_request", f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _sub_merchant(req: Mapping[str, Any]) -> str | None:
+    """A request's optional ``sub_merchant``: a non-empty string or absent."""
+    value = req.get("sub_merchant")
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 64):
+        raise _Answer(400, "invalid_request", "sub_merchant must be 1 to 64 characters")
     return value
 
 

@@ -44,6 +44,17 @@ float: ``0.3`` as a float is not 3/10 and would move the cap by a fen at the
 boundary). The cap is per payment and cumulative over its instructions: pass
 what earlier instructions for the same payment already split away as
 ``already_split_minor``.
+
+Sub-merchants
+-------------
+
+When the payment was collected for a sub-merchant (``payments.gateway``:
+a seller paid as payee in its own name), every instruction about it names
+that merchant (``sub_merchant``, with ``sub_merchant_auth`` where the
+gateway needs a credential: Alipay's ``app_auth_token``), and so do the
+queries (keyword arguments). The sub-merchant is the payer of the split.
+An adapter that cannot act for it refuses with ``SplitRefused``
+``sub_merchant_unsupported`` before sending anything.
 """
 from __future__ import annotations
 
@@ -81,6 +92,8 @@ class SplitRequest:
     receivers: tuple[SplitReceiver, ...]
     finish: bool = False                   # release the remainder to the payee afterwards
                                            # (WeChat unfreeze_unsplit, Alipay royalty_finish)
+    sub_merchant: str | None = None        # the payment's sub-merchant, if it had one
+    sub_merchant_auth: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,8 @@ class FinishRequest:
     out_order_no: str                      # an instruction id of its own
     transaction_id: str
     description: str
+    sub_merchant: str | None = None
+    sub_merchant_auth: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,8 @@ class ReturnRequest:
     return_account: str                    # the receiver that gives the money back
     amount_minor: int
     description: str
+    sub_merchant: str | None = None        # the payee the money goes back to, if a sub-merchant
+    sub_merchant_auth: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,9 @@ class ReturnResult:
 class SplitRefused(GatewayError):
     """A split that must not be sent as it is. ``code``: ``no_receivers``,
     ``bad_amount``, ``bad_receiver``, ``duplicate_receiver``, ``over_cap``
-    (checked here) or ``gateway_refused`` (``GatewayRefused``)."""
+    (checked here), ``sub_merchant_unsupported`` (the adapter cannot act
+    for the payment's sub-merchant) or ``gateway_refused``
+    (``GatewayRefused``)."""
 
     def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message, **details)
@@ -157,13 +176,15 @@ class SplitGateway(Protocol):
 
     def split(self, request: SplitRequest) -> SplitResult: ...
 
-    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult: ...
+    def query_split(self, out_order_no: str, transaction_id: str, *, sub_merchant: str | None = None,
+                    sub_merchant_auth: str | None = None) -> SplitResult: ...
 
     def finish(self, request: FinishRequest) -> SplitResult: ...
 
     def return_split(self, request: ReturnRequest) -> ReturnResult: ...
 
-    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult: ...
+    def query_return(self, out_return_no: str, out_order_no: str, *, sub_merchant: str | None = None,
+                     sub_merchant_auth: str | None = None) -> ReturnResult: ...
 
 
 def _is_positive_fen(value: Any) -> bool:

@@ -26,15 +26,35 @@ certificates.
 Two modes:
 
 * direct merchant (the default): ``mchid``/``appid`` are the merchant's own,
-  payments go to ``/v3/pay/transactions/...``;
+  payments go to ``/v3/pay/transactions/...``. Such a merchant collects
+  only for itself: a request that names a sub-merchant (``sub_merchant``,
+  below) is refused before anything is sent (``SubMerchantUnsupported``;
+  ``SplitRefused`` ``sub_merchant_unsupported`` for profit sharing), since
+  the money would otherwise land in the platform's own account;
 * service provider (``sub_mchid`` set, optionally ``sub_appid``): ``mchid``
   and ``appid`` are the service provider's (``sp_mchid``/``sp_appid``; its
-  key signs the requests), and every call is made for the sub-merchant:
+  key signs the requests), and every call is made for a sub-merchant:
   payments use the partner endpoints ``/v3/pay/partner/transactions/...``
   (``sp_appid``, ``sp_mchid``, ``sub_mchid`` in the body or the query),
   refunds and profit-sharing bodies carry ``sub_mchid``, profit-sharing
-  queries take ``sub_mchid=`` as a query parameter, and notifications must
-  name our ``sp_mchid`` and ``sub_mchid``.
+  queries take ``sub_mchid=`` as a query parameter.
+
+  Which sub-merchant: the one a request names (``PaymentRequest``,
+  ``RefundRequest``, ``SplitRequest``, ``FinishRequest``, ``ReturnRequest``
+  ``.sub_merchant``; the ``sub_merchant=`` keyword of ``query_payment``,
+  ``query_split``, ``query_return``), i.e. the seller a payment is
+  collected for as payee; else the configured ``sub_mchid``, the default
+  that collects everything no seller collects in its own name.
+  ``sub_appid`` (the configured sub-merchant's own app) is sent only for
+  that sub-merchant. Notifications must name our ``sp_mchid`` (and
+  ``sp_appid`` when they name an app); any ``sub_mchid`` is accepted, since
+  the service provider collects for many sellers, and is handed on as
+  ``GatewayEvent.sub_merchant`` for the use case to check against the
+  payment (a notification for another sub-merchant than the payment's is
+  money in the wrong seller's name: suspense). ``sub_appid`` is checked
+  only for the configured sub-merchant.
+
+There is no close call: an unpaid payment expires by its ``time_expire``.
 
 Profit sharing (issue 6, ``payments.split.SplitGateway``): ``split``,
 ``query_split``, ``finish`` (unfreeze), ``return_split`` and ``query_return``
@@ -74,7 +94,7 @@ from payments.gateway import (
     Acknowledgement, BillLine, CallbackRejected, CallbackRequest, EventKind,
     GatewayError, GatewayEvent, GatewayUnavailable, HttpResponse, PaymentCreated,
     PaymentRequest, PaymentState, PaymentStatus, RefundAccepted, RefundRequest,
-    Transport,
+    SubMerchantUnsupported, Transport,
     header,
 )
 from payments.split import (
@@ -148,8 +168,9 @@ def yuan_to_fen(text: str, max_places: int = 2) -> int:
 
 
 class WeChatPayV3:
-    """One merchant (mchid + appid) on WeChat Pay API v3, or one sub-merchant
-    (``sub_mchid``) of a service provider (mchid + appid)."""
+    """One merchant (mchid + appid) on WeChat Pay API v3, or a service
+    provider (mchid + appid) acting for its sub-merchants: the configured
+    ``sub_mchid`` by default, another one when a request names it."""
 
     name = "wechatpay"
 
@@ -165,8 +186,9 @@ class WeChatPayV3:
         so their money stays frozen for ``split`` until ``finish``.
         ``max_split_ratio``: the merchant's profit-sharing cap (30 % unless
         WeChat Pay configured another), after fees. ``sub_mchid``: act as
-        the service provider ``mchid`` for this sub-merchant (``sub_appid``:
-        the sub-merchant's own app, optional)."""
+        the service provider ``mchid``, for this sub-merchant unless a
+        request names another (``sub_appid``: this sub-merchant's own app,
+        optional)."""
         key = serialization.load_pem_private_key(merchant_private_key, password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the merchant key must be an RSA private key")
@@ -315,24 +337,53 @@ class WeChatPayV3:
             raise GatewayUnavailable("WeChat Pay answer is not a JSON object", **details)
         return data
 
-    def _sub_merchant(self) -> dict[str, str]:
+    def _for(self, sub_merchant: str | None) -> str | None:
+        """The sub-merchant a call is made for: the one the request names,
+        else the configured one (None: a direct merchant, for itself). A
+        direct merchant cannot act for another merchant:
+        ``SubMerchantUnsupported``, nothing sent."""
+        if sub_merchant is None:
+            return self.sub_mchid
+        if not isinstance(sub_merchant, str) or not re.fullmatch(r"[0-9]{1,32}", sub_merchant):
+            raise SubMerchantUnsupported(f"not a WeChat Pay merchant number: {sub_merchant!r}",
+                                         sub_merchant=sub_merchant)
+        if self.sub_mchid is None:
+            raise SubMerchantUnsupported(
+                f"WeChat Pay is configured as the direct merchant {self._mchid}: it cannot collect "
+                f"for the sub-merchant {sub_merchant} (service-provider mode needs "
+                "CL_WECHATPAY_SUB_MCHID)", sub_merchant=sub_merchant)
+        return sub_merchant
+
+    def _split_for(self, sub_merchant: str | None) -> str | None:
+        """``_for`` for profit sharing, whose callers expect ``SplitRefused``."""
+        try:
+            return self._for(sub_merchant)
+        except SubMerchantUnsupported as refused:
+            raise SplitRefused(refused.code, str(refused), **refused.details) from None
+
+    @staticmethod
+    def _sub_merchant(sub_mchid: str | None) -> dict[str, str]:
         """What a refund or profit-sharing body adds in service-provider
         mode: the sub-merchant it is for (nothing for a direct merchant)."""
-        return {} if self.sub_mchid is None else {"sub_mchid": self.sub_mchid}
+        return {} if sub_mchid is None else {"sub_mchid": sub_mchid}
 
-    def _sub_merchant_query(self) -> str:
+    @staticmethod
+    def _sub_merchant_query(sub_mchid: str | None) -> str:
         """The same for a query string: ``sub_mchid=...&`` or nothing."""
-        return "" if self.sub_mchid is None else f"sub_mchid={quote(self.sub_mchid, safe='')}&"
+        return "" if sub_mchid is None else f"sub_mchid={quote(sub_mchid, safe='')}&"
 
     def create_payment(self, request: PaymentRequest) -> PaymentCreated:
-        """Native pay: the payer scans ``code_url`` rendered as a QR code."""
+        """Native pay: the payer scans ``code_url`` rendered as a QR code.
+        Collected for ``request.sub_merchant`` when it names one (partner
+        endpoint), else as the adapter is configured."""
         _require_fen(request.amount_minor)
-        if self.sub_mchid is None:
+        sub_mchid = self._for(request.sub_merchant)
+        if sub_mchid is None:
             path, payload = "/v3/pay/transactions/native", {"appid": self._appid, "mchid": self._mchid}
         else:
             path = "/v3/pay/partner/transactions/native"
-            payload = {"sp_appid": self._appid, "sp_mchid": self._mchid, "sub_mchid": self.sub_mchid}
-            if self.sub_appid:
+            payload = {"sp_appid": self._appid, "sp_mchid": self._mchid, "sub_mchid": sub_mchid}
+            if self.sub_appid and sub_mchid == self.sub_mchid:
                 payload["sub_appid"] = self.sub_appid
         payload.update({
             "description": request.description, "out_trade_no": request.out_trade_no,
@@ -348,23 +399,32 @@ class WeChatPayV3:
             raise GatewayUnavailable("answer has no code_url", raw=data)
         return PaymentCreated(out_trade_no=request.out_trade_no, pay_url=data["code_url"], raw=data)
 
-    def query_payment(self, out_trade_no: str) -> PaymentStatus:
-        if self.sub_mchid is None:
+    def query_payment(self, out_trade_no: str, *, sub_merchant: str | None = None,
+                      sub_merchant_auth: str | None = None) -> PaymentStatus:
+        """By our ``out_trade_no``, in the books of ``sub_merchant`` (the
+        one the payment was created for; ``sub_merchant_auth`` is unused)."""
+        sub_mchid = self._for(sub_merchant)
+        if sub_mchid is None:
             path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={quote(self._mchid)}"
         else:
             path = (f"/v3/pay/partner/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
-                    f"?sp_mchid={quote(self._mchid)}&sub_mchid={quote(self.sub_mchid)}")
+                    f"?sp_mchid={quote(self._mchid)}&sub_mchid={quote(sub_mchid)}")
         data = self._call("GET", path)
         amount = (data.get("amount") or {}).get("total")
+        named = data.get("sub_mchid") if sub_mchid is not None else None
         return PaymentStatus(
             out_trade_no=out_trade_no, state=_TRADE_STATES.get(data.get("trade_state", ""), "unknown"),
             transaction_id=data.get("transaction_id"),
             amount_minor=amount if _is_fen(amount) else None, raw=data,
+            sub_merchant=named if isinstance(named, str) and named else sub_mchid,
         )
 
     def refund(self, request: RefundRequest) -> RefundAccepted:
+        """``POST /v3/refund/domestic/refunds``, with ``sub_mchid`` in the
+        body for a payment collected for a sub-merchant."""
         _require_fen(request.amount_minor)
         _require_fen(request.total_minor)
+        sub_mchid = self._for(request.sub_merchant)
         payload: dict[str, Any] = {
             "out_trade_no": request.out_trade_no, "out_refund_no": request.out_refund_no,
             "notify_url": request.notify_url,
@@ -373,7 +433,7 @@ class WeChatPayV3:
         }
         if request.reason:
             payload["reason"] = request.reason
-        payload.update(self._sub_merchant())
+        payload.update(self._sub_merchant(sub_mchid))
         data = self._call("POST", "/v3/refund/domestic/refunds", payload)
         state = _REFUND_STATES.get(data.get("status", ""))
         if state is None:
@@ -394,29 +454,33 @@ class WeChatPayV3:
             if receiver.kind not in RECEIVER_KINDS:
                 raise SplitRefused("bad_receiver", f"WeChat Pay receivers are {' or '.join(RECEIVER_KINDS)},"
                                    f" not {receiver.kind!r}", account=receiver.account)
+        sub_mchid = self._split_for(request.sub_merchant)
         payload = {
             "appid": self._appid, "transaction_id": request.transaction_id,
             "out_order_no": request.out_order_no,
             "receivers": [{"type": r.kind, "account": r.account, "amount": r.amount_minor,
                            "description": r.description} for r in request.receivers],
-            "unfreeze_unsplit": request.finish, **self._sub_merchant(),
+            "unfreeze_unsplit": request.finish, **self._sub_merchant(sub_mchid),
         }
         data = self._call("POST", "/v3/profitsharing/orders", payload, refusals=True)
         return self._sharing_result(data, request.out_order_no, request.transaction_id)
 
-    def query_split(self, out_order_no: str, transaction_id: str) -> SplitResult:
+    def query_split(self, out_order_no: str, transaction_id: str, *, sub_merchant: str | None = None,
+                    sub_merchant_auth: str | None = None) -> SplitResult:
         """``GET /v3/profitsharing/orders/{out_order_no}``; also answers for
         a ``finish`` (its ``out_order_no``). Unknown: ``GatewayRefused``
         (404), which after a lost answer means the instruction never arrived."""
+        sub_mchid = self._split_for(sub_merchant)
         path = (f"/v3/profitsharing/orders/{quote(out_order_no, safe='')}"
-                f"?{self._sub_merchant_query()}transaction_id={quote(transaction_id, safe='')}")
+                f"?{self._sub_merchant_query(sub_mchid)}transaction_id={quote(transaction_id, safe='')}")
         return self._sharing_result(self._call("GET", path, refusals=True), out_order_no, transaction_id)
 
     def finish(self, request: FinishRequest) -> SplitResult:
         """``POST /v3/profitsharing/orders/unfreeze``: what is still frozen
         goes to us (the payee); the answer's receiver is the payee itself."""
+        sub_mchid = self._split_for(request.sub_merchant)
         payload = {"transaction_id": request.transaction_id, "out_order_no": request.out_order_no,
-                   "description": request.description, **self._sub_merchant()}
+                   "description": request.description, **self._sub_merchant(sub_mchid)}
         data = self._call("POST", "/v3/profitsharing/orders/unfreeze", payload, refusals=True)
         return self._sharing_result(data, request.out_order_no, request.transaction_id)
 
@@ -425,15 +489,18 @@ class WeChatPayV3:
         (``return_account`` is its mchid) gives money back to us."""
         if not _is_fen(request.amount_minor) or request.amount_minor == 0:
             raise SplitRefused("bad_amount", f"amount must be a positive int in fen, not {request.amount_minor!r}")
+        sub_mchid = self._split_for(request.sub_merchant)
         payload = {"out_order_no": request.out_order_no, "out_return_no": request.out_return_no,
                    "return_mchid": request.return_account, "amount": request.amount_minor,
-                   "description": request.description, **self._sub_merchant()}
+                   "description": request.description, **self._sub_merchant(sub_mchid)}
         data = self._call("POST", "/v3/profitsharing/return-orders", payload, refusals=True)
         return self._return_result(data, request.out_return_no, request.out_order_no)
 
-    def query_return(self, out_return_no: str, out_order_no: str) -> ReturnResult:
+    def query_return(self, out_return_no: str, out_order_no: str, *, sub_merchant: str | None = None,
+                     sub_merchant_auth: str | None = None) -> ReturnResult:
+        sub_mchid = self._split_for(sub_merchant)
         path = (f"/v3/profitsharing/return-orders/{quote(out_return_no, safe='')}"
-                f"?{self._sub_merchant_query()}out_order_no={quote(out_order_no, safe='')}")
+                f"?{self._sub_merchant_query(sub_mchid)}out_order_no={quote(out_order_no, safe='')}")
         return self._return_result(self._call("GET", path, refusals=True), out_return_no, out_order_no)
 
     @staticmethod
@@ -507,12 +574,17 @@ class WeChatPayV3:
         """Is the decrypted resource about our merchant (and app, when it
         names one)? In service-provider mode WeChat Pay names the service
         provider ``sp_mchid``/``sp_appid`` and the sub-merchant ``sub_mchid``
-        (refunds name no app)."""
+        (refunds name no app): any sub-merchant of ours is accepted (whether
+        it is the payment's is the use case's check, on
+        ``GatewayEvent.sub_merchant``); ``sub_appid`` is checked for the
+        configured sub-merchant, the only one whose app we know."""
         if self.sub_mchid is None:
             return data.get("mchid") == self._mchid and data.get("appid", self._appid) == self._appid
-        return (data.get("sp_mchid") == self._mchid and data.get("sub_mchid") == self.sub_mchid
+        sub_mchid = data.get("sub_mchid")
+        return (data.get("sp_mchid") == self._mchid and isinstance(sub_mchid, str) and sub_mchid != ""
                 and data.get("sp_appid", self._appid) == self._appid
-                and (self.sub_appid is None or data.get("sub_appid", self.sub_appid) == self.sub_appid))
+                and (self.sub_appid is None or sub_mchid != self.sub_mchid
+                     or data.get("sub_appid", self.sub_appid) == self.sub_appid))
 
     def _event(self, event_type: str, data: dict[str, Any]) -> GatewayEvent:
         amount = data.get("amount")
@@ -541,6 +613,7 @@ class WeChatPayV3:
             amount_minor=value, currency=amount.get("currency") or "CNY",
             out_refund_no=data.get("out_refund_no"), occurred_at=occurred_at,
             app_id=data.get("appid", data.get("sp_appid")), raw=data,
+            sub_merchant=data["sub_mchid"] if self.sub_mchid is not None else None,
         )
 
     def acknowledge(self, accepted: bool, message: str = "") -> Acknowledgement:

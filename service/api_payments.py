@@ -17,10 +17,17 @@ from channel_api import (
     gateway_payments,
     gateway_refunds,
     orders,
+    sub_merchants,
 )
-from channel_api.errors import GatewayDown, InvalidInput
+from channel_api.errors import GatewayCannotCollect, GatewayDown, InvalidInput
 from ledger import utcnow
-from payments.gateway import CallbackRequest, GatewayError, GatewayUnavailable, PaymentRequest
+from payments.gateway import (
+    CallbackRequest,
+    GatewayError,
+    GatewayUnavailable,
+    PaymentRequest,
+    SubMerchantUnsupported,
+)
 from payments.sandbox_vendor import SandboxError
 from service import callbacks
 from service.channel_edge import ChannelBlueprint, actor, caller, mutation
@@ -65,7 +72,11 @@ def start_payment(body):
     """Pay through a gateway: an order's gateway part (the plan has one), or
     a deposit or credit repayment at a seller. The answer's ``pay_url`` is
     where the payer pays; the money is posted when the gateway's verified
-    callback arrives. Asking again for an order returns its open payment."""
+    callback arrives. Asking again for an order returns its open payment.
+    An order whose seller collects as payee is created at the gateway in the
+    seller's own merchant; a gateway configured so that it cannot (WeChat
+    Pay as a direct merchant, an Alipay seller without its authorisation)
+    refuses it with 409 ``sub_merchant_unsupported`` and nothing is kept."""
     who = caller()
     access.require_scope(who, "storefront")
     adapter = _adapter(body["gateway"])
@@ -88,7 +99,13 @@ def start_payment(body):
             currency=payment.currency, description=f"{payment.purpose} {payment.order or ''}",
             notify_url=url_for("gateway_callbacks.callback", gateway=payment.gateway,
                                _external=True),
-            expires_at=payment.expires_at))
+            expires_at=payment.expires_at,
+            **sub_merchants.request_fields(sub_merchants.of_payment_id(session, payment.public_id))))
+    except SubMerchantUnsupported as refused:
+        raise GatewayCannotCollect(
+            f"{payment.gateway} here cannot collect in the name of {payment.payee}'s merchant "
+            f"{payment.sub_merchant}: {refused}", gateway=payment.gateway,
+            sub_merchant=payment.sub_merchant) from None
     except GatewayUnavailable:
         raise GatewayDown(f"{payment.gateway} did not accept the payment; "
                                            "try again", gateway=payment.gateway) from None

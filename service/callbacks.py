@@ -132,26 +132,30 @@ def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, 
     callback would be (stored in the inbox as the query's answer, applied
     once by the same dedupe key, so a late real callback is a duplicate).
     Closed or failed: the payment is closed. Still waiting: closed at our
-    end too, as expired (money arriving later goes to suspense)."""
+    end too, as expired (money arriving later goes to suspense). A payment
+    collected for a sub-merchant is asked about in that merchant's books."""
     import json
 
     from channel_api import gateway_payments as gp
+    from channel_api import sub_merchants
     from payments.gateway import GatewayEvent, GatewayError
     from payments.models import Payment
     from sqlalchemy import select
 
     now = now or utcnow()
     with session_factory() as session:
-        stuck = [(p.public_id, p.gateway, p.amount_minor, p.currency) for p in session.scalars(
+        stuck = [(p.public_id, p.gateway, p.amount_minor, p.currency,
+                  sub_merchants.request_fields(sub_merchants.of_payment(session, p)))
+                 for p in session.scalars(
             select(Payment).where(Payment.state.in_(("created", "pending")),
                                   Payment.expires_at <= now).order_by(Payment.id).limit(limit))]
     counts = {"paid": 0, "closed": 0, "unreachable": 0}
-    for public_id, name, amount, currency in stuck:
+    for public_id, name, amount, currency, collected_for in stuck:
         adapter = adapters.get(name)
         if adapter is None:
             continue
         try:
-            status = adapter.query_payment(public_id)
+            status = adapter.query_payment(public_id, **collected_for)
         except GatewayError:
             counts["unreachable"] += 1
             continue
@@ -159,7 +163,8 @@ def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, 
             event = GatewayEvent(gateway=name, kind="payment_succeeded",
                                  transaction_id=status.transaction_id,
                                  out_trade_no=public_id,
-                                 amount_minor=status.amount_minor or 0, currency=currency)
+                                 amount_minor=status.amount_minor or 0, currency=currency,
+                                 sub_merchant=status.sub_merchant)
             request = CallbackRequest(headers={"X-Channel-Ledger-Source": "query"},
                                       body=json.dumps({"query": dict(status.raw)},
                                                       default=str).encode(),
@@ -185,16 +190,18 @@ def send_refunds(session_factory: sessionmaker[Session], adapters: dict[str, Gat
     after the return or cancel commits, and by a job for any left over).
     Each is sent with its ``out_refund_no``, which the gateway dedupes, so
     sending one again is safe. Returns how many were sent."""
-    from channel_api import gateway_refunds
+    from channel_api import gateway_refunds, sub_merchants
     from payments.gateway import GatewayError, GatewayUnavailable, RefundAccepted, RefundRequest
 
     with session_factory() as session:
         # A payment's refund, or one of money in suspense (no payment here):
-        # the view carries the trade's total and where the gateway calls back.
-        todo = [(refund, refund.total_minor, refund.notify_url or "")
+        # the view carries the trade's total and where the gateway calls back;
+        # money collected for a sub-merchant goes back through that merchant.
+        todo = [(refund, refund.total_minor, refund.notify_url or "",
+                 sub_merchants.request_fields(gateway_refunds.sub_merchant(session, refund.public_id)))
                 for refund in gateway_refunds.to_send(session, limit)]
     sent = 0
-    for refund, total, notify_url in todo:
+    for refund, total, notify_url, collected_for in todo:
         adapter = adapters.get(refund.gateway)
         if adapter is None:
             continue
@@ -202,7 +209,7 @@ def send_refunds(session_factory: sessionmaker[Session], adapters: dict[str, Gat
             accepted = adapter.refund(RefundRequest(
                 out_trade_no=refund.payment, out_refund_no=refund.public_id,
                 amount_minor=refund.amount_minor, total_minor=total, currency=refund.currency,
-                reason=refund.reason, notify_url=notify_url))
+                reason=refund.reason, notify_url=notify_url, **collected_for))
         except GatewayUnavailable:
             log.warning("refund %s: %s did not answer; it will be sent again", refund.public_id,
                         refund.gateway)

@@ -175,6 +175,7 @@ def release(runtime: Runtime) -> None:
 def sandbox_pay(runtime: Runtime, payment: str, decline: bool) -> None:
     """Pay a sandbox payment (pay_...) as the payer would: the simulated
     provider sends its signed callback, received like any gateway's."""
+    from channel_api import sub_merchants
     from payments.gateway import CallbackRequest, PaymentRequest
     from payments.models import Payment
     from service import callbacks
@@ -192,7 +193,8 @@ def sandbox_pay(runtime: Runtime, payment: str, decline: bool) -> None:
         request = PaymentRequest(out_trade_no=row.public_id, amount_minor=row.amount_minor,
                                  currency=row.currency, description=row.purpose,
                                  notify_url="http://localhost/callbacks/sandbox",
-                                 expires_at=ledger.as_utc(row.expires_at))
+                                 expires_at=ledger.as_utc(row.expires_at),
+                                 **sub_merchants.request_fields(sub_merchants.of_payment(session, row)))
     # This process's own provider: it learns of the payment, then pays it.
     adapter, vendor = sandbox(runtime.settings.sandbox_secret)
     adapter.create_payment(request)

@@ -52,12 +52,18 @@ class PaymentOut(ma.Schema):
     pay_url = fields.String(allow_none=True, metadata={"description": "Where the payer pays."})
     expires_at = UtcDateTime()
     created_at = UtcDateTime()
+    sub_merchant = fields.String(allow_none=True, metadata={
+        "description": "The payee's own merchant at the gateway the payment is collected for "
+                       "(its WeChat Pay sub_mchid, Alipay userId, sandbox account); null: the "
+                       "platform's configured merchant."})
 
 
 class ExceptionOut(ma.Schema):
     public_id = fields.String()
     kind = fields.String(metadata={"description": "unknown_payment, amount_mismatch, "
-                                                  "payable_closed, paid_twice."})
+                                                  "payable_closed, paid_twice, payee_mismatch "
+                                                  "(collected for another merchant than the "
+                                                  "payment's payee), refund_failed."})
     gateway = fields.String()
     transaction_id = fields.String()
     out_trade_no = fields.String(allow_none=True)

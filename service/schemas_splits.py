@@ -20,7 +20,14 @@ class GatewayAccountIn(StrictSchema):
                        "openid, an Alipay userId (2088...) or login name, a sandbox account."})
     kind = fields.String(required=True, metadata={
         "description": "wechatpay: MERCHANT_ID or PERSONAL_OPENID; alipay: userId or "
-                       "loginName; sandbox: account."})
+                       "loginName; sandbox: account. Only a merchant collects the party's "
+                       "sales as payee (MERCHANT_ID; a userId with app_auth_token; a sandbox "
+                       "account); any kind receives splits."})
+    app_auth_token = fields.String(load_default=None, load_only=True, metadata={
+        "description": "alipay userId only: the app_auth_token the seller's authorisation of "
+                       "the platform's app gave (third-party application authorisation), "
+                       "so that its sales are collected in its own name. Kept for Alipay, "
+                       "never shown again; send it again to replace it."})
 
 
 class GatewayAccountOut(ma.Schema):
@@ -33,6 +40,12 @@ class GatewayAccountOut(ma.Schema):
     actor = fields.String()
     created_at = UtcDateTime()
     retired_at = UtcDateTime(allow_none=True)
+    authorized = fields.Boolean(metadata={
+        "description": "Whether the platform holds the merchant's authorisation (alipay's "
+                       "app_auth_token; the token itself is never shown)."})
+    payee = fields.Boolean(metadata={
+        "description": "Whether this account collects the party's sales at the gateway in its "
+                       "own name (a merchant there); if not, it only receives splits."})
 
 
 class GatewayAccountList(ma.Schema):

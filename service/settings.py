@@ -47,9 +47,11 @@ class SettingsError(ValueError):
 class WeChatPaySettings:
     """WeChat Pay API v3 (``CL_WECHATPAY_*``): one direct merchant, or, with
     ``sub_mchid``, a service provider (``mchid``/``appid`` are then its own)
-    acting for that sub-merchant. Keys are read from their files and parsed
-    at start-up; ``platform_certificates`` are (serial, PEM) pairs, the
-    serial read from each certificate."""
+    acting for its sub-merchants: the sellers paid as payee in their own
+    ``sub_mchid`` (their registered ``MERCHANT_ID``), and this one for
+    everything else. Keys are read from their files and parsed at start-up;
+    ``platform_certificates`` are (serial, PEM) pairs, the serial read from
+    each certificate."""
 
     mchid: str
     appid: str

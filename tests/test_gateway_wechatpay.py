@@ -568,8 +568,19 @@ def test_partner_notifications_name_the_service_provider_and_the_sub_merchant(fa
     assert partner.verify_callback(refunded).transaction_id == "50000001"
 
 
+def test_partner_notification_for_another_sub_merchant_is_accepted_and_names_it(fake, partner):
+    """The service provider collects for many sellers: a notification about
+    another of its sub-merchants is ours; the event names the sub-merchant
+    for the use case to check against the payment."""
+    request = fake.notification("TRANSACTION.SUCCESS",
+                                as_partner(fake.payment_resource("pay-1", 1), sub_mchid="1900000999"))
+    assert partner.verify_callback(request).sub_merchant == "1900000999"
+    own = fake.notification("TRANSACTION.SUCCESS", as_partner(fake.payment_resource("pay-2", 1)))
+    assert partner.verify_callback(own).sub_merchant == SUB_MCHID
+
+
 @pytest.mark.parametrize("resource", [
-    pytest.param(lambda r: as_partner(r, sub_mchid="1900000999"), id="another sub-merchant"),
+    pytest.param(lambda r: {**as_partner(r), "sub_mchid": ""}, id="no sub-merchant"),
     pytest.param(lambda r: {**as_partner(r), "sp_mchid": "1900000999"}, id="another service provider"),
     pytest.param(lambda r: {**as_partner(r), "sp_appid": "wx-someone-else"}, id="another app"),
     pytest.param(lambda r: r, id="direct-merchant resource"),

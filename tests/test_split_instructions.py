@@ -51,6 +51,9 @@ from tests.vendors.alipay import FakeAlipay, new_key, private_pem, public_pem
 from tests.vendors.wechatpay import FakeWeChatPay, fee_of, generate_key, make_platform_identity
 
 BRAND_MCH, D1_MCH, PLATFORM_MCH = "1900000109", "1900000110", "1900000111"
+# The platform is WeChat Pay's service provider for the sellers (their sales
+# are collected in their own sub-merchant); this one collects the rest.
+DEFAULT_SUB_MCH = "1900000100"
 LEGS = [  # the issue's F2B2b example, in basis points
     {"recipient": "seller", "basis": "remainder", "timing": {"kind": "on_delivery"}},
     {"recipient": "brand", "basis": "percent", "value": 750,
@@ -91,7 +94,7 @@ def world(client, session_factory, unique, wx):
     """The network, the rule, the WeChat Pay adapter (profit sharing on) in
     the app, and the accounts registered at WeChat Pay: D1 (so it is paid as
     payee), the brand and the platform (receivers)."""
-    adapter = wx.gateway(profit_sharing=True)
+    adapter = wx.gateway(profit_sharing=True, sub_mchid=DEFAULT_SUB_MCH)
     client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = adapter
     net = build_network(session_factory, unique)
     with session_factory() as s, s.begin():
@@ -323,7 +326,7 @@ def test_the_platform_s_immediate_leg_goes_at_once_and_the_brand_s_when_due(
 
 def test_a_split_over_the_gateway_s_cap_is_not_sent_and_is_raised_for_finance(
         client, session_factory, unique, wx):
-    adapter = wx.gateway(profit_sharing=True)
+    adapter = wx.gateway(profit_sharing=True, sub_mchid=DEFAULT_SUB_MCH)
     client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = adapter
     net = build_network(session_factory, unique)
     with session_factory() as s, s.begin():
@@ -512,7 +515,10 @@ def test_alipay_trade_settle_carries_the_split_and_royalty_finish_the_rest(
         clearing_rules.create_rule(s, code=f"{unique}-rule", name="store orders", legs=LEGS,
                                    sellers=[c["d1"]], actor="brand",
                                    valid_from=utcnow() - timedelta(days=1))
-        register(s, c["d1"], "2088000000000110", gateway="alipay", kind="userId")
+        # D1 authorised the platform's app: its sales are trades of its own.
+        split_instructions.register_gateway_account(
+            s, c["d1"], gateway="alipay", account="2088000000000110", kind="userId", actor="t",
+            app_auth_token=ali.authorize("2088000000000110"))
         register(s, c["brand"], "2088000000000109", gateway="alipay", kind="userId")
         register(s, "platform", "platform@example.com", gateway="alipay", kind="loginName")
     net.extra = {"client": client}
@@ -520,6 +526,7 @@ def test_alipay_trade_settle_carries_the_split_and_royalty_finish_the_rest(
     order, payment = pay(net, ali, gateway="alipay")
     with session_factory() as s:
         assert money(s, net, order, "alipay", since=base)["held"] == 100_000
+    assert ali.trades[payment].seller_id == "2088000000000110"     # in D1's own name
     delivered = deliver(session_factory, order)
     later = delivered + AFTER_T_PLUS_2
     with session_factory() as s, s.begin():
@@ -632,8 +639,8 @@ class Watched:
     def split(self, request):
         return self.inner.split(request)
 
-    def query_split(self, out_order_no, transaction_id):
-        return self.inner.query_split(out_order_no, transaction_id)
+    def query_split(self, out_order_no, transaction_id, **sub_merchant):
+        return self.inner.query_split(out_order_no, transaction_id, **sub_merchant)
 
     def finish(self, request):
         self.finishes.append(request.out_order_no)
@@ -645,8 +652,8 @@ class Watched:
     def return_split(self, request):
         return self.inner.return_split(request)
 
-    def query_return(self, out_return_no, out_order_no):
-        return self.inner.query_return(out_return_no, out_order_no)
+    def query_return(self, out_return_no, out_order_no, **sub_merchant):
+        return self.inner.query_return(out_return_no, out_order_no, **sub_merchant)
 
 
 @pytest.fixture
@@ -769,7 +776,8 @@ def test_a_payee_the_rule_gives_nothing_gets_one_finish_that_posts_nothing(
         assert all(d.carried_at is not None for d in clearings.documents(s, order=order))
         invariants_hold(s)
     carried_out = net.extra["adapter"].query_split(finish.public_id,
-                                                   transaction_of(session_factory, payment))
+                                                   transaction_of(session_factory, payment),
+                                                   sub_merchant=f"{net.codes['d1']}-sbx")
     assert (carried_out.state, carried_out.receivers) == ("finished", ())   # nothing was left
 
     # The jobs again, in one transaction and as the scheduler runs them: nothing more.
@@ -890,7 +898,7 @@ def test_a_rule_giving_the_seller_nothing_is_over_the_cap_of_a_gateway_with_a_fe
         client, session_factory, unique, wx):
     """At WeChat Pay (a fee, 30 % at most) such a split cannot be sent: it
     is blocked for finance, and no finish is planned while it is."""
-    adapter = wx.gateway(profit_sharing=True)
+    adapter = wx.gateway(profit_sharing=True, sub_mchid=DEFAULT_SUB_MCH)
     client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = adapter
     net = build_network(session_factory, unique)
     with session_factory() as s, s.begin():

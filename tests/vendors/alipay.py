@@ -16,6 +16,16 @@ cumulatively (``ACQ.ALLOC_AMOUNT_VALIDATE_ERROR``), and not at all after a
 ``royalty_finish``. A new settle's details are ``settle_state``; PROCESSING
 ones are carried out (SUCCESS, or FAIL with the ``receiver_faults`` code) at
 the next query. ``royalty_freeze`` is recorded on the trade, not enforced.
+
+Third-party application authorisation (ISV mode): ``authorize(user_id)``
+is a seller authorising our app; it returns the ``app_auth_token``. A call
+carrying that token (a common parameter) acts in the seller's name: the
+trade it creates is the seller's (a ``seller_id`` in the request must be
+the seller's), and the trade is found again only by calls carrying the
+same seller's token (an unknown token is ``aop.invalid-app-auth-token``;
+another seller's trade is ``ACQ.TRADE_NOT_EXIST``). Notices about such a
+trade name our ``app_id``, the seller as ``seller_id`` and the seller's
+authorised app as ``auth_app_id``.
 """
 from __future__ import annotations
 
@@ -87,6 +97,8 @@ class Trade:
     royalty_freeze: bool = False
     royalty_finished: bool = False
     settles: dict[str, dict[str, Any]] = field(default_factory=dict)   # out_request_no -> settle
+    seller_id: str | None = None       # None: the app's own seller
+    auth_app_id: str | None = None     # the authorising seller's app (ISV mode)
 
 
 class FakeAlipay:
@@ -109,6 +121,14 @@ class FakeAlipay:
         self.max_ratio = Fraction(1)           # of the trade after the fee
         self.settle_state = "PROCESSING"       # a new settle's details
         self.receiver_faults: dict[str, str] = {}  # trans_in -> error_code: that detail FAILs
+        self.authorizations: dict[str, tuple[str, str]] = {}  # app_auth_token -> (user_id, auth_app_id)
+
+    def authorize(self, user_id: str) -> str:
+        """A seller (its ``userId``) authorises our app: its ``app_auth_token``."""
+        n = next(self._ids)
+        token = f"202412BB{n:08d}" + "a" * 24
+        self.authorizations[token] = (user_id, f"20219999{n:08d}")
+        return token
 
     def _now(self) -> str:
         return self.clock().astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
@@ -136,7 +156,8 @@ class FakeAlipay:
         return {
             "notify_time": self._now(), "notify_type": "trade_status_sync",
             "notify_id": f"2024{next(self._ids):030d}", "charset": "utf-8", "version": "1.0",
-            "app_id": self.app_id, "seller_id": self.seller_id, "auth_app_id": self.app_id,
+            "app_id": self.app_id, "seller_id": trade.seller_id or self.seller_id,
+            "auth_app_id": trade.auth_app_id or self.app_id,
             "trade_no": trade_no or trade.trade_no,
             "out_trade_no": out_trade_no, "buyer_id": "2088102122524333", "buyer_logon_id": "159****5620",
             "total_amount": yuan(total_fen), "receipt_amount": yuan(total_fen),
@@ -186,6 +207,16 @@ class FakeAlipay:
             answer: Mapping[str, Any] = self._check(method, url, params) or self._dispatch(api, params)
         return self._answer(node, answer)
 
+    def _seller(self, params: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(seller, its authorised app) the call acts for: (None, None) for our own app."""
+        token = params.get("app_auth_token")
+        return self.authorizations[token] if token else (None, None)
+
+    def _trade(self, out_trade_no: Any, params: Mapping[str, str]) -> Trade | None:
+        """The trade, in the books of the seller the call acts for."""
+        trade = self.trades.get(out_trade_no)
+        return trade if trade is not None and trade.seller_id == self._seller(params)[0] else None
+
     def _check(self, method: str, url: str, params: dict[str, str]) -> dict[str, str] | None:
         if method != "POST" or url != GATEWAY_URL:
             return _error("40002", "isv.invalid-method", "not a POST to the gateway")
@@ -206,6 +237,8 @@ class FakeAlipay:
                                       padding.PKCS1v15(), hashes.SHA256())
         except (ValueError, InvalidSignature):
             return _error("40002", "isv.invalid-signature", "验签出错，建议检查签名字符串或签名私钥与应用公钥是否匹配")
+        if "app_auth_token" in params and params["app_auth_token"] not in self.authorizations:
+            return _error("40002", "aop.invalid-app-auth-token", "无效的应用授权令牌")
         return None
 
     def _dispatch(self, api: str, params: dict[str, str]) -> dict[str, Any]:
@@ -214,38 +247,42 @@ class FakeAlipay:
                     "sub_msg": "系统繁忙"}
         biz = json.loads(params["biz_content"])
         if api == "alipay.trade.precreate":
-            return self._precreate(biz)
+            return self._precreate(biz, params)
         if api == "alipay.trade.query":
-            return self._query(biz)
+            return self._query(biz, params)
         if api == "alipay.trade.refund":
-            return self._refund(biz)
+            return self._refund(biz, params)
         if api == "alipay.trade.order.settle":
-            return self._settle(biz)
+            return self._settle(biz, params)
         if api == "alipay.trade.order.settle.query":
-            return self._settle_query(biz)
+            return self._settle_query(biz, params)
         return _error("40002", "isv.invalid-method", "不存在的方法名")
 
-    def _precreate(self, biz: dict[str, Any]) -> dict[str, str]:
+    def _precreate(self, biz: dict[str, Any], params: Mapping[str, str]) -> dict[str, str]:
+        seller, auth_app_id = self._seller(params)
+        if biz.get("seller_id") not in (None, seller or self.seller_id):
+            return _error("40004", "ACQ.SELLER_ID_INVALID", "卖家ID与授权商户不符")
         existing = self.trades.get(biz["out_trade_no"])
         if existing and existing.status != "NOT_EXIST":
             return _error("40004", "ACQ.TRADE_HAS_SUCCESS", "交易已被支付")
         fen = int(Decimal(biz["total_amount"]) * 100)
         trade = Trade(biz["out_trade_no"], self.new_trade_no(), fen,
-                      royalty_freeze=(biz.get("extend_params") or {}).get("royalty_freeze") == "true")
+                      royalty_freeze=(biz.get("extend_params") or {}).get("royalty_freeze") == "true",
+                      seller_id=seller, auth_app_id=auth_app_id)
         self.trades[trade.out_trade_no] = trade
         return {"code": "10000", "msg": "Success", "out_trade_no": trade.out_trade_no,
                 "qr_code": f"https://qr.alipay.com/bax0{trade.trade_no[-8:]}"}
 
-    def _query(self, biz: dict[str, Any]) -> dict[str, str]:
-        trade = self.trades.get(biz["out_trade_no"])
+    def _query(self, biz: dict[str, Any], params: Mapping[str, str]) -> dict[str, str]:
+        trade = self._trade(biz["out_trade_no"], params)
         if trade is None or trade.status == "NOT_EXIST":
             return _error("40004", "ACQ.TRADE_NOT_EXIST", "交易不存在")
         return {"code": "10000", "msg": "Success", "trade_no": trade.trade_no,
                 "out_trade_no": trade.out_trade_no, "buyer_logon_id": "159****5620",
                 "trade_status": trade.status, "total_amount": yuan(trade.total_fen)}
 
-    def _refund(self, biz: dict[str, Any]) -> dict[str, str]:
-        trade = self.trades.get(biz["out_trade_no"])
+    def _refund(self, biz: dict[str, Any], params: Mapping[str, str]) -> dict[str, str]:
+        trade = self._trade(biz["out_trade_no"], params)
         if trade is None or trade.status not in ("TRADE_SUCCESS", "TRADE_CLOSED"):
             return _error("40004", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
         request_no, fen = biz["out_request_no"], int(Decimal(biz["refund_amount"]) * 100)
@@ -263,11 +300,12 @@ class FakeAlipay:
 
     # -- trade splits -------------------------------------------------------
 
-    def _trade_by_no(self, trade_no: Any) -> Trade | None:
-        return next((t for t in self.trades.values() if t.trade_no == trade_no), None)
+    def _trade_by_no(self, trade_no: Any, params: Mapping[str, str]) -> Trade | None:
+        trade = next((t for t in self.trades.values() if t.trade_no == trade_no), None)
+        return trade if trade is not None and trade.seller_id == self._seller(params)[0] else None
 
-    def _settle(self, biz: dict[str, Any]) -> dict[str, Any]:
-        trade = self._trade_by_no(biz.get("trade_no"))
+    def _settle(self, biz: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+        trade = self._trade_by_no(biz.get("trade_no"), params)
         request_no = biz.get("out_request_no")
         if not request_no:
             return _error("40004", "ACQ.INVALID_PARAMETER", "out_request_no 不能为空")
@@ -296,7 +334,8 @@ class FakeAlipay:
                     raise ValueError("trans_in/desc")
             except (KeyError, TypeError, ArithmeticError, ValueError):
                 return _error("40004", "ACQ.INVALID_PARAMETER", f"分账参数错误 {r!r}")
-            details.append({"operation_type": "transfer", "trans_out": self.seller_id, "trans_out_type": "userId",
+            details.append({"operation_type": "transfer", "trans_out": trade.seller_id or self.seller_id,
+                            "trans_out_type": "userId",
                             "trans_in": r["trans_in"], "trans_in_type": r["trans_in_type"], "amount": yuan(fen),
                             "state": "PROCESSING", "detail_id": f"2024{next(self._ids):020d}",
                             "execute_dt": now, "_fen": fen})
@@ -321,8 +360,8 @@ class FakeAlipay:
                 if fault:
                     d.update(error_code=fault, error_desc="分账失败")
 
-    def _settle_query(self, biz: dict[str, Any]) -> dict[str, Any]:
-        trade = self._trade_by_no(biz.get("trade_no"))
+    def _settle_query(self, biz: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+        trade = self._trade_by_no(biz.get("trade_no"), params)
         request_no = biz.get("out_request_no")
         if trade is None or request_no not in trade.settles:
             return _error("40004", "ACQ.TRADE_NOT_EXIST", "分账请求不存在")

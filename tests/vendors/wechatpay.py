@@ -18,6 +18,16 @@ order created with ``settle_info.profit_sharing``; once per ``out_order_no``
 the fake's choice of code); new orders answer ``sharing_state`` and a
 PROCESSING one is FINISHED at its next query; ``receiver_faults`` closes a
 receiver with a fail reason; nothing is shared after an unfreeze.
+
+Service-provider mode (the fake's ``mchid``/``appid`` are then the service
+provider's): ``/v3/pay/partner/transactions/native`` creates an order in the
+books of the ``sub_mchid`` it names, and from then on the order is found
+only by calls naming that same ``sub_mchid`` (the partner query, refunds,
+profit-sharing orders, unfreezes, returns and their queries; a call naming
+another one, or none, gets 404 as at WeChat Pay). Notifications about such
+an order are written as WeChat Pay writes them to a service provider
+(``sp_mchid``/``sp_appid``/``sub_mchid``, no ``mchid``/``appid``), and its
+unfreeze releases the rest to the sub-merchant.
 """
 from __future__ import annotations
 
@@ -88,6 +98,16 @@ def _now() -> datetime:
 def fee_of(total: int) -> int:
     """WeChat Pay's fee in this fake: 0.6 %, rounded half up to the fen."""
     return (total * 6 + 500) // 1000
+
+
+def _as_partner(resource: Mapping[str, Any], sub_mchid: str) -> dict[str, Any]:
+    """A resource as WeChat Pay writes it to a service provider: ``sp_mchid``
+    (and ``sp_appid``) and the sub-merchant instead of ``mchid``/``appid``."""
+    partner = {k: v for k, v in resource.items() if k not in ("mchid", "appid")}
+    partner.update(sp_mchid=resource["mchid"], sub_mchid=sub_mchid)
+    if "appid" in resource:
+        partner["sp_appid"] = resource["appid"]
+    return partner
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -180,7 +200,9 @@ class FakeWeChatPay:
         return CallbackRequest(headers=headers, body=body, received_at=received_at or self.clock())
 
     def payment_resource(self, out_trade_no: str, amount_minor: int, *, trade_state: str = "SUCCESS",
-                         transaction_id: str | None = None) -> dict[str, Any]:
+                         transaction_id: str | None = None, sub_mchid: str | None = None) -> dict[str, Any]:
+        """As WeChat Pay writes it to the merchant, or, with ``sub_mchid``,
+        to the service provider about that sub-merchant's order."""
         resource: dict[str, Any] = {
             "appid": self.appid, "mchid": self.mchid, "out_trade_no": out_trade_no,
             "transaction_id": transaction_id or "4200" + secrets.token_hex(12),
@@ -191,17 +213,19 @@ class FakeWeChatPay:
         }
         if trade_state == "SUCCESS":
             resource["success_time"] = _rfc3339(self.clock())
-        return resource
+        return _as_partner(resource, sub_mchid) if sub_mchid else resource
 
     def payment_notification(self, out_trade_no: str, amount_minor: int, *, trade_state: str = "SUCCESS",
-                             transaction_id: str | None = None, **faults: Any) -> CallbackRequest:
+                             transaction_id: str | None = None, sub_mchid: str | None = None,
+                             **faults: Any) -> CallbackRequest:
         resource = self.payment_resource(out_trade_no, amount_minor, trade_state=trade_state,
-                                         transaction_id=transaction_id)
+                                         transaction_id=transaction_id, sub_mchid=sub_mchid)
         return self.notification("TRANSACTION.SUCCESS", resource, **faults)
 
     def refund_notification(self, out_trade_no: str, out_refund_no: str, amount_minor: int,
                             total_minor: int, *, status: str = "SUCCESS", refund_id: str | None = None,
-                            transaction_id: str | None = None, **faults: Any) -> CallbackRequest:
+                            transaction_id: str | None = None, sub_mchid: str | None = None,
+                            **faults: Any) -> CallbackRequest:
         resource: dict[str, Any] = {
             "mchid": self.mchid, "out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
             "transaction_id": transaction_id or "4200" + secrets.token_hex(12),
@@ -212,6 +236,8 @@ class FakeWeChatPay:
         }
         if status == "SUCCESS":
             resource["success_time"] = _rfc3339(self.clock())
+        if sub_mchid:
+            resource = _as_partner(resource, sub_mchid)
         return self.notification(f"REFUND.{status}", resource, **faults)
 
     def probe_notification(self, **faults: Any) -> CallbackRequest:
@@ -227,14 +253,16 @@ class FakeWeChatPay:
         order.update(trade_state="SUCCESS", transaction_id="4200" + secrets.token_hex(12),
                      success_time=_rfc3339(self.clock()))
         return self.payment_notification(out_trade_no, order["amount"]["total"],
-                                         transaction_id=order["transaction_id"])
+                                         transaction_id=order["transaction_id"],
+                                         sub_mchid=order.get("sub_mchid"))
 
     def finish_refund(self, out_refund_no: str, status: str = "SUCCESS") -> CallbackRequest:
         refund = self.refunds[out_refund_no]
         refund.update(status=status, success_time=_rfc3339(self.clock()))
         return self.refund_notification(refund["out_trade_no"], out_refund_no, refund["amount"]["refund"],
                                         refund["amount"]["total"], status=status,
-                                        refund_id=refund["refund_id"], transaction_id=refund["transaction_id"])
+                                        refund_id=refund["refund_id"], transaction_id=refund["transaction_id"],
+                                        sub_mchid=self.orders[refund["out_trade_no"]].get("sub_mchid"))
 
     def trade_bill(self) -> bytes:
         """An ALL trade bill of the paid orders and successful refunds. Fees
@@ -254,7 +282,8 @@ class FakeWeChatPay:
             total = o["amount"]["total"]
             fee = fee_of(total)
             when = datetime.fromisoformat(o["success_time"]).strftime("%Y-%m-%d %H:%M:%S")
-            lines.append(row([when, self.appid, self.mchid, "0", "", o["transaction_id"], o["out_trade_no"],
+            lines.append(row([when, self.appid, self.mchid, o.get("sub_mchid") or "0", "", o["transaction_id"],
+                              o["out_trade_no"],
                               "oUpF8u", "NATIVE", "SUCCESS", "OTHERS", "CNY", yuan(total), "0.00", "0", "0",
                               "0.00", "0.00", "", "", o["description"], "", yuan(fee, 5), "0.60%",
                               yuan(total), "0.00", ""]))
@@ -266,8 +295,8 @@ class FakeWeChatPay:
             order, amount = self.orders[r["out_trade_no"]], r["amount"]["refund"]
             fee = -fee_of(amount)
             when = datetime.fromisoformat(r["success_time"]).strftime("%Y-%m-%d %H:%M:%S")
-            lines.append(row([when, self.appid, self.mchid, "0", "", order["transaction_id"],
-                              r["out_trade_no"], "oUpF8u", "NATIVE", "REFUND", "OTHERS", "CNY", "0.00", "0.00",
+            lines.append(row([when, self.appid, self.mchid, order.get("sub_mchid") or "0", "",
+                              order["transaction_id"], r["out_trade_no"], "oUpF8u", "NATIVE", "REFUND", "OTHERS", "CNY", "0.00", "0.00",
                               r["refund_id"], r["out_refund_no"], yuan(amount), "0.00", "ORIGINAL", "SUCCESS",
                               order["description"], "", yuan(fee, 5), "0.60%", yuan(order["amount"]["total"]),
                               yuan(amount), ""]))
@@ -294,9 +323,16 @@ class FakeWeChatPay:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if method == "POST" and parts.path == "/v3/pay/transactions/native":
             return self._create(payload)
+        if method == "POST" and parts.path == "/v3/pay/partner/transactions/native":
+            return self._create_partner(payload)
         match = re.fullmatch(r"/v3/pay/transactions/out-trade-no/([^/]+)", parts.path)
         if method == "GET" and match:
             return self._query(unquote(match.group(1)), query.get("mchid", ""))
+        match = re.fullmatch(r"/v3/pay/partner/transactions/out-trade-no/([^/]+)", parts.path)
+        if method == "GET" and match:
+            if query.get("sp_mchid") != self.mchid:
+                return self._answer(400, {"code": "PARAM_ERROR", "message": "sp_mchid mismatch"})
+            return self._query(unquote(match.group(1)), self.mchid, query.get("sub_mchid"))
         if method == "POST" and parts.path == "/v3/refund/domestic/refunds":
             return self._refund(payload)
         if method == "POST" and parts.path == "/v3/profitsharing/orders":
@@ -305,12 +341,14 @@ class FakeWeChatPay:
             return self._unfreeze(payload)
         match = re.fullmatch(r"/v3/profitsharing/orders/([^/]+)", parts.path)
         if method == "GET" and match:
-            return self._query_sharing(unquote(match.group(1)), query.get("transaction_id", ""))
+            return self._query_sharing(unquote(match.group(1)), query.get("transaction_id", ""),
+                                       query.get("sub_mchid"))
         if method == "POST" and parts.path == "/v3/profitsharing/return-orders":
             return self._return_sharing(payload)
         match = re.fullmatch(r"/v3/profitsharing/return-orders/([^/]+)", parts.path)
         if method == "GET" and match:
-            return self._query_return(unquote(match.group(1)), query.get("out_order_no", ""))
+            return self._query_return(unquote(match.group(1)), query.get("out_order_no", ""),
+                                      query.get("sub_mchid"))
         return self._answer(404, {"code": "NOT_FOUND", "message": "no such API"})
 
     def _authorized(self, method: str, canonical: str, headers: Mapping[str, str], body: bytes) -> bool:
@@ -345,6 +383,8 @@ class FakeWeChatPay:
         if not isinstance(total, int) or total <= 0 or not p.get("out_trade_no") or not p.get("notify_url"):
             return self._answer(400, {"code": "PARAM_ERROR", "message": "missing or bad parameter"})
         order = self.orders.get(p["out_trade_no"])
+        if order is not None and order.get("sub_mchid") != p.get("sub_mchid"):
+            return self._answer(400, {"code": "INVALID_REQUEST", "message": "商户订单号重复"})
         if order is not None and order["trade_state"] != "NOTPAY":
             return self._answer(400, {"code": "ORDERPAID", "message": "该订单已支付"})
         if order is None:
@@ -352,11 +392,28 @@ class FakeWeChatPay:
                 **p, "trade_state": "NOTPAY", "code_url": "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(4)}
         return self._answer(200, {"code_url": order["code_url"]})
 
-    def _query(self, out_trade_no: str, mchid: str) -> HttpResponse:
+    def _create_partner(self, p: dict[str, Any]) -> HttpResponse:
+        """The partner endpoint: the order goes into ``sub_mchid``'s books."""
+        if p.get("sp_mchid") != self.mchid or p.get("sp_appid") != self.appid or "mchid" in p or "appid" in p:
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "sp_mchid/sp_appid mismatch"})
+        if not isinstance(p.get("sub_mchid"), str) or not p["sub_mchid"]:
+            return self._answer(400, {"code": "PARAM_ERROR", "message": "sub_mchid is required"})
+        direct = {k: v for k, v in p.items() if k not in ("sp_mchid", "sp_appid")}
+        return self._create({**direct, "mchid": self.mchid, "appid": self.appid})
+
+    @staticmethod
+    def _books(order: dict[str, Any] | None, sub_mchid: Any) -> bool:
+        """Whether a call naming ``sub_mchid`` (None: a direct call) finds the order."""
+        return order is not None and order.get("sub_mchid") == (sub_mchid or None)
+
+    def _query(self, out_trade_no: str, mchid: str, sub_mchid: str | None = None) -> HttpResponse:
         order = self.orders.get(out_trade_no)
-        if order is None or mchid != self.mchid:
+        if mchid != self.mchid or not self._books(order, sub_mchid):
             return self._answer(404, {"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
         answer = {key: order[key] for key in ("appid", "mchid", "out_trade_no", "trade_state")}
+        if sub_mchid:
+            answer = {"sp_appid": order["appid"], "sp_mchid": order["mchid"], "sub_mchid": sub_mchid,
+                      "out_trade_no": order["out_trade_no"], "trade_state": order["trade_state"]}
         answer["amount"] = {"total": order["amount"]["total"], "currency": order["amount"].get("currency", "CNY")}
         for key in ("transaction_id", "success_time"):
             if key in order:
@@ -367,7 +424,7 @@ class FakeWeChatPay:
         if p.get("out_refund_no") in self.refunds:
             return self._answer(200, self.refunds[p["out_refund_no"]])
         order = self.orders.get(p.get("out_trade_no", ""))
-        if order is None:
+        if not self._books(order, p.get("sub_mchid")):
             return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"})
         amount, total = p.get("amount") or {}, order["amount"]["total"]
         refunded = sum(r["amount"]["refund"] for r in self.refunds.values()
@@ -403,7 +460,7 @@ class FakeWeChatPay:
     def _sharable(self, p: dict[str, Any]) -> dict[str, Any] | HttpResponse:
         """The paid order to share, or the vendor's refusal."""
         order = self._shared_order(p.get("transaction_id"))
-        if order is None:
+        if not self._books(order, p.get("sub_mchid")):
             return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"})
         if order["trade_state"] not in ("SUCCESS", "REFUND"):
             return self._answer(400, {"code": "INVALID_REQUEST", "message": "订单未支付"})
@@ -446,6 +503,8 @@ class FakeWeChatPay:
         if p.get("appid") != self.appid or not p.get("out_order_no") or not p.get("transaction_id"):
             return self._answer(400, {"code": "PARAM_ERROR", "message": "appid, out_order_no or transaction_id"})
         if p["out_order_no"] in self.sharings:  # the first instruction, never a second split
+            if not self._books(self._shared_order(p["transaction_id"]), p.get("sub_mchid")):
+                return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"})
             return self._sharing_answer(self.sharings[p["out_order_no"]])
         order = self._sharable(p)
         if isinstance(order, HttpResponse):
@@ -484,13 +543,15 @@ class FakeWeChatPay:
         total = order["amount"]["total"]
         rest = total - fee_of(total) - self._shared_so_far(p["transaction_id"])
         order["_unfrozen"] = True
-        sharing = self._new_sharing(p, [{"type": "MERCHANT_ID", "account": self.mchid, "amount": rest,
+        payee = order.get("sub_mchid") or self.mchid
+        sharing = self._new_sharing(p, [{"type": "MERCHANT_ID", "account": payee, "amount": rest,
                                          "description": "解冻给分账方"}], unfreeze=True)
         return self._sharing_answer(sharing)
 
-    def _query_sharing(self, out_order_no: str, transaction_id: str) -> HttpResponse:
+    def _query_sharing(self, out_order_no: str, transaction_id: str, sub_mchid: str | None = None) -> HttpResponse:
         sharing = self.sharings.get(out_order_no)
-        if sharing is None or sharing["transaction_id"] != transaction_id:
+        if (sharing is None or sharing["transaction_id"] != transaction_id
+                or not self._books(self._shared_order(transaction_id), sub_mchid)):
             return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "记录不存在"})
         if sharing["state"] == "PROCESSING":  # carried out by the time anyone asks again
             self.complete_sharing(out_order_no)
@@ -502,11 +563,12 @@ class FakeWeChatPay:
                 or not p.get("description") or not isinstance(amount, int) or isinstance(amount, bool)
                 or amount <= 0):
             return self._answer(400, {"code": "PARAM_ERROR", "message": "missing or bad parameter"})
+        sharing = self.sharings.get(p["out_order_no"])
+        if (sharing is None or sharing["_unfreeze"]
+                or not self._books(self._shared_order(sharing["transaction_id"]), p.get("sub_mchid"))):
+            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "分账单不存在"})
         if p["out_return_no"] in self.sharing_returns:
             return self._return_answer(self.sharing_returns[p["out_return_no"]])
-        sharing = self.sharings.get(p["out_order_no"])
-        if sharing is None or sharing["_unfreeze"]:
-            return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "分账单不存在"})
         received = sum(r["amount"] for r in sharing["receivers"] if r["type"] == "MERCHANT_ID"
                        and r["account"] == p["return_mchid"] and r["result"] == "SUCCESS")
         returned = sum(r["amount"] for r in self.sharing_returns.values()
@@ -524,9 +586,10 @@ class FakeWeChatPay:
             returning["finish_time"] = returning["create_time"]
         return self._return_answer(returning)
 
-    def _query_return(self, out_return_no: str, out_order_no: str) -> HttpResponse:
+    def _query_return(self, out_return_no: str, out_order_no: str, sub_mchid: str | None = None) -> HttpResponse:
         returning = self.sharing_returns.get(out_return_no)
-        if returning is None or returning["out_order_no"] != out_order_no:
+        if (returning is None or returning["out_order_no"] != out_order_no or not self._books(
+                self._shared_order(self.sharings[out_order_no]["transaction_id"]), sub_mchid)):
             return self._answer(404, {"code": "RESOURCE_NOT_EXISTS", "message": "记录不存在"})
         if returning["result"] == "PROCESSING":
             returning.update(result="SUCCESS", finish_time=_rfc3339(self.clock()))
