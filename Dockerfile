@@ -24,4 +24,6 @@ USER app
 
 EXPOSE 8000
 # Migrations are their own command (see above), never run by the web process.
-CMD ["sh", "-c", "exec gunicorn --bind ${CL_HOST}:${CL_PORT} --workers ${WEB_CONCURRENCY:-4} --access-logfile - service.wsgi:app"]
+# service/gunicorn_conf.py: /metrics counts every worker (PROMETHEUS_MULTIPROC_DIR,
+# a fresh directory under /tmp unless set; docs/operations.md, Metrics).
+CMD ["sh", "-c", "exec gunicorn -c python:service.gunicorn_conf --bind ${CL_HOST}:${CL_PORT} --workers ${WEB_CONCURRENCY:-4} --access-logfile - service.wsgi:app"]

@@ -106,8 +106,9 @@ class Server:
     def __init__(self, url: str, workers: int, threads: int):
         self.port = free_port()
         env = dict(os.environ, CL_DATABASE_URL=url, CL_LOG_LEVEL="WARNING")
-        cmd = [str(ROOT / ".venv/bin/gunicorn"), "-w", str(workers), "-b",
-               f"127.0.0.1:{self.port}", "--log-level", "warning"]
+        # The production config (metrics of every worker, as in the Dockerfile).
+        cmd = [str(ROOT / ".venv/bin/gunicorn"), "-c", "python:service.gunicorn_conf",
+               "-w", str(workers), "-b", f"127.0.0.1:{self.port}", "--log-level", "warning"]
         if threads > 1:
             cmd += ["-k", "gthread", "--threads", str(threads)]
         self.proc = subprocess.Popen(cmd + ["service.wsgi:app"], cwd=ROOT, env=env,

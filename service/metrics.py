@@ -14,20 +14,61 @@ Each write is recorded as "n rows of this kind, written in this
 was written inside it; the commit of the outermost transaction turns what is
 left into counter increments; the end of an outermost transaction that did
 not commit drops everything. So only committed rows are counted, and each once.
+
+Several processes (gunicorn workers). With ``PROMETHEUS_MULTIPROC_DIR`` in
+the environment when prometheus_client is first imported, prometheus_client
+keeps every metric value in a file of that directory, one per process and
+metric type (its multiprocess mode), and ``/metrics`` answers with the sum
+over every file there: the live workers' and the dead ones' (a counter never
+goes down because gunicorn replaced a worker). ``service/gunicorn_conf.py``
+sets the variable in the master and prepares the directory. Without it,
+values live in this process and ``/metrics`` serves the private registry. The
+choice is prometheus_client's, made once at its import (``values.ValueClass``);
+``/metrics`` follows it, not the variable as it is later, so the two cannot
+disagree. In multiprocess mode every metric any library of the process
+creates is written there too (the private registry still holds ours, and is
+what tests read); only counters and histograms are defined here, which need
+no ``multiprocess_mode`` (a gauge would).
 """
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections import Counter as Tally
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 import ledger
 from ledger.models import JournalEntry, Posting
+
+log = logging.getLogger(__name__)
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _multiprocess_dir() -> str | None:
+    """The directory this process's metric values are written to, or None
+    when they live in this process (prometheus_client decided at its import)."""
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    path = os.environ.get(MULTIPROCESS_ENV) or os.environ.get(MULTIPROCESS_ENV.lower())
+    if not path or not os.path.isdir(path):
+        # prometheus_client would fail on its first metric with a bare FileNotFoundError.
+        raise RuntimeError(
+            f"{MULTIPROCESS_ENV}={path!r} is not a directory: prometheus_client writes every "
+            "process's metrics there. Create it (service/gunicorn_conf.py does so for "
+            "gunicorn), or unset the variable for a process that serves no /metrics"
+        )
+    return path
+
+
+MULTIPROCESS_DIR = _multiprocess_dir()
 
 registry = CollectorRegistry()
 
@@ -130,6 +171,21 @@ def init_http_metrics(app: Flask) -> None:
             ).observe(time.perf_counter() - started)
         return response
 
+    if MULTIPROCESS_DIR is None and os.environ.get(MULTIPROCESS_ENV):
+        log.warning("%s is set, but prometheus_client was imported before it was: /metrics "
+                    "shows this process's counts only", MULTIPROCESS_ENV)
+
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def exposition() -> bytes:
+    """The Prometheus text of every process's metrics in multiprocess mode
+    (read from the directory now: a fresh registry per scrape, so nothing is
+    cached or counted twice), else of this process's registry."""
+    if MULTIPROCESS_DIR is None:
+        return generate_latest(registry)
+    scrape = CollectorRegistry()
+    MultiProcessCollector(scrape, path=MULTIPROCESS_DIR)
+    return generate_latest(scrape)

@@ -1,4 +1,6 @@
-"""WSGI entry point for production: ``gunicorn service.wsgi:app``.
+"""WSGI entry point for production:
+``gunicorn -c python:service.gunicorn_conf service.wsgi:app`` (the config
+module makes ``/metrics`` count every worker: ``service/gunicorn_conf.py``).
 
 Settings come from the ``CL_*`` environment variables of the gunicorn process.
 """
