@@ -40,7 +40,8 @@ from clearing.payout_states import STATES, initial_state, next_state
 from clearing.settlement_models import PartyBankAccount, Payout, PayoutEvent, PayoutFile
 from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments import iso20022
-from payments.payout_bank import PayoutBank, PayoutInstruction, PayoutOutcome, check_instruction
+from payments.payout_bank import (PayoutBank, PayoutInstruction, PayoutOutcome, SubmitResult,
+                                  check_instruction)
 
 from . import audit, clawback_advances, outbox, pages
 from .books import CUSTODY, PAYOUTS_IN_FLIGHT, ensure, positive_amount, wallet_account
@@ -372,14 +373,7 @@ def send_payouts(session: Session, bank: PayoutBank, *, limit: int = 500,
     reference with its first answer (``payments.payout_bank``)."""
     rows = _approved(session, limit)
     outcome: Counter = Counter()
-    if not rows:
-        return outcome
-    for row in rows:
-        row.attempts += 1
-    results = bank.submit([_instruction(r) for r in rows])
-    for row, result in zip(rows, results, strict=True):
-        if result.reference != row.public_id:
-            raise RuntimeError(f"bank {bank.name} answered {result.reference} for {row.public_id}")
+    for row, result in _submit(bank, rows):
         if result.accepted:
             _mark_sent(session, row, bank=bank.name, actor=actor,
                        bank_reference=result.bank_reference)
@@ -389,6 +383,20 @@ def send_payouts(session: Session, bank: PayoutBank, *, limit: int = 500,
             outcome["refused"] += 1
     session.flush()
     return outcome
+
+
+def _submit(bank: PayoutBank, rows: list[Payout]) -> list[tuple[Payout, SubmitResult]]:
+    """Send ``rows`` to ``bank`` as instructions (a sending each); each row
+    with the bank's answer about it."""
+    if not rows:
+        return []
+    for row in rows:
+        row.attempts += 1
+    results = bank.submit([_instruction(r) for r in rows])
+    for row, result in zip(rows, results, strict=True):
+        if result.reference != row.public_id:
+            raise RuntimeError(f"bank {bank.name} answered {result.reference} for {row.public_id}")
+    return list(zip(rows, results))
 
 
 def export_payout_file(session: Session, *, actor: str, debtor_name: str, debtor_account: str,
@@ -530,14 +538,7 @@ def _send_again(session: Session, bank: PayoutBank, rows: list[Payout],
     """Send ``rows`` again; the payouts resent, and how many failed."""
     resent: list[str] = []
     failed = 0
-    if not rows:
-        return resent, failed
-    for row in rows:
-        row.attempts += 1
-    results = bank.submit([_instruction(r) for r in rows])
-    for row, result in zip(rows, results, strict=True):
-        if result.reference != row.public_id:
-            raise RuntimeError(f"bank {bank.name} answered {result.reference} for {row.public_id}")
+    for row, result in _submit(bank, rows):
         if result.accepted:
             row.bank_reference = result.bank_reference or row.bank_reference
             now = utcnow()

@@ -26,8 +26,9 @@ from payments.split import FinishRequest, ReturnRequest, SplitReceiver, SplitRef
 from service import callbacks
 from service.api_payments import GATEWAYS_KEY
 from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
-from tests.vendors.alipay import FakeAlipay, new_key, private_pem, public_pem
-from tests.vendors.wechatpay import FakeWeChatPay, generate_key, make_platform_identity
+from tests.test_split_instructions import ali_keys, wx, wx_keys  # noqa: F401  (fixtures)
+from tests.vendors.alipay import FakeAlipay, private_pem, public_pem
+from tests.vendors.wechatpay import FakeWeChatPay
 
 DEFAULT_SUB = "1900000100"     # the sub-merchant the service provider collects the rest for
 SELLER = "1900000110"          # a seller's own sub-merchant
@@ -38,22 +39,6 @@ BRAND = "1900000109"
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def wx_keys():
-    return generate_key(), make_platform_identity()
-
-
-@pytest.fixture
-def wx(wx_keys) -> FakeWeChatPay:
-    key, platform = wx_keys
-    return FakeWeChatPay(merchant_key=key, platforms=[platform])
-
-
-@pytest.fixture(scope="module")
-def ali_keys():
-    return new_key(), new_key()
-
 
 @pytest.fixture
 def ali(ali_keys) -> FakeAlipay:

@@ -31,11 +31,18 @@ depends_on = None
 _FKS = (("fk_ledger_posting_entry_id_ledger_entry", "entry_id", "ledger_entry"),
         ("fk_ledger_posting_account_id_ledger_account", "account_id", "ledger_account"))
 
-_CHECK_STATEMENT = """
+# The trigger function, as 0018 wrote it (the downgrade's) and with the
+# references checked first (the upgrade's).
+_FUNCTION = """
 CREATE OR REPLACE FUNCTION ledger_check_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
 BEGIN
+{checks}
+    RETURN NULL;
+END $$
+"""
+_REFERENCES = """
     SELECT n.entry_id INTO bad
       FROM (SELECT DISTINCT entry_id FROM new_postings) AS n
      WHERE NOT EXISTS (SELECT 1 FROM ledger_entry e WHERE e.id = n.entry_id)
@@ -51,7 +58,8 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'a posting names account %, which does not exist', bad.account_id
             USING ERRCODE = 'foreign_key_violation';
-    END IF;
+    END IF;"""
+_BALANCE = """
     SELECT p.entry_id, p.currency,
            sum(CASE WHEN p.side = 'debit' THEN p.amount_minor ELSE -p.amount_minor END) AS diff
       INTO bad
@@ -64,33 +72,9 @@ BEGIN
         RAISE EXCEPTION 'unbalanced entry %: % debits exceed credits by %',
             bad.entry_id, bad.currency, bad.diff
             USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NULL;
-END $$
-"""
-
-# As in 0018, for the downgrade.
-_CHECK_BALANCE_ONLY = """
-CREATE OR REPLACE FUNCTION ledger_check_statement_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    bad record;
-BEGIN
-    SELECT p.entry_id, p.currency,
-           sum(CASE WHEN p.side = 'debit' THEN p.amount_minor ELSE -p.amount_minor END) AS diff
-      INTO bad
-      FROM ledger_posting p
-     WHERE p.entry_id IN (SELECT DISTINCT entry_id FROM new_postings)
-     GROUP BY p.entry_id, p.currency
-    HAVING sum(CASE WHEN p.side = 'debit' THEN p.amount_minor ELSE -p.amount_minor END) <> 0
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'unbalanced entry %: % debits exceed credits by %',
-            bad.entry_id, bad.currency, bad.diff
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NULL;
-END $$
-"""
+    END IF;"""
+_CHECK_STATEMENT = _FUNCTION.format(checks=_REFERENCES + _BALANCE)
+_CHECK_BALANCE_ONLY = _FUNCTION.format(checks=_BALANCE)
 
 _REFUSE_ACCOUNT_REMOVAL = """
 CREATE FUNCTION ledger_refuse_account_removal() RETURNS trigger LANGUAGE plpgsql AS $$
