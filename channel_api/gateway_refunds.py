@@ -42,7 +42,7 @@ from ledger import EntryRequest, PostingLine, as_utc, new_uuid7, utcnow
 from payments.gateway import RefundAccepted
 from payments.models import Payment, PaymentException, PaymentRefund
 
-from . import audit, outbox, sub_merchants
+from . import audit, outbox
 from .books import SUSPENSE, escrow_account, receivable_account
 from .errors import InvalidInput, NotFound
 
@@ -188,15 +188,6 @@ def can_settle(session: Session, row: PaymentRefund) -> bool:
         return True
     payment = session.get(Payment, row.payment_id)
     return payment is not None and payment.state == "succeeded"
-
-
-def sub_merchant(session: Session, refund: str) -> sub_merchants.SubMerchant | None:
-    """The merchant a refund is sent for, with its credential (None: the
-    adapter's own merchant)."""
-    row = session.scalars(select(PaymentRefund).where(PaymentRefund.public_id == refund)).one()
-    if row.exception_id is not None:
-        return sub_merchants.of_exception(session, session.get(PaymentException, row.exception_id))
-    return sub_merchants.of_payment(session, session.get(Payment, row.payment_id))
 
 
 def to_send(session: Session, limit: int = 100) -> list[RefundView]:

@@ -240,7 +240,7 @@ def _account_view(session: Session, row: PartyGatewayAccount) -> GatewayAccountV
                               as_utc(row.retired_at) if row.retired_at else None,
                               authorized=authorized,
                               payee=sub_merchants.can_collect(session, row.gateway, row.account,
-                                                              row.kind))
+                                                              row.kind, authorized))
 
 
 def _receiver_view(row: SplitReceiver) -> ReceiverView:

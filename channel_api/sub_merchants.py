@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger import utcnow
-from payments.models import MerchantAuthorization, Payment, PaymentException
+from payments.models import MerchantAuthorization, Payment
 
 from .errors import InvalidInput
 
@@ -118,35 +118,27 @@ def authorize(session: Session, gateway: str, merchant: str, token: str, *, acto
     return True
 
 
-def can_collect(session: Session, gateway: str, account: str, kind: str) -> bool:
+def can_collect(session: Session, gateway: str, account: str, kind: str,
+                authorized: bool | None = None) -> bool:
     """Whether an account at ``gateway`` is a merchant that can collect a
-    payment in its own name (see the module docstring)."""
+    payment in its own name (see the module docstring); ``authorized``:
+    whether its authorisation is kept, when the caller knows already."""
     if kind not in PAYEE_KINDS.get(gateway, ()):
         return False
-    return gateway not in AUTHORIZED or authorization(session, gateway, account) is not None
+    if gateway not in AUTHORIZED:
+        return True
+    return authorized if authorized is not None else \
+        authorization(session, gateway, account) is not None
+
+
+def named(session: Session, gateway: str, merchant: str | None) -> SubMerchant | None:
+    """The merchant a payment, a refund or money in suspense was collected
+    for, with its credential (None: the adapter's own merchant)."""
+    if merchant is None:
+        return None
+    auth = authorization(session, gateway, merchant) if gateway in AUTHORIZED else None
+    return SubMerchant(merchant, auth)
 
 
 def of_payment(session: Session, payment: Payment) -> SubMerchant | None:
-    """The merchant ``payment`` is collected for, with its credential (None:
-    the adapter's own merchant)."""
-    if payment.sub_merchant is None:
-        return None
-    return _with_auth(session, payment.gateway, payment.sub_merchant)
-
-
-def of_payment_id(session: Session, public_id: str) -> SubMerchant | None:
-    payment = session.scalars(select(Payment).where(Payment.public_id == public_id)).one_or_none()
-    return of_payment(session, payment) if payment is not None else None
-
-
-def of_exception(session: Session, exception: PaymentException) -> SubMerchant | None:
-    """The merchant money in suspense was collected for (its refund goes
-    back through that merchant's books)."""
-    if exception.sub_merchant is None:
-        return None
-    return _with_auth(session, exception.gateway, exception.sub_merchant)
-
-
-def _with_auth(session: Session, gateway: str, merchant: str) -> SubMerchant:
-    auth = authorization(session, gateway, merchant) if gateway in AUTHORIZED else None
-    return SubMerchant(merchant, auth)
+    return named(session, payment.gateway, payment.sub_merchant)

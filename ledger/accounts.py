@@ -1,9 +1,7 @@
 """Opening accounts, changing their status and bounds, and reading them."""
 from __future__ import annotations
 
-import itertools
 import re
-import threading
 import weakref
 from typing import Any
 
@@ -16,7 +14,7 @@ from sqlalchemy.orm import Session
 from . import rules
 from .errors import AccountExists, AccountNotFound, InvalidAccount
 from .ids import ACCOUNT_PREFIX, new_account_public_id
-from .locking import AccountShape, remember_shapes
+from .locking import AccountShape, per_engine, remember_shapes
 from .models import Account, Balance
 from .timeutil import as_utc, utcnow
 from .values import DEFAULT_NORMAL_SIDE, AccountStatus, AccountType, AccountView, Side
@@ -164,21 +162,11 @@ def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
 # again when next used.
 MAX_KNOWN = 200_000
 _known: "weakref.WeakKeyDictionary[object, dict[str, None]]" = weakref.WeakKeyDictionary()
-_known_lock = threading.Lock()
 _LEARN_KEY = "channel_ledger.accounts_to_learn"
 
 
-def _engine(session: Session):
-    bind = session.get_bind()
-    return getattr(bind, "engine", bind)
-
-
 def _known_for(session: Session) -> dict[str, None]:
-    with _known_lock:
-        known = _known.get(_engine(session))
-        if known is None:
-            known = _known[_engine(session)] = {}
-        return known
+    return per_engine(_known, session, MAX_KNOWN)
 
 
 def _learn_on_commit(session: Session, codes: list[str]) -> None:
@@ -197,12 +185,7 @@ def _learn(session: Session) -> None:
     codes = session.info.pop(_LEARN_KEY, None)
     if not codes:
         return
-    known = _known_for(session)
-    with _known_lock:
-        if len(known) > MAX_KNOWN:
-            for code in list(itertools.islice(known, len(known) // 2)):
-                known.pop(code, None)
-        known.update(dict.fromkeys(codes))
+    _known_for(session).update(dict.fromkeys(codes))
 
 
 @event.listens_for(Session, "after_transaction_end")

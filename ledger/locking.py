@@ -111,17 +111,24 @@ _shapes_lock = threading.Lock()
 MAX_SHAPES = 200_000
 
 
-def _cache_for(session: Session) -> dict[str, AccountShape]:
+def per_engine(caches: weakref.WeakKeyDictionary, session: Session, limit: int) -> dict:
+    """The dict ``caches`` keeps for the session's database (its engine),
+    made on first use; past ``limit`` entries its older half is dropped
+    (what is dropped is simply looked up again when next needed)."""
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     with _shapes_lock:
-        cache = _shapes.get(engine)
+        cache = caches.get(engine)
         if cache is None:
-            cache = _shapes[engine] = {}
-        elif len(cache) > MAX_SHAPES:
+            cache = caches[engine] = {}
+        elif len(cache) > limit:
             for code in list(itertools.islice(cache, len(cache) // 2)):
                 cache.pop(code, None)
         return cache
+
+
+def _cache_for(session: Session) -> dict[str, AccountShape]:
+    return per_engine(_shapes, session, MAX_SHAPES)
 
 
 def remember_shapes(session: Session, shapes: list[AccountShape]) -> None:

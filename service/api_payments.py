@@ -100,7 +100,8 @@ def start_payment(body):
             notify_url=url_for("gateway_callbacks.callback", gateway=payment.gateway,
                                _external=True),
             expires_at=payment.expires_at,
-            **sub_merchants.request_fields(sub_merchants.of_payment_id(session, payment.public_id))))
+            **sub_merchants.request_fields(
+                sub_merchants.named(session, payment.gateway, payment.sub_merchant))))
     except SubMerchantUnsupported as refused:
         raise GatewayCannotCollect(
             f"{payment.gateway} here cannot collect in the name of {payment.payee}'s merchant "

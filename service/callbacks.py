@@ -198,7 +198,8 @@ def send_refunds(session_factory: sessionmaker[Session], adapters: dict[str, Gat
         # the view carries the trade's total and where the gateway calls back;
         # money collected for a sub-merchant goes back through that merchant.
         todo = [(refund, refund.total_minor, refund.notify_url or "",
-                 sub_merchants.request_fields(gateway_refunds.sub_merchant(session, refund.public_id)))
+                 sub_merchants.request_fields(sub_merchants.named(session, refund.gateway,
+                                                                refund.sub_merchant)))
                 for refund in gateway_refunds.to_send(session, limit)]
     sent = 0
     for refund, total, notify_url, collected_for in todo:
