@@ -10,14 +10,13 @@ portable SQLAlchemy statements.
 """
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import ARRAY, BigInteger, String, Table, cast, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from ledger.writer import ints_array, texts_array, times_array
+from ledger.writer import copy_rows, ints_array, texts_array, times_array
 
 
 def postgresql(session: Session) -> bool:
@@ -50,37 +49,7 @@ def insert_rows(session: Session, table: Table, types: Mapping[str, str],
     if not postgresql(session):
         session.execute(insert(table), list(rows))
         return
-    columns = [_copy_column([row[column] for row in rows], kind) for column, kind in types.items()]
-    data = "".join(["\t".join(values) + "\n" for values in zip(*columns)])
-    cursor = session.connection().connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {table.name} ({', '.join(types)}) FROM STDIN",
-                           io.StringIO(data), size=1 << 20)
-    finally:
-        cursor.close()
-
-
-# COPY's text format: tab between columns, a line per row, ``\N`` for NULL,
-# and a backslash, tab, newline or carriage return inside a value escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_column(values: list, kind: str) -> list[str]:
-    if kind in ("integer", "bigint"):
-        return ["\\N" if v is None else str(int(v)) for v in values]
-    if kind == "boolean":
-        return ["\\N" if v is None else ("t" if v else "f") for v in values]
-    if kind in ("date", "timestamptz"):
-        # A batch's rows mostly share a few moments: format each once.
-        iso = {v: "\\N" if v is None else v.isoformat() for v in set(values)}
-        return [iso[v] for v in values]
-    if kind == "json":
-        values = [None if v is None else json.dumps(v) for v in values]
-    texts = [None if v is None else str(v) for v in values]
-    blob = "".join([t for t in texts if t is not None])
-    if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
-        return ["\\N" if t is None else t.translate(_COPY_ESCAPES) for t in texts]
-    return ["\\N" if t is None else t for t in texts]  # ids, codes: nothing to escape
+    copy_rows(session.connection(), table.name, types, rows)
 
 
 _ARRAY_OF = {"bigint": ARRAY(BigInteger), "varchar": ARRAY(String)}

@@ -4,17 +4,23 @@ PostgreSQL gets one statement for the whole batch: an UPDATE of the balance
 shards and the INSERTs of entries and postings, chained as data-modifying
 CTEs, with every column passed as an array and spread by ``unnest``. That is
 one round trip whether the batch holds one entry or ten thousand, and the
-statement text never changes, so the server parses rows, not SQL.
+statement text never changes, so the server parses rows, not SQL. A large
+batch (``COPY_FROM`` postings or more: batch clearing, release) updates the
+shards with the same UPDATE and sends entries and postings by ``COPY``,
+which costs the server about a quarter less than unnesting them (2,500
+clearing entries with 10,000 postings: about 100 against 137 ms); the
+journal's statement trigger checks a COPY as it checks an INSERT.
 Other databases (SQLite) get the portable Core statements; they run in the
 same process, where a round trip costs nothing.
 """
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Sequence
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from . import prepared
@@ -46,6 +52,16 @@ INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_mino
                             pending, balance_after_minor, version, posted_at)
 SELECT * FROM unnest($20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
 """
+_PG_BALANCES = """
+UPDATE ledger_balance AS b
+   SET posted_debits_minor = v.pd, posted_credits_minor = v.pc,
+       pending_debits_minor = v.qd, pending_credits_minor = v.qc, version = v.ver
+  FROM unnest($1, $2, $3, $4, $5, $6, $7) AS v(account_id, shard, pd, pc, qd, qc, ver)
+ WHERE b.account_id = v.account_id AND b.shard = v.shard
+"""
+# Postings from which a write goes by COPY: below, the one statement's single
+# round trip wins; above, COPY's cheaper parsing does.
+COPY_FROM = 1_000
 _PG_WRITE_TYPES = (
     # balances: account_id, shard, posted Dr, Cr, pending Dr, Cr, version
     "bigint[]", "smallint[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]", "bigint[]",
@@ -129,7 +145,7 @@ _POSTING_ENCODERS = {
 
 
 def _write_pg(session: Session, shards, entries, postings) -> None:
-    args = [
+    balances = (
         ints_array([s.account_id for s in shards]),
         ints_array([s.shard for s in shards]),
         ints_array([s.posted_debits for s in shards]),
@@ -137,12 +153,76 @@ def _write_pg(session: Session, shards, entries, postings) -> None:
         ints_array([s.pending_debits for s in shards]),
         ints_array([s.pending_credits for s in shards]),
         ints_array([s.version for s in shards]),
-    ]
+    )
+    connection = session.connection()
+    if len(postings) >= COPY_FROM:
+        if shards:
+            prepared.execute(connection, "cl_write_balances", _PG_WRITE_TYPES[:7], _PG_BALANCES,
+                             balances)
+        copy_rows(connection, "ledger_entry", _ENTRY_KINDS, entries)
+        copy_rows(connection, "ledger_posting", _POSTING_KINDS, postings)
+        return
+    args = list(balances)
     for column in ENTRY_COLUMNS:
         args.append(_ENTRY_ENCODERS[column]([e[column] for e in entries]))
     for column in POSTING_COLUMNS:
         args.append(_POSTING_ENCODERS[column]([p[column] for p in postings]))
-    prepared.execute(session.connection(), "cl_write_journal", _PG_WRITE_TYPES, _PG_WRITE, tuple(args))
+    prepared.execute(connection, "cl_write_journal", _PG_WRITE_TYPES, _PG_WRITE, tuple(args))
+
+
+# -- COPY --------------------------------------------------------------------
+# Text format: a tab between columns, a line per row, ``\N`` for NULL, and a
+# backslash, tab, newline or carriage return inside a value escaped.
+
+_ENTRY_KINDS = {
+    "id": "text", "kind": "text", "code": "text", "description": "text",
+    "effective_at": "timestamptz", "posted_at": "timestamptz", "expires_at": "timestamptz",
+    "metadata": "json", "idempotency_key": "text", "request_hash": "text",
+    "pending_id": "text", "reverses_id": "text",
+}
+_POSTING_KINDS = {
+    "entry_id": "text", "line": "integer", "account_id": "bigint", "shard": "integer",
+    "side": "text", "amount_minor": "bigint", "currency": "text", "pending": "boolean",
+    "balance_after_minor": "bigint", "version": "bigint", "posted_at": "timestamptz",
+}
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_rows(connection: Connection, table: str, kinds: Mapping[str, str],
+              rows: Sequence[Mapping]) -> None:
+    """``COPY table FROM STDIN`` of ``rows`` (dicts keyed by the columns of
+    ``kinds``, which maps each to ``integer``, ``bigint``, ``boolean``,
+    ``date``, ``timestamptz``, ``json`` or anything else for text), in the
+    connection's transaction (PostgreSQL only)."""
+    if not rows:
+        return
+    columns = [copy_column([row[column] for row in rows], kind) for column, kind in kinds.items()]
+    data = "".join(["\t".join(values) + "\n" for values in zip(*columns)])
+    cursor = connection.connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table} ({', '.join(kinds)}) FROM STDIN", io.StringIO(data),
+                           size=1 << 20)
+    finally:
+        cursor.close()
+
+
+def copy_column(values: list, kind: str) -> list[str]:
+    """One column's values in COPY's text format."""
+    if kind in ("integer", "bigint", "smallint"):
+        return ["\\N" if v is None else str(int(v)) for v in values]
+    if kind == "boolean":
+        return ["\\N" if v is None else ("t" if v else "f") for v in values]
+    if kind in ("date", "timestamptz"):
+        # A batch's rows mostly share a few moments: format each once.
+        iso = {v: "\\N" if v is None else v.isoformat() for v in set(values)}
+        return [iso[v] for v in values]
+    if kind == "json":
+        values = [None if v is None else json.dumps(v, separators=(",", ":")) for v in values]
+    texts = [None if v is None else str(v) for v in values]
+    blob = "".join([t for t in texts if t is not None])
+    if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
+        return ["\\N" if t is None else t.translate(_COPY_ESCAPES) for t in texts]
+    return ["\\N" if t is None else t for t in texts]  # ids, codes, keys: nothing to escape
 
 
 _BALANCE = Balance.__table__

@@ -228,6 +228,36 @@ def test_a_new_entry_whose_postings_do_not_balance_per_currency_is_refused(engin
     assert _postings_of(engine, code) == []
 
 
+@pytest.mark.postgres_only
+def test_postings_sent_by_copy_are_checked_as_an_insert_is(engine, journal):
+    """Large batches write the journal with COPY (``ledger.writer``): the
+    statement trigger refuses an unbalanced entry sent that way too."""
+    from datetime import datetime, timezone
+
+    import psycopg2
+
+    from ledger.writer import copy_rows
+
+    code = f"{journal['unique']}:copied"
+    with engine.connect() as conn:
+        _insert_raw_entry(conn, code)
+        entry_id, = conn.execute(text("SELECT id FROM ledger_entry WHERE code = :c"), {"c": code}).one()
+        account_id, = conn.execute(text("SELECT id FROM ledger_account WHERE code = :c"),
+                                   {"c": journal["cash"]}).one()
+        kinds = {"entry_id": "text", "line": "integer", "account_id": "bigint", "shard": "integer",
+                 "side": "text", "amount_minor": "bigint", "currency": "text",
+                 "pending": "boolean", "balance_after_minor": "bigint", "version": "bigint",
+                 "posted_at": "timestamptz"}
+        with pytest.raises(psycopg2.IntegrityError) as refused:
+            copy_rows(conn, "ledger_posting", kinds, [dict(
+                entry_id=entry_id, line=0, account_id=account_id, shard=0, side="debit",
+                amount_minor=250, currency=CNY, pending=False, balance_after_minor=0, version=1,
+                posted_at=datetime.now(timezone.utc))])
+        conn.rollback()
+    assert "unbalanced entry" in str(refused.value)
+    assert _entry_rows(engine, code) == []
+
+
 @pytest.mark.parametrize("amount", [0, -5])
 def test_a_posting_of_zero_or_a_negative_amount_is_refused_by_the_check_constraint(engine, journal, amount):
     before = _postings_of(engine, journal["code"])

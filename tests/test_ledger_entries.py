@@ -146,6 +146,28 @@ def test_a_big_batch_posted_again_replays_every_entry_and_moves_nothing(accounts
     assert balance(accounts, "wallet:b") == 350
 
 
+def test_a_batch_large_enough_for_copy_reads_back_as_posted(accounts):
+    """A batch of ``writer.COPY_FROM`` postings or more goes by COPY on
+    PostgreSQL: every entry reads back as the batch answered, text that COPY
+    must escape included, the balances move and the checks find nothing."""
+    from ledger import check_ledger
+    from ledger.writer import COPY_FROM
+
+    awkward = 'tab\there, new\nline, back\\slash, \\N, "quotes", 零售'
+    requests = [EntryRequest("bulk", lines(("Dr", "cash", 1), ("Cr", "wallet:b", 1)),
+                             description=f"{awkward} #{n}", idempotency_key=f"bulk-{n}",
+                             metadata={"n": n, "text": awkward})
+                for n in range(COPY_FROM // 2 + 1)]
+    results = post_entries(accounts, requests)
+    assert all(r.ok for r in results)
+    for result in (results[0], results[-1]):
+        assert get_entry(accounts, result.entry.id) == result.entry
+    assert get_entry(accounts, results[7].entry.id).description == f"{awkward} #7"
+    assert get_entry(accounts, results[7].entry.id).metadata == {"n": 7, "text": awkward}
+    assert balance(accounts, "wallet:b") == len(requests)
+    assert check_ledger(accounts) == []
+
+
 def test_an_atomic_batch_writes_nothing_when_one_entry_fails(accounts):
     before = len(list_entries(accounts, limit=1000)[0])
     with pytest.raises(InsufficientFunds):
