@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, time
+from datetime import datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -176,7 +176,8 @@ def _release_at(calendar: Callable[[], business_calendar.BusinessCalendar], timi
     if timing.kind == "on_delivery":
         return anchor
     day = calendar().add_business_days(anchor.astimezone(tz).date(), timing.days)
-    return datetime.combine(day, time(0), tzinfo=tz)
+    # In UTC: SQLite keeps a datetime's clock time and drops its offset.
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
 
 
 def release_due(session: Session, *, now: datetime | None = None, order: str | None = None,

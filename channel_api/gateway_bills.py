@@ -22,7 +22,7 @@ money: the bill moves it, Dr ``gateway:G:receivable`` / Cr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
@@ -182,7 +182,8 @@ def _match(session: Session, gateway: str, day: date, lines: Sequence[BillLine],
         elif amount != line.amount_minor:
             problems.append(Discrepancy("amount_differs", line.transaction_id,
                                         line.amount_minor, amount))
-    start = datetime.combine(day, time(0), tzinfo=tz)
+    # In UTC: SQLite keeps a datetime's clock time and drops its offset.
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
     on_bill = set(paid_ids)
     for p in session.scalars(select(Payment).where(
             Payment.gateway == gateway, Payment.state == "succeeded",

@@ -17,7 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -73,8 +73,11 @@ class BatchView:
 
 def day_bounds(day: date, tz: ZoneInfo = BUSINESS_TZ) -> tuple[datetime, datetime]:
     """A business day as the UTC instants of its start and of the next day's."""
-    start = datetime.combine(day, time(0), tzinfo=tz)
-    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    # In UTC: SQLite keeps a datetime's clock time and drops its offset, so
+    # a bound in another zone would compare 8 hours off there.
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(
+        timezone.utc)
 
 
 def _split(code: str) -> tuple[str, str] | None:

@@ -144,7 +144,7 @@ def test_t_plus_n_counts_business_days_across_a_weekend_and_a_holiday(shop):
     friday = datetime(2026, 10, 2, 15, tzinfo=SH)
     calendar = clearings._calendar(shop)
     t_plus_1 = clearings._release_at(calendar, Timing("t_plus", 1, "payment"), friday, None, SH)
-    assert t_plus_1.date() == date(2026, 10, 6)  # Saturday, Sunday, the Monday holiday
+    assert t_plus_1.astimezone(SH).date() == date(2026, 10, 6)  # Saturday, Sunday, the Monday holiday
     on_delivery = clearings._release_at(calendar, Timing("on_delivery", 0, "delivery"), friday,
                                         None, SH)
     assert on_delivery is None  # waits for the delivery

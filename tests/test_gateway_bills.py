@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
 import channel_api as ca
 import ledger
 from channel_api import funding, gateway_bills, gateway_payments, network
@@ -81,3 +83,37 @@ def _posted(s, code):
         return ledger.get_account(s, code).posted_minor
     except ledger.AccountNotFound:
         return 0
+
+
+def test_a_payment_in_the_first_hours_of_the_business_day_is_on_that_day(session_factory, unique):
+    """The business day starts at midnight in Shanghai, 16:00 UTC the day
+    before: a payment at 00:30 there belongs to that day, on SQLite too
+    (which keeps a datetime's clock time and drops its offset, so the
+    day's bounds are compared in UTC)."""
+    from datetime import date, datetime, timezone
+
+    from payments.models import Payment
+
+    u = unique
+    with session_factory() as s, s.begin():
+        ca.create_region(s, f"{u}CN", "China")
+        ca.create_customer_type(s, f"{u}t", "T")
+        for code, role in (("D", "distributor"), ("S", "store")):
+            ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
+                            customer_type=f"{u}t")
+        network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
+                                    valid_from=utcnow() - timedelta(days=1))
+        early, late = (gateway_payments.start_deposit_payment(
+            s, buyer=f"{u}S", seller=f"{u}D", amount_minor=100, gateway="sandbox")
+            for _ in range(2))
+        day = date(2020, 1, 2)  # a day no other test pays on
+        for view, at in ((early, datetime(2020, 1, 2, 0, 30, tzinfo=SH)),
+                         (late, datetime(2020, 1, 3, 0, 30, tzinfo=SH))):   # the next day's
+            row = s.scalars(select(Payment).where(Payment.public_id == view.public_id)).one()
+            # Written as the application writes times: in UTC.
+            row.state, row.transaction_id = "succeeded", f"{u}-{view.public_id}"
+            row.updated_at = at.astimezone(timezone.utc)
+    with session_factory() as s:
+        missing = [d.transaction_id for d in gateway_bills._match(s, "sandbox", day, [], SH)
+                   if d.kind == "missing_from_bill"]
+    assert missing == [f"{u}-{early.public_id}"]
