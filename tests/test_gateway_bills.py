@@ -21,6 +21,17 @@ SH = ZoneInfo("Asia/Shanghai")
 SECRET = b"bill-secret-0123456789"
 
 
+def _store_buying_from_distributor(s, u: str) -> None:
+    """``{u}S``, a store, buys from ``{u}D``, a distributor."""
+    ca.create_region(s, f"{u}CN", "China")
+    ca.create_customer_type(s, f"{u}t", "T")
+    for code, role in (("D", "distributor"), ("S", "store")):
+        ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
+                        customer_type=f"{u}t")
+    network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
+                                valid_from=utcnow() - timedelta(days=1))
+
+
 def provider():
     vendor = SandboxVendor(app_id="bill", secret=SECRET, fee_bps=60, bill_tz=SH)
     return SandboxGateway(app_id="bill", secret=SECRET, transport=vendor), vendor
@@ -30,13 +41,7 @@ def test_a_daily_bill_settles_the_receivable_into_custody_and_reports_the_differ
         session_factory, unique):
     u = unique
     with session_factory() as s, s.begin():
-        ca.create_region(s, f"{u}CN", "China")
-        ca.create_customer_type(s, f"{u}t", "T")
-        for code, role in (("D", "distributor"), ("S", "store")):
-            ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
-                            customer_type=f"{u}t")
-        network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
-                                    valid_from=utcnow() - timedelta(days=1))
+        _store_buying_from_distributor(s, u)
         payments = [gateway_payments.start_deposit_payment(
             s, buyer=f"{u}S", seller=f"{u}D", amount_minor=amount, gateway="sandbox")
             for amount in (10_000, 25_000, 5_000)]
@@ -96,13 +101,7 @@ def test_a_payment_in_the_first_hours_of_the_business_day_is_on_that_day(session
 
     u = unique
     with session_factory() as s, s.begin():
-        ca.create_region(s, f"{u}CN", "China")
-        ca.create_customer_type(s, f"{u}t", "T")
-        for code, role in (("D", "distributor"), ("S", "store")):
-            ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
-                            customer_type=f"{u}t")
-        network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
-                                    valid_from=utcnow() - timedelta(days=1))
+        _store_buying_from_distributor(s, u)
         early, late = (gateway_payments.start_deposit_payment(
             s, buyer=f"{u}S", seller=f"{u}D", amount_minor=100, gateway="sandbox")
             for _ in range(2))
