@@ -314,17 +314,24 @@ def _party_views(session: Session, rows: list[Party]) -> list[PartyView]:
             select(PartyTag.party_id, PartyTag.tag).where(PartyTag.party_id.in_(ids))):
         tags.setdefault(party_id, []).append(tag)
     return [
-        PartyView(
-            public_id=r.public_id, code=r.code, name=r.name, role=r.role, status=r.status,
-            region_code=regions[r.region_id], customer_type_code=types[r.customer_type_id],
-            grade_code=grades.get(r.grade_id) if r.grade_id is not None else None,
-            owner_name=r.owner_name, contact_phone=r.contact_phone, address=r.address,
-            quality_customer=r.quality_customer, created_at=as_utc(r.created_at),
-            groups=tuple(sorted(groups.get(r.id, ()))), tags=tuple(sorted(tags.get(r.id, ()))),
-            metadata=dict(r.meta or {}),
-        )
+        _view(r, regions[r.region_id], types[r.customer_type_id],
+              grades.get(r.grade_id) if r.grade_id is not None else None,
+              groups.get(r.id, ()), tags.get(r.id, ()))
         for r in rows
     ]
+
+
+def _view(r, region_code: str, customer_type_code: str, grade_code: str | None,
+          groups, tags) -> PartyView:
+    """A party's view from its row (an ORM row or a Core row with the same
+    column names) and the codes it points at."""
+    return PartyView(
+        public_id=r.public_id, code=r.code, name=r.name, role=r.role, status=r.status,
+        region_code=region_code, customer_type_code=customer_type_code, grade_code=grade_code,
+        owner_name=r.owner_name, contact_phone=r.contact_phone, address=r.address,
+        quality_customer=r.quality_customer, created_at=as_utc(r.created_at),
+        groups=tuple(sorted(groups)), tags=tuple(sorted(tags)), metadata=dict(r.meta or {}),
+    )
 
 
 def _party_view(session: Session, row: Party) -> PartyView:
@@ -463,15 +470,8 @@ def _one_party_view(session: Session, statement, key) -> PartyView | None:
     labels: dict[str, list[str]] = {"group": [], "tag": []}
     for kind, value in connection.execute(_GROUPS_AND_TAGS, {"party_id": row.id}):
         labels[kind].append(value)
-    return PartyView(
-        public_id=row.public_id, code=row.code, name=row.name, role=row.role, status=row.status,
-        region_code=row.region_code, customer_type_code=row.customer_type_code,
-        grade_code=row.grade_code, owner_name=row.owner_name,
-        contact_phone=row.contact_phone, address=row.address,
-        quality_customer=row.quality_customer, created_at=as_utc(row.created_at),
-        groups=tuple(sorted(labels["group"])), tags=tuple(sorted(labels["tag"])),
-        metadata=dict(row.meta or {}),
-    )
+    return _view(row, row.region_code, row.customer_type_code, row.grade_code,
+                 labels["group"], labels["tag"])
 
 
 def get_party(session: Session, code_or_public_id: str) -> PartyView:
