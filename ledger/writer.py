@@ -36,14 +36,17 @@ POSTING_COLUMNS = (
     "pending", "balance_after_minor", "version", "posted_at",
 )
 
-_PG_WRITE = """
-WITH balances AS (
-    UPDATE ledger_balance AS b
-       SET posted_debits_minor = v.pd, posted_credits_minor = v.pc,
-           pending_debits_minor = v.qd, pending_credits_minor = v.qc, version = v.ver
-      FROM unnest($1, $2, $3, $4, $5, $6, $7) AS v(account_id, shard, pd, pc, qd, qc, ver)
-     WHERE b.account_id = v.account_id AND b.shard = v.shard
-), entries AS (
+# The balances' UPDATE: a CTE of the one-statement write, and on its own
+# before a write by COPY.
+_PG_BALANCES = """
+UPDATE ledger_balance AS b
+   SET posted_debits_minor = v.pd, posted_credits_minor = v.pc,
+       pending_debits_minor = v.qd, pending_credits_minor = v.qc, version = v.ver
+  FROM unnest($1, $2, $3, $4, $5, $6, $7) AS v(account_id, shard, pd, pc, qd, qc, ver)
+ WHERE b.account_id = v.account_id AND b.shard = v.shard
+"""
+_PG_WRITE = f"""
+WITH balances AS ({_PG_BALANCES}), entries AS (
     INSERT INTO ledger_entry (id, kind, code, description, effective_at, posted_at, expires_at,
                               metadata, idempotency_key, request_hash, pending_id, reverses_id)
     SELECT * FROM unnest($8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
@@ -51,13 +54,6 @@ WITH balances AS (
 INSERT INTO ledger_posting (entry_id, line, account_id, shard, side, amount_minor, currency,
                             pending, balance_after_minor, version, posted_at)
 SELECT * FROM unnest($20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)
-"""
-_PG_BALANCES = """
-UPDATE ledger_balance AS b
-   SET posted_debits_minor = v.pd, posted_credits_minor = v.pc,
-       pending_debits_minor = v.qd, pending_credits_minor = v.qc, version = v.ver
-  FROM unnest($1, $2, $3, $4, $5, $6, $7) AS v(account_id, shard, pd, pc, qd, qc, ver)
- WHERE b.account_id = v.account_id AND b.shard = v.shard
 """
 # Postings from which a write goes by COPY: below, the one statement's single
 # round trip wins; above, COPY's cheaper parsing does.
@@ -196,7 +192,7 @@ def copy_rows(connection: Connection, table: str, kinds: Mapping[str, str],
     connection's transaction (PostgreSQL only)."""
     if not rows:
         return
-    columns = [copy_column([row[column] for row in rows], kind) for column, kind in kinds.items()]
+    columns = [_copy_column([row[column] for row in rows], kind) for column, kind in kinds.items()]
     data = "".join(["\t".join(values) + "\n" for values in zip(*columns)])
     cursor = connection.connection.cursor()
     try:
@@ -206,7 +202,7 @@ def copy_rows(connection: Connection, table: str, kinds: Mapping[str, str],
         cursor.close()
 
 
-def copy_column(values: list, kind: str) -> list[str]:
+def _copy_column(values: list, kind: str) -> list[str]:
     """One column's values in COPY's text format."""
     if kind in ("integer", "bigint", "smallint"):
         return ["\\N" if v is None else str(int(v)) for v in values]
