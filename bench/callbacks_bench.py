@@ -193,6 +193,8 @@ def main() -> int:
     parser.add_argument("--duplicates", type=int, default=2)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per worker (gthread, which keeps connections open)")
     parser.add_argument("--apply", choices=("inline", "background"), default="inline",
                         help="CL_CALLBACK_APPLY of the server")
     parser.add_argument("--json", default=None)
@@ -205,13 +207,14 @@ def main() -> int:
     url = create_database("postgresql", Path("."))
     server = None
     result: dict = {"targets": {"per_s": TARGET_PER_S, "p99_ms": TARGET_P99_MS},
-                    "senders": args.senders, "workers": args.workers}
+                    "senders": args.senders, "workers": args.workers,
+                    "threads": args.threads}
     try:
         upgrade(url)
         log(f"seeding {args.payments} payments ...")
         payments = seed(url, args.payments)
         items = callbacks_for(payments, args.duplicates)
-        server = Server(url, args.workers, 1)
+        server = Server(url, args.workers, args.threads)
         send_all(server.port, [None] * 200, args.senders, get_health)  # warm up
         log("baseline: GET /health ...")
         result["baseline"] = send_all(server.port, [None] * len(items), args.senders, get_health)

@@ -35,13 +35,24 @@ class AuditView:
 
 def record(session: Session, *, actor: str, action: str, subject_type: str, subject: str,
            details: dict[str, Any] | None = None) -> None:
+    record_all(session, actor=actor, records=[(action, subject_type, subject, details)])
+
+
+def record_all(session: Session, *, actor: str,
+               records: list[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+    """``record`` for several changes by one actor (action, subject type,
+    subject, details each), in one statement."""
     if not isinstance(actor, str) or not actor.strip():
         raise InvalidInput("actor must name who makes the change", field="actor")
+    if not records:
+        return
     # One insert built once, on the session's connection: an audit row is
     # only ever added, and hot use cases (a paid callback) write one each.
-    session.connection().execute(_INSERT, {
-        "at": utcnow(), "actor": actor.strip()[:80], "action": action,
-        "subject_type": subject_type, "subject": subject[:80], "details": dict(details or {})})
+    at, who = utcnow(), actor.strip()[:80]
+    session.connection().execute(_INSERT, [
+        {"at": at, "actor": who, "action": action, "subject_type": subject_type,
+         "subject": subject[:80], "details": dict(details or {})}
+        for action, subject_type, subject, details in records])
 
 
 _INSERT = insert(AuditRecord)

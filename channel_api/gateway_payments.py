@@ -30,11 +30,12 @@ these use cases only record what it answered or what its callback said.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 import ledger
@@ -47,9 +48,11 @@ from . import audit, credit, funding, gateway_refunds, orders, outbox, split_ins
 from .books import (
     SUSPENSE,
     ensure,
+    ensure_all,
     ensure_prepaid,
     payee_held_account,
     positive_amount,
+    prepaid_account,
     receivable_account,
 )
 from .errors import InvalidInput, NotFound
@@ -204,29 +207,94 @@ def apply_event(session: Session, callback_id: int, event: GatewayEvent, *,
     """Apply one verified callback; returns the callback's new state
     (applied, duplicate, waiting, ignored). Call inside a transaction;
     a failure rolls everything back, the claim too, for the job to retry."""
-    callback = inbox.lock(session, callback_id)
-    if callback.state in ("applied", "duplicate", "rejected", "ignored"):
-        return callback.state
-    if event.kind.startswith("refund"):
+    return apply_events(session, [(callback_id, event)], actor=actor)[0]
+
+
+def apply_events(session: Session, items: Sequence[tuple[int, GatewayEvent]], *,
+                 actor: str = "gateway") -> list[str]:
+    """Apply verified callbacks (callback id, its event) in the caller's
+    transaction, each exactly once; returns each one's new state, in order.
+    A batch costs a few statements however many callbacks it holds (a
+    background applier takes whatever has queued up): the callbacks' rows
+    locked, their transactions claimed and their payments locked each in
+    one statement, the deposits posted as one ledger write, their events
+    and audit rows inserted together. What is per payable by nature (an
+    order moving on, a credit repayment, money for suspense, a refund) is
+    done callback by callback, in their order. A failure rolls back the
+    whole batch (the caller may retry each callback alone)."""
+    callbacks = inbox.lock_all(session, [callback_id for callback_id, _ in items])
+    states: dict[int, str] = {}
+    todo: list[tuple[GatewayCallback, GatewayEvent]] = []
+    for callback_id, event in items:
+        callback = callbacks[callback_id]
+        if callback.state in ("applied", "duplicate", "rejected", "ignored"):
+            states[callback_id] = callback.state
+        elif callback_id not in states:  # the same callback twice in a batch: once
+            states[callback_id] = ""
+            todo.append((callback, event))
+    paid = [(c, e) for c, e in todo if not e.kind.startswith("refund")]
+    claimed = inbox.claim(session, paid)
+    ensure_all(session, sorted({(receivable_account(e.gateway), f"Receivable from {e.gateway}",
+                                 "asset", e.currency, None, None)
+                                for c, e in paid if c.id in claimed
+                                and e.kind == "payment_succeeded"}))
+    payments = _payments_of(session, [e for c, e in paid if c.id in claimed])
+    deposits = _Deposits()
+    for callback, event in todo:
+        if event.kind.startswith("refund"):
+            inbox.record(callback, event)
+            callback.attempts += 1
+            states[callback.id] = _refund_event(session, callback, event, actor=actor)
+            continue
+        # What the callback says is recorded with its outcome: its row is
+        # updated once, at the flush that ends the batch.
+        if callback.id in claimed:
+            row = payments.get((event.gateway, event.out_trade_no))
+            if event.kind == "payment_succeeded":
+                _collect(session, callback, event, row, deposits, actor=actor)
+            else:
+                _closed(row, event)
+            callback.state, callback.applied_at = "applied", utcnow()
+        else:
+            callback.state = "duplicate"
         inbox.record(callback, event)
         callback.attempts += 1
-        return _refund_event(session, callback, event, actor=actor)
-    # Claimed before anything else on the row changes, and what the callback
-    # says recorded with its outcome at the end: the row is updated twice
-    # (the claim in its savepoint, then the rest), not four times.
-    claimed = inbox.claim(session, callback, event)
-    if claimed and event.kind == "payment_succeeded":
-        _collect(session, callback, event, actor=actor)
-    elif claimed:
-        _closed(session, event)
-    inbox.record(callback, event)
-    callback.attempts += 1
-    if claimed:
-        callback.state, callback.applied_at = "applied", utcnow()
-    else:
-        callback.state = "duplicate"
+        states[callback.id] = callback.state
+    deposits.post(session, actor=actor)
     session.flush()
-    return callback.state
+    return [states[callback_id] for callback_id, _ in items]
+
+
+class _Deposits:
+    """The deposits of a batch, posted together at its end: one ledger
+    write, one insert of their events, one of their audit rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Payment, GatewayEvent, dict[str, Any]]] = []
+
+    def add(self, row: Payment, event: GatewayEvent, meta: dict[str, Any]) -> None:
+        self.rows.append((row, event, meta))
+
+    def post(self, session: Session, *, actor: str) -> None:
+        if not self.rows:
+            return
+        ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
+                                     f"Prepaid deposit of {row.payer} at {row.payee}",
+                                     "liability", row.currency, row.payer, 0)
+                                    for row, _, _ in self.rows}))
+        outbox.record_all(session, [_succeeded_event(row, meta) for row, _, meta in self.rows])
+        entries = ledger.post_entries(session, [EntryRequest(
+            code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
+            idempotency_key=f"{row.public_id}:collect", metadata=meta,
+            postings=[PostingLine(receivable_account(event.gateway), "debit", row.amount_minor,
+                                  row.currency),
+                      PostingLine(prepaid_account(row.payer, row.payee), "credit",
+                                  row.amount_minor, row.currency)])
+            for row, event, meta in self.rows], atomic=True)
+        for (row, _, _), result in zip(self.rows, entries):
+            row.entry_id = result.entry.id
+        audit.record_all(session, actor=actor, records=[_succeeded_audit(row, meta)
+                                                        for row, _, meta in self.rows])
 
 
 def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
@@ -239,7 +307,7 @@ def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEve
         callback.state = "waiting"
         callback.reason = "its refund or its payment is not known here yet"
         return callback.state
-    if not inbox.claim(session, callback, event):
+    if callback.id not in inbox.claim(session, [(callback, event)]):
         callback.state = "duplicate"
         return callback.state
     refund.refund_id = refund.refund_id or event.transaction_id
@@ -256,26 +324,42 @@ def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEve
     return callback.state
 
 
-def _payment_of(session: Session, event: GatewayEvent) -> Payment | None:
-    """The payment a callback speaks of, locked (None: not ours)."""
-    return session.scalars(select(Payment).where(Payment.public_id == event.out_trade_no,
-                                                 Payment.gateway == event.gateway)
-                           .with_for_update()).one_or_none()
+def _payments_of(session: Session, events: list[GatewayEvent]) -> dict[tuple[str, str], Payment]:
+    """The payments these callbacks speak of, locked in id order, by
+    (gateway, out_trade_no); one missing is not ours."""
+    numbers = sorted({event.out_trade_no for event in events if event.out_trade_no})
+    if not numbers:
+        return {}
+    with session.no_autoflush:  # the claims' keys are flushed with the outcomes
+        return {(row.gateway, row.public_id): row
+                for row in session.scalars(_PAYMENTS, {"numbers": numbers})}
 
 
-def _closed(session: Session, event: GatewayEvent) -> None:
-    row = _payment_of(session, event)
+_PAYMENTS = (select(Payment).where(Payment.public_id.in_(bindparam("numbers", expanding=True)))
+             .order_by(Payment.id).with_for_update())
+
+
+def _closed(row: Payment | None, event: GatewayEvent) -> None:
     if row is not None and row.state in ("created", "pending"):
         row.state = states.transition(row.state,
                                       "fail" if event.kind == "payment_failed" else "expire")
         row.updated_at, row.version = utcnow(), row.version + 1
 
 
-def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
-             actor: str) -> None:
-    row = _payment_of(session, event)
-    receivable = receivable_account(event.gateway)
-    ensure(session, receivable, f"Receivable from {event.gateway}", "asset", event.currency)
+def _succeeded_event(row: Payment, meta: dict[str, Any]) -> outbox.NewEvent:
+    return outbox.NewEvent("payment.succeeded", "payment", row.public_id, [row.payer, row.payee],
+                           {**meta, "purpose": row.purpose, "order": row.reference,
+                            "amount_minor": row.amount_minor, "currency": row.currency})
+
+
+def _succeeded_audit(row: Payment, meta: dict[str, Any]) -> tuple[str, str, str, dict]:
+    return ("payment.succeeded", "party", row.payer,
+            {**meta, "purpose": row.purpose, "amount_minor": row.amount_minor})
+
+
+def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent,
+             row: Payment | None, deposits: _Deposits, *, actor: str) -> None:
+    receivable = receivable_account(event.gateway)  # opened by apply_events
     problem = _problem(session, row, event)
     if problem is not None:
         _suspense(session, callback, event, *problem)
@@ -283,46 +367,33 @@ def _collect(session: Session, callback: GatewayCallback, event: GatewayEvent, *
     succeeded = states.transition(row.state, "succeed")  # named error before anything moves
     meta = {"payment": row.public_id, "gateway": event.gateway,
             "transaction_id": event.transaction_id}
+    # Succeeded at once (a second success for it later in the batch is
+    # money paid twice); a deposit's money moves at the end of the batch.
+    _succeeded(row, succeeded, event)
+    if row.purpose == "deposit":
+        deposits.add(row, event, meta)
+        return
     # Announced before what it pays for moves on (the order's paid comes after).
-    outbox.record(session, type="payment.succeeded", subject_type="payment",
-                  subject=row.public_id, parties=[row.payer, row.payee],
-                  payload={**meta, "purpose": row.purpose, "order": row.reference,
-                           "amount_minor": row.amount_minor, "currency": row.currency})
+    outbox.record_all(session, [_succeeded_event(row, meta)])
     if row.purpose == "order":
-        # Succeeded before the order moves on: paying it clears it, and
-        # clearing looks for the succeeded payment that carries its part.
-        _succeeded(row, succeeded, event)
         source = receivable
         if row.payee_account is not None:  # held at the gateway in the seller's name
             source = payee_held_account(event.gateway)
             ensure(session, source, f"Held by {event.gateway} for payees", "asset",
                    event.currency)
             meta["payee_account"] = row.payee_account
+        # Clearing, once the order is paid, looks for the succeeded payment
+        # that carries its part: the payment is succeeded before this.
         funding.collect_part(session, row.reference, method="gateway",
                              amount_minor=row.amount_minor, source=source,
                              description=f"{event.gateway} payment {event.transaction_id}",
                              metadata=meta, actor=actor)
-        entry_id = funding.part_entry(session, row.reference, "gateway")
-    elif row.purpose == "deposit":
-        prepaid = ensure_prepaid(session, row.payer, row.payee, row.currency)
-        entry_id = ledger.post_entry(session, EntryRequest(
-            code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
-            idempotency_key=f"{row.public_id}:collect", metadata=meta,
-            postings=[PostingLine(receivable, "debit", row.amount_minor, row.currency),
-                      PostingLine(prepaid, "credit", row.amount_minor, row.currency)])).id
+        row.entry_id = funding.part_entry(session, row.reference, "gateway")
     else:
         credit.repay_credit(session, buyer=row.payer, seller=row.payee,
                             amount_minor=row.amount_minor, bank_reference=row.public_id,
                             actor=actor, source=receivable)
-        entry_id = row.entry_id
-    if row.state != succeeded:
-        # A deposit's or repayment's row changes once, after its money moved
-        # (one UPDATE, not one before the posting and another for its entry).
-        _succeeded(row, succeeded, event)
-    row.entry_id = entry_id
-    audit.record(session, actor=actor, action="payment.succeeded", subject_type="party",
-                 subject=row.payer, details={**meta, "purpose": row.purpose,
-                                             "amount_minor": row.amount_minor})
+    audit.record_all(session, actor=actor, records=[_succeeded_audit(row, meta)])
 
 
 def _succeeded(row: Payment, state: str, event: GatewayEvent) -> None:

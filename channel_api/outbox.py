@@ -132,9 +132,11 @@ def _text(value: Any, field: str, longest: int) -> str:
 # -- recording -------------------------------------------------------------------
 
 _PARTY_IDS = select(Party.code, Party.id).where(Party.code.in_(bindparam("codes", expanding=True)))
-_INSERT_EVENT = insert(OutboxEvent).returning(OutboxEvent.id)
+# Each id comes back with its public id: one statement for a batch on every
+# backend (asking for the rows' order makes SQLite insert one at a time).
+_INSERT_EVENT = insert(OutboxEvent).returning(OutboxEvent.public_id, OutboxEvent.id)
 _INSERT_EVENT_PARTY = insert(EventParty)
-_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.types).where(
+_ENDPOINTS = select(WebhookEndpoint.party_id, WebhookEndpoint.id, WebhookEndpoint.types).where(
     WebhookEndpoint.party_id.in_(bindparam("ids", expanding=True)),
     WebhookEndpoint.status == "active")
 _INSERT_DELIVERY = insert(WebhookDelivery)
@@ -146,44 +148,81 @@ def record(session: Session, *, type: str, subject_type: str, subject: str,
     transaction; ``parties`` are the codes of the parties entitled to it
     (none: an event for in-process handlers only), or {code: party id}
     when the caller has the ids (saves a read)."""
-    if not isinstance(type, str) or len(type) > 64 or not _TYPE.fullmatch(type):
-        raise InvalidInput("type reads 'area.what', e.g. 'order.paid'", field="type")
-    _text(subject_type, "subject_type", 32)
-    _text(subject, "subject", 80)
-    if isinstance(parties, str):
-        raise InvalidInput("parties is a list of party codes", field="parties")
-    codes = sorted(set(parties))
-    data = _json_payload(payload)
+    return record_all(session, [NewEvent(type, subject_type, subject, parties, payload)])[0]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """What :func:`record_all` takes for each event (``record``'s arguments)."""
+
+    type: str
+    subject_type: str
+    subject: str
+    parties: Iterable[str] | Mapping[str, int]
+    payload: dict[str, Any]
+
+
+def record_all(session: Session, events: list[NewEvent]) -> list[EventView]:
+    """``record`` for many events in the same few statements however many
+    there are (a batch of applied callbacks): the parties' ids read once,
+    then one insert each of events, their parties and their deliveries."""
+    checked = []
+    for new in events:
+        if not isinstance(new.type, str) or len(new.type) > 64 or not _TYPE.fullmatch(new.type):
+            raise InvalidInput("type reads 'area.what', e.g. 'order.paid'", field="type")
+        _text(new.subject_type, "subject_type", 32)
+        _text(new.subject, "subject", 80)
+        if isinstance(new.parties, str):
+            raise InvalidInput("parties is a list of party codes", field="parties")
+        checked.append((new, sorted(set(new.parties)), _json_payload(new.payload)))
+    if not checked:
+        return []
     # Statements built once and run on the session's connection, after one
     # flush (what the caller added is visible, as autoflush would make it):
     # every paid order and applied callback records an event, and building
     # statements and the ORM's execution path cost more than the SQL.
     session.flush()
     connection = session.connection()
-    ids = dict(parties) if isinstance(parties, Mapping) else dict(
-        connection.execute(_PARTY_IDS, {"codes": codes}).all())
-    missing = [c for c in codes if c not in ids]
+    ids: dict[str, int] = {}
+    for new, _codes, _data in checked:
+        if isinstance(new.parties, Mapping):
+            ids.update(new.parties)
+    wanted = sorted({c for _new, codes, _data in checked for c in codes} - set(ids))
+    if wanted:
+        ids.update(connection.execute(_PARTY_IDS, {"codes": wanted}).all())
+    missing = [c for c in wanted if c not in ids]
     if missing:
         raise PartyNotFound(f"no party {missing[0]!r}", field="parties")
     now = utcnow()
-    public_id = EVENT_PREFIX + new_uuid7().hex
-    event_id = connection.execute(_INSERT_EVENT, {
-        "public_id": public_id, "type": type, "subject_type": subject_type, "subject": subject,
-        "payload": data, "created_at": now}).scalar_one()
-    if codes:
-        connection.execute(_INSERT_EVENT_PARTY, [{"event_id": event_id, "party_id": ids[c]}
-                                                 for c in codes])
-        deliveries = [{"event_id": event_id, "endpoint_id": endpoint_id, "state": "pending",
-                       "attempts": 0, "round_attempts": 0, "next_attempt_at": now,
-                       "created_at": now}
-                      for endpoint_id, types in connection.execute(
-                          _ENDPOINTS, {"ids": list(ids.values())})
-                      if _wanted(types, type)]
+    views = [EventView(EVENT_PREFIX + new_uuid7().hex, new.type, new.subject_type, new.subject,
+                       data, now, tuple(codes)) for new, codes, data in checked]
+    inserted = dict(connection.execute(_INSERT_EVENT, [
+        {"public_id": view.id, "type": view.type, "subject_type": view.subject_type,
+         "subject": view.subject, "payload": view.data, "created_at": now}
+        for view in views]).all())
+    event_ids = [inserted[view.id] for view in views]
+    event_parties = [{"event_id": event_id, "party_id": ids[c]}
+                     for event_id, view in zip(event_ids, views) for c in view.parties]
+    if event_parties:
+        connection.execute(_INSERT_EVENT_PARTY, event_parties)
+        party_ids = sorted({ids[c] for view in views for c in view.parties})
+        endpoints: dict[int, dict[int, Any]] = {}  # party id: {endpoint id: its types}
+        for party_id, endpoint_id, types in connection.execute(_ENDPOINTS, {"ids": party_ids}):
+            endpoints.setdefault(party_id, {})[endpoint_id] = types
+        deliveries = []
+        for event_id, view in zip(event_ids, views):
+            mine = {endpoint_id: types for c in view.parties
+                    for endpoint_id, types in endpoints.get(ids[c], {}).items()}
+            deliveries += [{"event_id": event_id, "endpoint_id": endpoint_id,
+                            "state": "pending", "attempts": 0, "round_attempts": 0,
+                            "next_attempt_at": now, "created_at": now}
+                           for endpoint_id, types in sorted(mine.items())
+                           if _wanted(types, view.type)]
         if deliveries:
             connection.execute(_INSERT_DELIVERY, deliveries)
-    view = EventView(public_id, type, subject_type, subject, data, now, tuple(codes))
-    _remember(session, view)
-    return view
+    for view in views:
+        _remember(session, view)
+    return views
 
 
 # -- reading ---------------------------------------------------------------------

@@ -3,26 +3,27 @@ transaction, before anything else is done with it; then verified; then
 applied exactly once per gateway transaction.
 
 Exactly once: applying a verified event first *claims* its dedupe key
-(gateway, payment or refund, the gateway's transaction id) on the callback
-row, inside the applying transaction. The key is unique, so of any number
-of duplicates racing, one commits its claim with its postings; the others
-fail the claim (on PostgreSQL they wait for the first to commit, then see
-the key taken) and are marked ``duplicate``. A failed application rolls
-back its claim with everything else, and the job tries again from the raw
-row.
+(gateway, payment or refund, the gateway's transaction id), inside the
+applying transaction: a ``payment_callback_claim`` row inserted with ``ON
+CONFLICT DO NOTHING``. The key is unique, so of any number of duplicates
+racing, one commits its claim with its postings; the others do not get it
+(on PostgreSQL they wait for the first to commit, then see the key taken)
+and are marked ``duplicate``. A failed application rolls back its claim
+with everything else, and the job tries again from the raw row.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
 from ledger import as_utc, utcnow
 
 from .gateway import CallbackRejected, CallbackRequest, GatewayEvent
-from .models import GatewayCallback
+from .models import CallbackClaim, GatewayCallback
 
 MAX_BODY = 64 * 1024  # gateways send a few kilobytes; more is not a callback
 
@@ -69,28 +70,51 @@ def dedupe_key(event: GatewayEvent) -> str:
     return f"{event.gateway}:{family}:{outcome}:{event.transaction_id}"[:200]
 
 
-def claim(session: Session, row: GatewayCallback, event: GatewayEvent) -> bool:
-    """Claim the event's transaction for this callback; False: another
-    callback has applied it (this one is a duplicate)."""
-    try:
-        with session.begin_nested():
-            row.dedupe_key = dedupe_key(event)
-            session.flush()
-        return True
-    except IntegrityError:
-        row.dedupe_key = None
-        return False
+def claim(session: Session, pairs: Sequence[tuple[GatewayCallback, GatewayEvent]]) -> set[int]:
+    """Claim each event's transaction for its callback, all in one statement;
+    returns the ids of the callbacks that won. The others are duplicates: of
+    two in ``pairs`` with one key, the earlier callback wins; a key another
+    transaction claimed is left out (on PostgreSQL after waiting for that
+    transaction: if it rolls back, the key is ours). Keys go in one order
+    for every caller, so two batches claiming the same keys cannot
+    deadlock. The winners' rows get their key (flushed with their outcome)."""
+    first: dict[str, GatewayCallback] = {}
+    for row, event in sorted(pairs, key=lambda pair: pair[0].id):
+        first.setdefault(dedupe_key(event), row)
+    if not first:
+        return set()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    won = session.execute(dialect.insert(_CLAIMS).on_conflict_do_nothing()
+                          .returning(_CLAIMS.c.dedupe_key),
+                          [{"dedupe_key": key, "callback_id": first[key].id}
+                           for key in sorted(first)]).scalars().all()
+    for key in won:
+        first[key].dedupe_key = key
+    return {first[key].id for key in won}
+
+
+_CLAIMS = CallbackClaim.__table__
 
 
 def lock(session: Session, callback_id: int) -> GatewayCallback:
-    """The callback's row, locked, for its outcome; its raw headers and body
-    (kilobytes, JSON to decode) are loaded only if asked for."""
-    return session.scalars(_LOCK, {"id": callback_id}).one()
+    """The callback's row, locked, for its outcome."""
+    return lock_all(session, [callback_id])[callback_id]
 
 
-_LOCK = (select(GatewayCallback).where(GatewayCallback.id == bindparam("id"))
+def lock_all(session: Session, callback_ids: Iterable[int]) -> dict[int, GatewayCallback]:
+    """The callbacks' rows by id, locked in id order (one order for every
+    caller); their raw headers and body (kilobytes, JSON to decode) are
+    loaded only if asked for."""
+    rows = {row.id: row for row in session.scalars(_LOCK, {"ids": sorted(set(callback_ids))})}
+    missing = set(callback_ids) - set(rows)
+    if missing:
+        raise LookupError(f"no stored callback {min(missing)}")
+    return rows
+
+
+_LOCK = (select(GatewayCallback).where(GatewayCallback.id.in_(bindparam("ids", expanding=True)))
          .options(defer(GatewayCallback.headers), defer(GatewayCallback.body))
-         .with_for_update())
+         .order_by(GatewayCallback.id).with_for_update())
 
 
 def to_retry(session: Session, *, now: datetime | None = None, limit: int = 100,

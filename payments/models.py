@@ -129,8 +129,9 @@ CALLBACK_STATES = ("received", "rejected", "applied", "duplicate", "waiting", "i
 class GatewayCallback(Base):
     """A callback exactly as it arrived, stored before anything else.
     ``dedupe_key`` (gateway, payment-or-refund, the gateway's transaction
-    id) is unique: set on the one callback that applied it, so whatever
-    the retries and duplicates, a transaction is applied once."""
+    id) is set on the one callback that applied it (its ``CallbackClaim``
+    decides which; the column is unique as well), so whatever the retries
+    and duplicates, a transaction is applied once."""
 
     __tablename__ = "payment_callback"
     __table_args__ = (
@@ -155,6 +156,20 @@ class GatewayCallback(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CallbackClaim(Base):
+    """A gateway transaction's outcome (``inbox.dedupe_key``) claimed by the
+    one callback that applies it. Claims are inserted with ``ON CONFLICT DO
+    NOTHING``: of any number of duplicates, in one batch or racing in other
+    processes, one wins, and the others (on PostgreSQL after waiting for
+    the winner's transaction) are left out, with no savepoint and no error
+    to recover from. A claim commits or rolls back with what it applied."""
+
+    __tablename__ = "payment_callback_claim"
+
+    dedupe_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    callback_id: Mapped[int] = mapped_column(BigId, ForeignKey("payment_callback.id"))
 
 
 class PaymentException(Base):

@@ -30,6 +30,11 @@ def make_engine(url: str, **kwargs) -> Engine:
     # array parameters PostgreSQL would otherwise keep re-planning them
     # ("custom plans"), which cost as much server time as running them.
     # Only prepared statements are affected by this setting.
+    # An executemany of UPDATEs (the ORM flushing a batch of applied
+    # callbacks and their payments) goes as pages of 100 statements per
+    # round trip (psycopg2's execute_batch), not one round trip per row.
+    # Nothing here reads the row count of an executemany.
+    kwargs.setdefault("executemany_mode", "values_plus_batch")
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("options", "-c plan_cache_mode=force_generic_plan")
     return create_engine(url, connect_args=connect_args, **kwargs)

@@ -1,6 +1,9 @@
 """On PostgreSQL (issue 5): 1,000 callbacks for 100 payments, delivered
 concurrently in random order with duplicates, each payment applied exactly
-once; and the inbox keeps every one of them."""
+once; and the inbox keeps every one of them. Applied in each request, and
+by four background appliers (as four server processes would), which apply
+whatever has queued up in batches: duplicates meet inside a batch and
+across batches racing in other appliers."""
 from __future__ import annotations
 
 import random
@@ -24,7 +27,9 @@ PAYMENTS, COPIES, THREADS = 100, 10, 8
 
 
 @pytest.mark.postgres_only
-def test_a_thousand_callbacks_for_a_hundred_payments_apply_each_once(session_factory, unique):
+@pytest.mark.parametrize("appliers", [0, 4], ids=["inline", "background"])
+def test_a_thousand_callbacks_for_a_hundred_payments_apply_each_once(session_factory, unique,
+                                                                     appliers, monkeypatch):
     u = unique
     adapter, vendor = sandbox("race-secret-0123456789")
     with session_factory() as s, s.begin():
@@ -54,20 +59,34 @@ def test_a_thousand_callbacks_for_a_hundred_payments_apply_each_once(session_fac
     lock = threading.Lock()
     chunks = [deliveries[i::THREADS] for i in range(THREADS)]
     barrier = threading.Barrier(THREADS)
+    background = [callbacks.BackgroundApplier(session_factory) for _ in range(appliers)]
+    batches: list[int] = []
+    apply_all = callbacks.apply_all
 
-    def sender(chunk):
+    def counted(factory, batch):
+        batches.append(len(batch))
+        apply_all(factory, batch)
+
+    monkeypatch.setattr(callbacks, "apply_all", counted)
+
+    def sender(number, chunk):
+        applier = background[number % appliers] if appliers else None
         barrier.wait()
         for headers, body in chunk:
             ack = callbacks.receive(session_factory, "sandbox", adapter, CallbackRequest(
-                headers=headers, body=body, received_at=utcnow()))
+                headers=headers, body=body, received_at=utcnow()), applier)
             with lock:
                 answers.append(ack.status)
 
-    threads = [threading.Thread(target=sender, args=(c,)) for c in chunks]
+    threads = [threading.Thread(target=sender, args=(n, c)) for n, c in enumerate(chunks)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for applier in background:
+        applier.drain()
+    if appliers:  # they did meet in batches
+        assert sum(batches) == len(deliveries) and max(batches) > 1, batches
 
     assert answers == [200] * len(deliveries)
     with session_factory() as s:
