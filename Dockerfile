@@ -26,4 +26,6 @@ EXPOSE 8000
 # Migrations are their own command (see above), never run by the web process.
 # service/gunicorn_conf.py: /metrics counts every worker (PROMETHEUS_MULTIPROC_DIR,
 # a fresh directory under /tmp unless set; docs/operations.md, Metrics).
-CMD ["sh", "-c", "exec gunicorn -c python:service.gunicorn_conf --bind ${CL_HOST}:${CL_PORT} --workers ${WEB_CONCURRENCY:-4} --access-logfile - service.wsgi:app"]
+# gthread workers keep clients' connections open and overlap a request's
+# database waits with another's work (docs/operations.md, How many workers).
+CMD ["sh", "-c", "exec gunicorn -c python:service.gunicorn_conf --bind ${CL_HOST}:${CL_PORT} --worker-class gthread --workers ${WEB_CONCURRENCY:-3} --threads ${GUNICORN_THREADS:-4} --access-logfile - service.wsgi:app"]

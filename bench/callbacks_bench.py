@@ -192,10 +192,13 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=1500)
     parser.add_argument("--duplicates", type=int, default=2)
     parser.add_argument("--senders", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads per worker (gthread, which keeps connections open)")
-    parser.add_argument("--apply", choices=("inline", "background"), default="inline",
+    # The production setting of docs/operations.md: gthread workers (one
+    # more than cores, 4 threads each, connections kept open), callbacks
+    # applied in the background, in batches.
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="threads per worker (gthread; 1: sync workers)")
+    parser.add_argument("--apply", choices=("inline", "background"), default="background",
                         help="CL_CALLBACK_APPLY of the server")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -266,8 +266,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=1, help="threads per worker (gthread)")
+    # The production setting of docs/operations.md (gthread, one worker more
+    # than cores, 4 threads each); --threads 1 runs sync workers.
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (gthread)")
     parser.add_argument("--profile-orders", type=int, default=200)
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--json", default=None)
