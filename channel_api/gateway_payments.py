@@ -278,21 +278,25 @@ class _Deposits:
     def post(self, session: Session, *, actor: str) -> None:
         if not self.rows:
             return
-        ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
-                                     f"Prepaid deposit of {row.payer} at {row.payee}",
-                                     "liability", row.currency, row.payer, 0)
-                                    for row, _, _ in self.rows}))
-        outbox.record_all(session, [_succeeded_event(row, meta) for row, _, meta in self.rows])
-        entries = ledger.post_entries(session, [EntryRequest(
-            code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
-            idempotency_key=f"{row.public_id}:collect", metadata=meta,
-            postings=[PostingLine(receivable_account(event.gateway), "debit", row.amount_minor,
-                                  row.currency),
-                      PostingLine(prepaid_account(row.payer, row.payee), "credit",
-                                  row.amount_minor, row.currency)])
-            for row, event, meta in self.rows], atomic=True)
+        # Nothing the batch changed on its rows is flushed until the entries'
+        # ids are on the payments: each payment row is updated once.
+        with session.no_autoflush:
+            ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
+                                         f"Prepaid deposit of {row.payer} at {row.payee}",
+                                         "liability", row.currency, row.payer, 0)
+                                        for row, _, _ in self.rows}))
+            entries = ledger.post_entries(session, [EntryRequest(
+                code="deposit.gateway",
+                description=f"{event.gateway} payment {event.transaction_id}",
+                idempotency_key=f"{row.public_id}:collect", metadata=meta,
+                postings=[PostingLine(receivable_account(event.gateway), "debit",
+                                      row.amount_minor, row.currency),
+                          PostingLine(prepaid_account(row.payer, row.payee), "credit",
+                                      row.amount_minor, row.currency)])
+                for row, event, meta in self.rows], atomic=True)
         for (row, _, _), result in zip(self.rows, entries):
             row.entry_id = result.entry.id
+        outbox.record_all(session, [_succeeded_event(row, meta) for row, _, meta in self.rows])
         audit.record_all(session, actor=actor, records=[_succeeded_audit(row, meta)
                                                         for row, _, meta in self.rows])
 
