@@ -43,7 +43,7 @@ TARGET_P99_MS = 50
 SECRET = "bench-sandbox-secret-0123456789"
 
 
-def seed(url: str, payments: int) -> list[tuple[str, int]]:
+def seed(url: str, payments: int, stores: int = 8) -> list[tuple[str, int]]:
     import channel_api as ca
     from channel_api import gateway_payments, network
     from service.db import make_engine, make_session_factory
@@ -56,13 +56,14 @@ def seed(url: str, payments: int) -> list[tuple[str, int]]:
         ca.create_customer_type(s, "shop", "Shop")
         ca.create_party(s, code="D", name="Dist", role="distributor", region="CN",
                         customer_type="shop")
-        for n in range(8):
+        for n in range(stores):
             ca.create_party(s, code=f"S{n}", name=f"S{n}", role="store", region="CN",
                             customer_type="shop")
             network.create_relationship(s, seller="D", buyer=f"S{n}", actor="b")
         for n in range(payments):
             p = gateway_payments.start_deposit_payment(
-                s, buyer=f"S{n % 8}", seller="D", amount_minor=100 + n % 997, gateway="sandbox")
+                s, buyer=f"S{n % stores}", seller="D", amount_minor=100 + n % 997,
+                gateway="sandbox")
             out.append((p.public_id, p.amount_minor))
     engine.dispose()
     return out
@@ -166,7 +167,7 @@ def wait_applied(url: str, expected: int, began: float, timeout: float = 600) ->
     raise RuntimeError("callbacks were not all applied in time")
 
 
-def verify(url: str, payments: list[tuple[str, int]]) -> dict:
+def verify(url: str, payments: list[tuple[str, int]], stores: int) -> dict:
     import ledger
     from sqlalchemy import func, select
 
@@ -179,7 +180,8 @@ def verify(url: str, payments: list[tuple[str, int]]) -> dict:
             Payment.state == "succeeded"))
         callbacks = dict(s.execute(select(GatewayCallback.state, func.count())
                                    .group_by(GatewayCallback.state)).all())
-        deposits = sum(ledger.get_account(s, f"prepaid:S{n}@D").posted_minor for n in range(8))
+        deposits = sum(view.posted_minor for view in ledger.get_accounts(
+            s, [f"prepaid:S{n}@D" for n in range(stores)]).values())
         findings = ledger.check_ledger(s)
     engine.dispose()
     return {"payments_succeeded": paid, "callbacks": callbacks,
@@ -191,6 +193,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=1500)
     parser.add_argument("--duplicates", type=int, default=2)
+    parser.add_argument("--stores", type=int, default=8,
+                        help="payers the payments are spread over (each a deposit account)")
     parser.add_argument("--senders", type=int, default=8)
     # The production setting of docs/operations.md: gthread workers (one
     # more than cores, 4 threads each, connections kept open), callbacks
@@ -215,7 +219,7 @@ def main() -> int:
     try:
         upgrade(url)
         log(f"seeding {args.payments} payments ...")
-        payments = seed(url, args.payments)
+        payments = seed(url, args.payments, args.stores)
         items = callbacks_for(payments, args.duplicates)
         server = Server(url, args.workers, args.threads)
         send_all(server.port, [None] * 200, args.senders, get_health)  # warm up
@@ -229,7 +233,7 @@ def main() -> int:
                              "per_s": round(len(payments) / applied_after, 1)}
         server.stop()
         server = None
-        result["check"] = verify(url, payments)
+        result["check"] = verify(url, payments, args.stores)
     finally:
         if server is not None:
             server.stop()

@@ -45,6 +45,20 @@ def receivable_account(gateway: str) -> str:
     return f"gateway:{gateway}:receivable"
 
 
+# Every payment through a gateway debits its receivable, so the batches of
+# callbacks applied at once by several processes would queue on one balance
+# row: it is opened with several shards (no bounds: each write takes one).
+# An account opened earlier keeps its count.
+RECEIVABLE_SHARDS = 8
+
+
+def ensure_receivable(session: Session, gateway: str, currency: str) -> str:
+    code = receivable_account(gateway)
+    ensure(session, code, f"Receivable from {gateway}", "asset", currency,
+           shards=RECEIVABLE_SHARDS)
+    return code
+
+
 def fees_account(gateway: str) -> str:
     return f"gateway:{gateway}:fees"
 

@@ -35,7 +35,14 @@ from payments.gateway import BillLine
 from payments.models import Payment, PaymentRefund
 
 from . import audit
-from .books import CUSTODY, ensure, fees_account, payee_held_account, receivable_account
+from .books import (
+    CUSTODY,
+    ensure,
+    ensure_receivable,
+    fees_account,
+    payee_held_account,
+    receivable_account,
+)
 from .errors import InvalidInput
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
@@ -87,7 +94,7 @@ def post_bill(session: Session, *, gateway: str, day: date, lines: Sequence[Bill
     if lines:
         receivable, fee_account = receivable_account(gateway), fees_account(gateway)
         ensure(session, CUSTODY, "Custody bank account", "asset", currency)
-        ensure(session, receivable, f"Receivable from {gateway}", "asset", currency)
+        ensure_receivable(session, gateway, currency)
         ensure(session, fee_account, f"Fees kept by {gateway}", "expense", currency)
         postings = []
         if net:

@@ -50,6 +50,7 @@ from .books import (
     ensure,
     ensure_all,
     ensure_prepaid,
+    ensure_receivable,
     payee_held_account,
     positive_amount,
     prepaid_account,
@@ -234,10 +235,9 @@ def apply_events(session: Session, items: Sequence[tuple[int, GatewayEvent]], *,
             todo.append((callback, event))
     paid = [(c, e) for c, e in todo if not e.kind.startswith("refund")]
     claimed = inbox.claim(session, paid)
-    ensure_all(session, sorted({(receivable_account(e.gateway), f"Receivable from {e.gateway}",
-                                 "asset", e.currency, None, None)
-                                for c, e in paid if c.id in claimed
-                                and e.kind == "payment_succeeded"}))
+    for gateway, currency in sorted({(e.gateway, e.currency) for c, e in paid
+                                     if c.id in claimed and e.kind == "payment_succeeded"}):
+        ensure_receivable(session, gateway, currency)
     payments = _payments_of(session, [e for c, e in paid if c.id in claimed])
     deposits = _Deposits()
     for callback, event in todo:
@@ -276,29 +276,28 @@ class _Deposits:
         self.rows.append((row, event, meta))
 
     def post(self, session: Session, *, actor: str) -> None:
+        """The ledger write comes last, just before the caller commits: it
+        locks the balances (the gateway's receivable, the buyers' deposits)
+        that other batches and requests wait for."""
         if not self.rows:
             return
-        # Nothing the batch changed on its rows is flushed until the entries'
-        # ids are on the payments: each payment row is updated once.
-        with session.no_autoflush:
-            ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
-                                         f"Prepaid deposit of {row.payer} at {row.payee}",
-                                         "liability", row.currency, row.payer, 0)
-                                        for row, _, _ in self.rows}))
-            entries = ledger.post_entries(session, [EntryRequest(
-                code="deposit.gateway",
-                description=f"{event.gateway} payment {event.transaction_id}",
-                idempotency_key=f"{row.public_id}:collect", metadata=meta,
-                postings=[PostingLine(receivable_account(event.gateway), "debit",
-                                      row.amount_minor, row.currency),
-                          PostingLine(prepaid_account(row.payer, row.payee), "credit",
-                                      row.amount_minor, row.currency)])
-                for row, event, meta in self.rows], atomic=True)
-        for (row, _, _), result in zip(self.rows, entries):
-            row.entry_id = result.entry.id
+        ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
+                                     f"Prepaid deposit of {row.payer} at {row.payee}",
+                                     "liability", row.currency, row.payer, 0)
+                                    for row, _, _ in self.rows}))
         outbox.record_all(session, [_succeeded_event(row, meta) for row, _, meta in self.rows])
         audit.record_all(session, actor=actor, records=[_succeeded_audit(row, meta)
                                                         for row, _, meta in self.rows])
+        entries = ledger.post_entries(session, [EntryRequest(
+            code="deposit.gateway", description=f"{event.gateway} payment {event.transaction_id}",
+            idempotency_key=f"{row.public_id}:collect", metadata=meta,
+            postings=[PostingLine(receivable_account(event.gateway), "debit", row.amount_minor,
+                                  row.currency),
+                      PostingLine(prepaid_account(row.payer, row.payee), "credit",
+                                  row.amount_minor, row.currency)])
+            for row, event, meta in self.rows], atomic=True)
+        for (row, _, _), result in zip(self.rows, entries):
+            row.entry_id = result.entry.id
 
 
 def _refund_event(session: Session, callback: GatewayCallback, event: GatewayEvent, *,
