@@ -119,11 +119,15 @@ def ensure_platform_revenue(session: Session, currency: str) -> str:
     return PLATFORM_REVENUE
 
 
+def prepaid_spec(buyer: str, seller: str, currency: str) -> tuple[str, str, str, str, str, int]:
+    """What ``ensure_all`` opens for ``buyer``'s deposit at ``seller``."""
+    return (prepaid_account(buyer, seller), f"Prepaid deposit of {buyer} at {seller}",
+            "liability", currency, buyer, 0)
+
+
 def ensure_prepaid(session: Session, buyer: str, seller: str, currency: str) -> str:
-    code = prepaid_account(buyer, seller)
-    ensure(session, code, f"Prepaid deposit of {buyer} at {seller}", "liability", currency,
-           owner=buyer, min_balance=0)
-    return code
+    ensure_all(session, [prepaid_spec(buyer, seller, currency)])
+    return prepaid_account(buyer, seller)
 
 
 def positive_amount(value: Any, field: str = "amount_minor") -> int:

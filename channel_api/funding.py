@@ -51,6 +51,7 @@ from .books import (
     escrow_account,
     positive_amount,
     prepaid_account,
+    prepaid_spec,
     rebate_account,
     rebates_granted_account,
 )
@@ -142,10 +143,8 @@ def confirm_deposit(session: Session, *, buyer: str, seller: str, amount_minor: 
     amount = positive_amount(amount_minor)
     reference = _bank_reference(bank_reference, "bank_reference")
     b, s = trading_pair(session, buyer, seller)
-    prepaid = prepaid_account(b.code, s.code)
     ensure(session, CUSTODY, "Custody bank account", "asset", currency)
-    ensure(session, prepaid, f"Prepaid deposit of {b.code} at {s.code}", "liability", currency,
-            owner=b.code, min_balance=0)
+    prepaid = ensure_prepaid(session, b.code, s.code, currency)
     entry = ledger.post_entry(session, EntryRequest(
         code="deposit.offline", description=f"offline transfer {reference}",
         idempotency_key=f"deposit:{s.code}:{reference}",
@@ -325,8 +324,7 @@ def _open_accounts(session: Session, view: orders.OrderView, methods) -> None:
     b, s, ccy, O = view.buyer_code, view.seller_code, view.currency, view.public_id
     specs = [(escrow_account(O), f"Escrow of {O}", "liability", ccy, None, 0)]
     if "prepaid" in methods:
-        specs.append((prepaid_account(b, s), f"Prepaid deposit of {b} at {s}", "liability", ccy,
-                      b, 0))
+        specs.append(prepaid_spec(b, s, ccy))
     if "rebate" in methods:
         specs += [(rebate_account(b, s), f"Rebate of {b} at {s}", "liability", ccy, b, 0),
                   (rebates_granted_account(s), f"Rebates granted by {s}", "asset", ccy, s, None)]

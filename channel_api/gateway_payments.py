@@ -54,6 +54,7 @@ from .books import (
     payee_held_account,
     positive_amount,
     prepaid_account,
+    prepaid_spec,
     receivable_account,
 )
 from .errors import InvalidInput, NotFound
@@ -281,9 +282,7 @@ class _Deposits:
         that other batches and requests wait for."""
         if not self.rows:
             return
-        ensure_all(session, sorted({(prepaid_account(row.payer, row.payee),
-                                     f"Prepaid deposit of {row.payer} at {row.payee}",
-                                     "liability", row.currency, row.payer, 0)
+        ensure_all(session, sorted({prepaid_spec(row.payer, row.payee, row.currency)
                                     for row, _, _ in self.rows}))
         outbox.record_all(session, [_succeeded_event(row, meta) for row, _, meta in self.rows])
         audit.record_all(session, actor=actor, records=[_succeeded_audit(row, meta)
