@@ -167,3 +167,33 @@ def test_a_session_inside_an_outer_transaction_learns_nothing(session, session_f
     session.commit()
     session.get_bind().rollback()  # what the fixture does at the end
     assert _ensure_in_own_transaction(session_factory, code) == [code]
+
+
+def test_opening_accounts_is_one_round_trip_on_postgresql(session, unique):
+    """Every order opens its escrow on its hot path: on PostgreSQL the
+    accounts and their balance rows go in one statement (SQLite: two)."""
+    from sqlalchemy import event
+
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith(("SAVEPOINT", "RELEASE")):  # the fixture's
+            statements.append(statement)
+
+    engine = session.get_bind().engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        opened = ensure_accounts(session, [
+            AccountSpec(f"{unique}:one", "One", "asset", CNY),
+            AccountSpec(f"{unique}:three", "Three", "liability", CNY, min_balance_minor=0,
+                        balance_shards=3)])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert opened == [f"{unique}:one", f"{unique}:three"]
+    assert len(statements) == (1 if engine.dialect.name == "postgresql" else 2), statements
+    assert (_balance_rows(session, f"{unique}:one"), _balance_rows(session, f"{unique}:three")) \
+        == (1, 3)
+    entry = ledger.post_entry(session, EntryRequest(code="t", postings=[
+        PostingLine(f"{unique}:one", "debit", 5, CNY),
+        PostingLine(f"{unique}:three", "credit", 5, CNY)]))
+    assert entry.id and ledger.get_account(session, f"{unique}:three").posted_minor == 5
