@@ -351,10 +351,9 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
                                 state="captured", entry_id=entry.id, updated_at=now))
         if method == "credit":
             credit.open_debt(session, row, amount, now)
-    orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)},
-                   announce=False)
-    orders.advance(session, row, "fund", actor=actor, details={"captured": dict(plan)},
-                   codes=(view.buyer_code, view.seller_code))
+    orders.advance_through(session, row, [("reserve", {"plan": dict(plan)}),
+                                          ("fund", {"captured": dict(plan)})],
+                           actor=actor, codes=(view.buyer_code, view.seller_code))
     session.flush()
     paid = orders.refreshed(view, row)
     _record_habit(session, row, paid, categories)

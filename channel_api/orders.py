@@ -153,12 +153,19 @@ def order_row(session: Session, public_id: str, *, lock: bool = False) -> Order:
 
 def _event(session: Session, order: Order, action: str, from_state: str | None, *, actor: str,
            details: dict[str, Any] | None = None) -> None:
-    # A statement built once, on the session's connection: every order
-    # records several events, and the unit of work costs more than the SQL.
-    session.connection().execute(_INSERT_EVENT, {
-        "order_id": order.id, "action": action, "from_state": from_state,
-        "to_state": order.state, "actor": actor, "at": order.updated_at,
-        "details": dict(details or {})})
+    _events(session, order, [(action, from_state, order.state, details)], actor=actor)
+
+
+def _events(session: Session, order: Order,
+            moves: list[tuple[str, str | None, str, dict[str, Any] | None]], *, actor: str
+            ) -> None:
+    """Record (action, from, to, details) moves of ``order`` in one insert.
+    A statement built once, on the session's connection: every order
+    records several events, and the unit of work costs more than the SQL."""
+    session.connection().execute(_INSERT_EVENT, [
+        {"order_id": order.id, "action": action, "from_state": before, "to_state": after,
+         "actor": actor, "at": order.updated_at, "details": dict(details or {})}
+        for action, before, after, details in moves])
 
 
 _INSERT_EVENT = insert(OrderEvent)
@@ -271,12 +278,28 @@ def advance(session: Session, row: Order, action: str, *, actor: str,
     unless a later step of the same use case will (``announce=False``),
     announced to the buyer and seller through the outbox. ``codes``: the
     buyer's and seller's codes, when the caller has them (saves a read)."""
-    before = row.state
-    row.state = transition(before, action)
+    advance_through(session, row, [(action, details)], actor=actor, announce=announce,
+                    codes=codes)
+
+
+def advance_through(session: Session, row: Order, steps: list[tuple[str, dict[str, Any] | None]],
+                    *, actor: str, announce: bool = True,
+                    codes: tuple[str, str] | None = None) -> None:
+    """``advance`` by several actions in turn (an order funded as it is
+    placed is reserved, then funded): each checked by the state machine
+    before anything is written, their events recorded in one insert, the
+    last move announced."""
+    moves, state = [], row.state
+    for action, details in steps:
+        after = transition(state, action)
+        moves.append((action, state, after, details))
+        state = after
+    row.state = state
     row.updated_at = utcnow()
-    row.version += 1
-    _event(session, row, action, before, actor=actor, details=details)
+    row.version += len(moves)
+    _events(session, row, moves, actor=actor)
     if announce:
+        action, before, _, _ = moves[-1]
         _announce(session, row, action, before, codes)
 
 

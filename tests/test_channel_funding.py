@@ -94,7 +94,12 @@ def test_deposit_pay_and_cancel_worked_end_to_end(shop):
     after = balances(shop, order.public_id)
     assert after["prepaid"].posted_minor == 7_000 and after["prepaid"].available_minor == 7_000
     assert after["escrow"] == 3_000 and after["custody"] - custody_before == 10_000
-    assert [e.action for e in orders.order_events(shop, order.public_id)] == ["place", "reserve", "fund"]
+    events = orders.order_events(shop, order.public_id)
+    assert [(e.action, e.from_state, e.to_state, e.actor) for e in events] == [
+        ("place", None, "placed", "store"), ("reserve", "placed", "awaiting_payment", "store"),
+        ("fund", "awaiting_payment", "paid", "store")]
+    assert events[1].details == {"plan": {"prepaid": 3_000}}
+    assert events[2].details == {"captured": {"prepaid": 3_000}}
 
     cancelled = funding.cancel_order(shop, order.public_id, actor="store", reason="mistake")
     assert cancelled.state == "cancelled"
