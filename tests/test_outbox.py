@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from channel_api import outbox, webhooks
 from channel_api.errors import AccessDenied, InvalidInput, PartyNotFound
 from channel_api.models.events import WebhookDelivery
+from channel_api.parties import party_row
 from ledger import utcnow
 from payments.gateway import CallbackRejected
 from payments.signing import verify
@@ -71,6 +72,40 @@ def test_an_event_is_read_only_by_the_parties_entitled_to_it(net, session):
         outbox.replay(session, c["s2"], event.id)
     assert [e.id for e in outbox.list_events(session, c["d1"])[0]] == [event.id]
     assert outbox.list_events(session, c["s2"])[0] == []
+
+
+def test_events_recorded_together_get_their_own_parties_and_deliveries(net, session):
+    """``record_all`` (a batch of applied callbacks): each event is read by
+    its own parties, and gets one pending delivery per active webhook of
+    those parties whose filter takes its type; an event for handlers only
+    has neither."""
+    c = net.codes
+    d1_all = webhooks.register(session, party=c["d1"], url="http://d1.example/all",
+                               actor="t").webhook.public_id
+    d1_orders = webhooks.register(session, party=c["d1"], url="http://d1.example/orders",
+                                  types=["order.*"], actor="t").webhook.public_id
+    s1_paid = webhooks.register(session, party=c["s1"], url="http://s1.example/paid",
+                                types=["payment.succeeded"], actor="t").webhook.public_id
+    gone = webhooks.register(session, party=c["s1"], url="http://s1.example/gone",
+                             actor="t").webhook.public_id
+    webhooks.disable(session, gone, party=c["s1"], actor="t")
+    views = outbox.record_all(session, [
+        outbox.NewEvent("payment.succeeded", "payment", "pay_1", [c["s1"], c["d1"]],
+                        {"amount_minor": 100}),
+        outbox.NewEvent("order.paid", "order", "ord_9", [c["d1"]], {"total_minor": 5}),
+        outbox.NewEvent("payment.succeeded", "payment", "pay_2",
+                        {c["s2"]: party_row(session, c["s2"]).id}, {"amount_minor": 7}),
+        outbox.NewEvent("ledger.checked", "ledger", "all", [], {})])
+    assert [v.parties for v in views] == [tuple(sorted([c["s1"], c["d1"]])), (c["d1"],),
+                                          (c["s2"],), ()]
+    by_event = {v.id: sorted(d.webhook_id for party in v.parties  # each sees its own
+                             for d in outbox.deliveries(session, v.id, party=party))
+                for v in views[:3]}
+    assert by_event == {views[0].id: sorted([d1_all, s1_paid]),
+                        views[1].id: sorted([d1_all, d1_orders]),
+                        views[2].id: []}
+    assert [e.id for e in outbox.list_events(session, c["s2"])[0]] == [views[2].id]
+    assert outbox.get_event(session, views[3].id).parties == ()
 
 
 @pytest.mark.parametrize("bad, error", [
