@@ -31,18 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    String,
-    bindparam,
-    column,
-    delete,
-    event,
-    insert,
-    or_,
-    select,
-    values,
-)
+from sqlalchemy import bindparam, delete, event, insert, or_, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ledger import as_utc, new_uuid7, utcnow
@@ -151,24 +140,6 @@ _ENDPOINTS = select(WebhookEndpoint.party_id, WebhookEndpoint.id, WebhookEndpoin
     WebhookEndpoint.party_id.in_(bindparam("ids", expanding=True)),
     WebhookEndpoint.status == "active")
 _INSERT_DELIVERY = insert(WebhookDelivery)
-_EVENT_IDS = select(OutboxEvent.public_id, OutboxEvent.id).where(
-    OutboxEvent.public_id.in_(bindparam("ids", expanding=True)))
-
-
-def _pg_insert_events(rows: list[dict[str, Any]], pairs: list[tuple[str, int]],
-                      party_ids: list[int]):
-    """PostgreSQL: insert the events and their (event public id, party id)
-    pairs, and read the parties' active webhooks, as one statement."""
-    table = OutboxEvent.__table__
-    inserted = insert(table).values(rows).returning(table.c.id, table.c.public_id).cte("ev")
-    pair = values(column("public_id", String), column("party_id", BigInteger),
-                  name="pair").data(pairs)
-    parties = insert(EventParty.__table__).from_select(
-        ["event_id", "party_id"],
-        select(inserted.c.id, pair.c.party_id).join(pair, pair.c.public_id == inserted.c.public_id))
-    return (select(WebhookEndpoint.party_id, WebhookEndpoint.id, WebhookEndpoint.types)
-            .where(WebhookEndpoint.party_id.in_(party_ids), WebhookEndpoint.status == "active")
-            .add_cte(parties.cte("ep")))
 
 
 def record(session: Session, *, type: str, subject_type: str, subject: str,
@@ -225,39 +196,30 @@ def record_all(session: Session, events: list[NewEvent]) -> list[EventView]:
     now = utcnow()
     views = [EventView(EVENT_PREFIX + new_uuid7().hex, new.type, new.subject_type, new.subject,
                        data, now, tuple(codes)) for new, codes, data in checked]
-    rows = [{"public_id": view.id, "type": view.type, "subject_type": view.subject_type,
-             "subject": view.subject, "payload": view.data, "created_at": now}
-            for view in views]
-    pairs = [(view.id, ids[c]) for view in views for c in view.parties]  # (event, party)
-    party_ids = sorted({party_id for _, party_id in pairs})
-    event_ids: dict[str, int] = {}
-    if not pairs:  # for in-process handlers only
-        connection.execute(_INSERT_EVENT, rows)
-        found = []
-    elif connection.dialect.name == "postgresql":
-        # One round trip: the events, their parties and the parties' active
-        # webhooks (the events' ids are read only if a delivery needs them).
-        found = connection.execute(_pg_insert_events(rows, pairs, party_ids)).all()
-    else:
-        event_ids = dict(connection.execute(_INSERT_EVENT, rows).all())
-        connection.execute(_INSERT_EVENT_PARTY, [
-            {"event_id": event_ids[event], "party_id": party} for event, party in pairs])
-        found = connection.execute(_ENDPOINTS, {"ids": party_ids}).all()
-    endpoints: dict[int, dict[int, Any]] = {}  # party id: {endpoint id: its types}
-    for party_id, endpoint_id, types in found:
-        endpoints.setdefault(party_id, {})[endpoint_id] = types
-    wanted_by = [(view, endpoint_id) for view in views
-                 for endpoint_id, types in sorted({
-                     endpoint_id: types for c in view.parties
-                     for endpoint_id, types in endpoints.get(ids[c], {}).items()}.items())
-                 if _wanted(types, view.type)]
-    if wanted_by:
-        if not event_ids:
-            event_ids = dict(connection.execute(_EVENT_IDS, {"ids": [v.id for v in views]}).all())
-        connection.execute(_INSERT_DELIVERY, [
-            {"event_id": event_ids[view.id], "endpoint_id": endpoint_id, "state": "pending",
-             "attempts": 0, "round_attempts": 0, "next_attempt_at": now, "created_at": now}
-            for view, endpoint_id in wanted_by])
+    inserted = dict(connection.execute(_INSERT_EVENT, [
+        {"public_id": view.id, "type": view.type, "subject_type": view.subject_type,
+         "subject": view.subject, "payload": view.data, "created_at": now}
+        for view in views]).all())
+    event_ids = [inserted[view.id] for view in views]
+    event_parties = [{"event_id": event_id, "party_id": ids[c]}
+                     for event_id, view in zip(event_ids, views) for c in view.parties]
+    if event_parties:
+        connection.execute(_INSERT_EVENT_PARTY, event_parties)
+        party_ids = sorted({ids[c] for view in views for c in view.parties})
+        endpoints: dict[int, dict[int, Any]] = {}  # party id: {endpoint id: its types}
+        for party_id, endpoint_id, types in connection.execute(_ENDPOINTS, {"ids": party_ids}):
+            endpoints.setdefault(party_id, {})[endpoint_id] = types
+        deliveries = []
+        for event_id, view in zip(event_ids, views):
+            mine = {endpoint_id: types for c in view.parties
+                    for endpoint_id, types in endpoints.get(ids[c], {}).items()}
+            deliveries += [{"event_id": event_id, "endpoint_id": endpoint_id,
+                            "state": "pending", "attempts": 0, "round_attempts": 0,
+                            "next_attempt_at": now, "created_at": now}
+                           for endpoint_id, types in sorted(mine.items())
+                           if _wanted(types, view.type)]
+        if deliveries:
+            connection.execute(_INSERT_DELIVERY, deliveries)
     for view in views:
         _remember(session, view)
     return views

@@ -7,7 +7,7 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, event, func, insert, select, true
+from sqlalchemy import Connection, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -133,50 +133,26 @@ def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
     if not rows:
         return []
     rows.sort(key=lambda row: row["code"])  # one order for every caller: no deadlock
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     # Core, not ORM, statements: one multi-row insert for all the rows (the
     # ORM's bulk insert splits rows by which values are None).
     table = Account.__table__
-    statement = (postgresql if postgres else sqlite).insert(table).on_conflict_do_nothing(
-        index_elements=[table.c.code])
-    by_code = {row["code"]: row for row in rows}
-    if postgres:
-        # One round trip: the accounts and their balance rows in one
-        # statement (every order opens its escrow on its hot path).
-        opened = session.execute(_with_balances(statement.values(rows))).all()
-    else:
-        opened = session.execute(statement.returning(table.c.id, table.c.code), rows).all()
-        if opened:
-            session.execute(insert(Balance.__table__), [
-                {"account_id": account_id, "shard": n, "posted_debits_minor": 0,
-                 "posted_credits_minor": 0, "pending_debits_minor": 0,
-                 "pending_credits_minor": 0, "version": 0}
-                for account_id, code in opened for n in range(by_code[code]["balance_shards"])])
+    statement = dialect.insert(table).on_conflict_do_nothing(index_elements=[table.c.code])
+    opened = session.execute(statement.returning(table.c.id, table.c.code), rows).all()
     if not opened:
         return []
+    by_code = {row["code"]: row for row in rows}
+    session.execute(insert(Balance.__table__), [
+        {"account_id": account_id, "shard": n, "posted_debits_minor": 0,
+         "posted_credits_minor": 0, "pending_debits_minor": 0, "pending_credits_minor": 0,
+         "version": 0}
+        for account_id, code in opened for n in range(by_code[code]["balance_shards"])])
     remember_shapes(session, [AccountShape(
         account_id, code, by_code[code]["normal_side"], by_code[code]["currency"],
         by_code[code]["balance_shards"], by_code[code]["min_balance_minor"] is not None,
         by_code[code]["max_balance_minor"] is not None) for account_id, code in opened])
     return sorted(code for _, code in opened)
 
-
-
-def _with_balances(insert_accounts):
-    """PostgreSQL: ``insert_accounts`` (a multi-row insert that skips codes
-    already open) and the zeroed balance rows of the accounts it opened, one
-    per shard, as one statement; returns (id, code) of the opened ones. The
-    balances' foreign key is checked at the end of the statement, when the
-    accounts are in."""
-    table, balances = Account.__table__, Balance.__table__
-    opened = insert_accounts.returning(table.c.id, table.c.code,
-                                       table.c.balance_shards).cte("opened")
-    shard = func.generate_series(0, opened.c.balance_shards - 1).table_valued("n").render_derived()
-    zeroed = insert(balances).from_select(
-        ["account_id", "shard", "posted_debits_minor", "posted_credits_minor",
-         "pending_debits_minor", "pending_credits_minor", "version"],
-        select(opened.c.id, shard.c.n, 0, 0, 0, 0, 0).select_from(opened).join(shard, true()))
-    return select(opened.c.id, opened.c.code).add_cte(zeroed.cte("zeroed"))
 
 
 # Account codes known to exist in each database (by engine), learned when a
