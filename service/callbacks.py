@@ -121,7 +121,7 @@ def _apply(session_factory: sessionmaker[Session], name: str, callback_id: int, 
 
 def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
             callback_id: int, request: CallbackRequest,
-            applier: BackgroundApplier | None = None) -> Acknowledgement:
+            applier: "BackgroundApplier | _Collected | None" = None) -> Acknowledgement:
     try:
         event = adapter.verify_callback(request)
     except CallbackRejected as rejection:
@@ -144,17 +144,33 @@ def process(session_factory: sessionmaker[Session], name: str, adapter: Gateway,
 def retry_stored(session_factory: sessionmaker[Session], adapters: dict[str, Gateway], *,
                  now=None, limit: int = 100) -> int:
     """The job: apply callbacks that were stored but not applied (a failure
-    after storing, or a notice waiting for an earlier one). Returns how many
-    it tried."""
+    after storing, or a notice waiting for an earlier one). Each is verified
+    again from its raw row; those that pass are applied as one batch, as
+    the background applier does (a backlog after an outage is worked off
+    at the batches' pace). Returns how many it tried."""
     with session_factory() as session:
         ids = inbox.to_retry(session, now=now or utcnow(), limit=limit)
         rows = {i: (session.get(GatewayCallback, i).gateway,
                     inbox.as_request(session.get(GatewayCallback, i))) for i in ids}
+    verified = _Collected()
     for callback_id, (name, request) in rows.items():
         adapter = adapters.get(name)
         if adapter is not None:
-            process(session_factory, name, adapter, callback_id, request)
+            process(session_factory, name, adapter, callback_id, request, verified)
+    if verified.batch:
+        apply_all(session_factory, verified.batch)
     return len(rows)
+
+
+class _Collected:
+    """An applier that only collects what ``process`` verified, for the
+    caller to apply as one batch."""
+
+    def __init__(self) -> None:
+        self.batch: list[tuple[str, int, object]] = []
+
+    def submit(self, name: str, callback_id: int, event) -> None:
+        self.batch.append((name, callback_id, event))
 
 
 def reconcile_stuck(session_factory: sessionmaker[Session], adapters: dict[str, Gateway], *,

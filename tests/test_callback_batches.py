@@ -194,3 +194,47 @@ def test_a_batch_that_fails_is_applied_callback_by_callback(net, session_factory
     monkeypatch.setattr(gateway_payments, "_problem", real)  # the job's retry applies it
     callbacks.apply_all(session_factory, [("sandbox", ids[1], paid(bad, f"{unique}b", 200))])
     assert deposit_of(session_factory, net) == 400 + 100 + 300 + 200
+
+
+def test_the_retry_job_verifies_stored_callbacks_again_and_applies_them_as_one_batch(
+        net, session_factory, monkeypatch, unique):
+    """A backlog (callbacks stored, then the process died before applying
+    them) is worked off in batches: each verified again from its raw row,
+    a tampered one rejected, the rest applied together."""
+    from datetime import timedelta
+
+    from payments.gateway import PaymentRequest
+    from service.gateways import sandbox
+
+    adapter, vendor = sandbox("retry-secret-0123456789")
+    numbers = deposits(session_factory, net, 110, 220, 330)
+    raw = []
+    for number, amount in zip(numbers, (110, 220, 330)):
+        adapter.create_payment(PaymentRequest(out_trade_no=number, amount_minor=amount,
+                                              currency="CNY", description="d",
+                                              notify_url="http://x"))
+        raw.append(vendor.pay(number))
+    # The first notice again, its amount altered on the way: the signature fails.
+    headers, body = vendor.redeliver(__import__("json").loads(raw[0][1])["id"])
+    raw.append((headers, body.replace(b"110", b"999")))
+    with session_factory() as s, s.begin():
+        ids = [inbox.store(s, "sandbox", CallbackRequest(headers=h, body=b,
+                                                         received_at=utcnow()))
+               for h, b in raw]
+    batches = []
+    apply_all = callbacks.apply_all
+
+    def counted(factory, batch):
+        batches.append(sorted(callback_id for _, callback_id, _ in batch))
+        apply_all(factory, batch)
+
+    monkeypatch.setattr(callbacks, "apply_all", counted)
+    tried = callbacks.retry_stored(session_factory, {"sandbox": adapter},
+                                   now=utcnow() + timedelta(minutes=1))
+    assert tried >= 4
+    assert batches == [sorted(ids[:3])]
+    with session_factory() as s:
+        rows = {c.id: c for c in s.scalars(select(GatewayCallback).where(
+            GatewayCallback.id.in_(ids)))}
+        assert [rows[i].state for i in ids] == ["applied", "applied", "applied", "rejected"]
+    assert deposit_of(session_factory, net) == 400 + 110 + 220 + 330
