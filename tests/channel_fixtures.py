@@ -81,6 +81,19 @@ def add_tea(s, net: Network, list_price_minor: int = 1000) -> None:
                                 actor="t")
 
 
+def tea_network_with_deposit(session_factory, u: str) -> Network:
+    """``build_network`` with the tea SKU, and s1 holding a deposit of 400
+    at d1: what the payment tests pay orders and deposits against."""
+    from channel_api import funding
+
+    net = build_network(session_factory, u)
+    with session_factory() as s, s.begin():
+        add_tea(s, net)
+        funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
+                                amount_minor=400, bank_reference=f"{u}-dep", actor="t")
+    return net
+
+
 # Fixtures for the channel API test modules (import them by name): each
 # module gets a database of its own, as it commits.
 

@@ -18,18 +18,13 @@ from payments import signing
 from payments.bank import SIGNATURE_HEADER, OnlineBankGateway, format_bank_time
 from payments.models import GatewayCallback, Payment, PaymentException, PaymentRefund
 from service.api_payments import GATEWAYS_KEY
-from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
+from tests.channel_fixtures import client, engine, tea_network_with_deposit  # noqa: F401  (fixtures)
 from tests.test_gateway_config import BANK_MER_ID, BANK_SECRET, RealTimeBank
 
 
 @pytest.fixture
 def net(session_factory, unique):
-    net = build_network(session_factory, unique)
-    with session_factory() as s, s.begin():
-        add_tea(s, net)
-        funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
-                                amount_minor=400, bank_reference=f"{unique}-dep", actor="t")
-    return net
+    return tea_network_with_deposit(session_factory, unique)
 
 
 @pytest.fixture

@@ -21,17 +21,12 @@ from payments import inbox
 from payments.gateway import CallbackRequest, GatewayEvent
 from payments.models import CallbackClaim, GatewayCallback, Payment, PaymentException
 from service import callbacks
-from tests.channel_fixtures import add_tea, build_network, client, engine  # noqa: F401  (fixtures)
+from tests.channel_fixtures import client, engine, tea_network_with_deposit  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
 def net(session_factory, unique):
-    net = build_network(session_factory, unique)
-    with session_factory() as s, s.begin():
-        add_tea(s, net)
-        funding.confirm_deposit(s, buyer=net.codes["s1"], seller=net.codes["d1"],
-                                amount_minor=400, bank_reference=f"{unique}-dep", actor="t")
-    return net
+    return tea_network_with_deposit(session_factory, unique)
 
 
 def deposits(session_factory, net, *amounts):
