@@ -94,6 +94,21 @@ def tea_network_with_deposit(session_factory, u: str) -> Network:
     return net
 
 
+def order_with_gateway_part(client, net, gateway="sandbox"):
+    """A 1,000 order: 400 from the deposit, 600 through ``gateway``."""
+    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
+        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": 1}],
+        "plan": [{"method": "prepaid", "amount_minor": 400},
+                 {"method": "gateway", "amount_minor": 600}]})
+    assert placed.status_code == 201, placed.json
+    assert placed.json["state"] == "awaiting_payment"
+    payment = client.post("/v1/payments", headers=net.auth("s1"),
+                          json={"gateway": gateway, "order": placed.json["public_id"]})
+    assert payment.status_code == 201, payment.json
+    return placed.json["public_id"], payment.json
+
+
+
 # Fixtures for the channel API test modules (import them by name): each
 # module gets a database of its own, as it commits.
 

@@ -18,7 +18,12 @@ from payments import signing
 from payments.bank import SIGNATURE_HEADER, OnlineBankGateway, format_bank_time
 from payments.models import GatewayCallback, Payment, PaymentException, PaymentRefund
 from service.api_payments import GATEWAYS_KEY
-from tests.channel_fixtures import client, engine, tea_network_with_deposit  # noqa: F401  (fixtures)
+from tests.channel_fixtures import (  # noqa: F401  (fixtures)
+    client,
+    engine,
+    order_with_gateway_part,
+    tea_network_with_deposit,
+)
 from tests.test_gateway_config import BANK_MER_ID, BANK_SECRET, RealTimeBank
 
 
@@ -91,16 +96,7 @@ def order_state(client, net, order):
 
 def test_an_order_paid_at_the_bank_is_applied_once_and_forgeries_post_nothing(
         client, net, bank, session_factory):
-    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
-        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": 1}],
-        "plan": [{"method": "prepaid", "amount_minor": 400},
-                 {"method": "gateway", "amount_minor": 600}]})
-    assert placed.status_code == 201, placed.json
-    order = placed.json["public_id"]
-    started = client.post("/v1/payments", headers=net.auth("s1"),
-                          json={"gateway": "bank", "order": order})
-    assert started.status_code == 201, started.json
-    payment = started.json
+    order, payment = order_with_gateway_part(client, net, gateway="bank")
     assert (payment["state"], payment["amount_minor"]) == ("pending", 600)
     assert payment["pay_url"] == f"https://bank.example/b2b/{payment['public_id']}"
     # What the adapter sent the bank, signed (the fake checked it): yuan, our notify URL.

@@ -16,7 +16,12 @@ from channel_api import errors as ca_errors
 from payments.models import GatewayCallback, Payment, PaymentException, PaymentRefund
 from service import callbacks
 from service.api_payments import GATEWAYS_KEY
-from tests.channel_fixtures import client, engine, tea_network_with_deposit  # noqa: F401  (fixtures)
+from tests.channel_fixtures import (  # noqa: F401  (fixtures)
+    client,
+    engine,
+    order_with_gateway_part,
+    tea_network_with_deposit,
+)
 from tests.vendors.wechatpay import FakeWeChatPay
 
 
@@ -34,20 +39,6 @@ def wechat_vendor():
 def wechat(client, wechat_vendor):
     client.application.extensions[GATEWAYS_KEY].adapters["wechatpay"] = wechat_vendor.gateway()
     return wechat_vendor
-
-
-def order_with_gateway_part(client, net, gateway="sandbox"):
-    """A 1,000 order: 400 from the deposit, 600 through ``gateway``."""
-    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
-        "seller": net.codes["d1"], "lines": [{"sku": f"{net.u}-a", "quantity": 1}],
-        "plan": [{"method": "prepaid", "amount_minor": 400},
-                 {"method": "gateway", "amount_minor": 600}]})
-    assert placed.status_code == 201, placed.json
-    assert placed.json["state"] == "awaiting_payment"
-    payment = client.post("/v1/payments", headers=net.auth("s1"),
-                          json={"gateway": gateway, "order": placed.json["public_id"]})
-    assert payment.status_code == 201, payment.json
-    return placed.json["public_id"], payment.json
 
 
 def escrow(session_factory, order):

@@ -21,7 +21,12 @@ from payments import inbox
 from payments.gateway import CallbackRequest, GatewayEvent
 from payments.models import CallbackClaim, GatewayCallback, Payment, PaymentException
 from service import callbacks
-from tests.channel_fixtures import client, engine, tea_network_with_deposit  # noqa: F401  (fixtures)
+from tests.channel_fixtures import (  # noqa: F401  (fixtures)
+    client,
+    engine,
+    order_with_gateway_part,
+    tea_network_with_deposit,
+)
 
 
 @pytest.fixture
@@ -59,14 +64,8 @@ def test_a_mixed_batch_ends_each_callback_as_it_would_end_alone(client, net, ses
                                                                 unique):
     u = unique
     p1, p2, p3, p4 = deposits(session_factory, net, 100, 200, 300, 400)
-    placed = client.post("/v1/orders", headers=net.auth("s1"), json={
-        "seller": net.codes["d1"], "lines": [{"sku": f"{u}-a", "quantity": 1}],
-        "plan": [{"method": "prepaid", "amount_minor": 400},
-                 {"method": "gateway", "amount_minor": 600}]})
-    assert placed.status_code == 201, placed.json
-    order = placed.json["public_id"]
-    order_payment = client.post("/v1/payments", headers=net.auth("s1"),
-                                json={"gateway": "sandbox", "order": order}).json["public_id"]
+    order, payment = order_with_gateway_part(client, net)
+    order_payment = payment["public_id"]
     with session_factory() as s:
         held = ledger.get_accounts(s, [SUSPENSE])
         suspense_before = held[SUSPENSE].posted_minor if SUSPENSE in held else 0
