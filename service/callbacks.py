@@ -75,6 +75,11 @@ class BackgroundApplier:
                     break
             try:
                 apply_all(self.session_factory, batch)
+            except Exception:  # noqa: BLE001 - e.g. the database is down: the thread goes on
+                # Not even marked failed: the callbacks stay ``received`` in
+                # the inbox and the retry job applies them once it can.
+                log.exception("a batch of %d callbacks could not be applied nor marked; "
+                              "the retry job will apply them", len(batch))
             finally:
                 for _ in batch:
                     self.queue.task_done()

@@ -232,3 +232,34 @@ def test_the_retry_job_verifies_stored_callbacks_again_and_applies_them_as_one_b
             GatewayCallback.id.in_(ids)))}
         assert [rows[i].state for i in ids] == ["applied", "applied", "applied", "rejected"]
     assert deposit_of(session_factory, net) == 400 + 110 + 220 + 330
+
+
+def test_the_background_applier_outlives_a_batch_it_could_not_apply(
+        net, session_factory, monkeypatch, unique):
+    """The database gone even for marking a callback failed: the applier's
+    thread logs it and goes on with what comes next (the stored callbacks
+    wait for the retry job)."""
+    first, second = deposits(session_factory, net, 10, 20)
+    ids = stored(session_factory, 2)
+    applier = callbacks.BackgroundApplier(session_factory)
+    real = callbacks.apply_all
+    outage = [True]
+
+    def flaky(factory, batch):
+        if outage[0]:
+            raise RuntimeError("could not connect to server")
+        real(factory, batch)
+
+    monkeypatch.setattr(callbacks, "apply_all", flaky)
+    applier.submit("sandbox", ids[0], paid(first, f"{unique}f", 10))
+    applier.drain()
+    thread = applier._thread
+    outage[0] = False
+    applier.submit("sandbox", ids[1], paid(second, f"{unique}s", 20))
+    applier.drain()
+    assert applier._thread is thread and thread.is_alive()  # the same thread went on
+    with session_factory() as s:
+        rows = {c.id: c.state for c in s.scalars(select(GatewayCallback).where(
+            GatewayCallback.id.in_(ids)))}
+    assert rows == {ids[0]: "received", ids[1]: "applied"}
+    assert deposit_of(session_factory, net) == 400 + 20
