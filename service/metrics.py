@@ -90,6 +90,21 @@ errors_total = Counter(
     "errors", "Error responses, by stable problem code.", ["code"], registry=registry
 )
 
+# The scheduler's jobs (service/scheduler.py): runs by outcome (ok, failed;
+# a run skipped because another scheduler holds the lease is not counted)
+# and how long the runs took. Served by the scheduler process itself
+# (CL_SCHEDULER_METRICS_PORT), or, in multiprocess mode with a shared
+# PROMETHEUS_MULTIPROC_DIR, by the web's /metrics too.
+job_runs_total = Counter(
+    "scheduler_job_runs", "Scheduler job runs, by job and outcome.", ["job", "outcome"],
+    registry=registry,
+)
+job_duration_seconds = Histogram(
+    "scheduler_job_duration_seconds", "Time scheduler job runs took, by job.", ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+    registry=registry,
+)
+
 _PENDING_KEY = "channel_ledger.metrics.pending_counts"
 UNMATCHED_ENDPOINT = "<unmatched>"
 
@@ -178,6 +193,33 @@ def init_http_metrics(app: Flask) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def serve_exposition(port: int, host: str = "0.0.0.0"):
+    """Serve ``exposition()`` at ``http://host:port/metrics`` from a thread
+    of this process (the scheduler, which has no web server of its own);
+    returns the server (``shutdown()`` stops it)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:  # scrapes every few seconds: not logged
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 def exposition() -> bytes:

@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from channel_api import (
     tags,
     webhooks,
 )
-from service import callbacks
+from service import callbacks, metrics
 from service.gateways import build_gateways
 from service.logs import bound_request_id
 from service.models import SchedulerLock
@@ -453,10 +454,16 @@ def run_if_leader(lease: Lease, job_name: str, job: Callable[[], object]) -> boo
         if not lease.renew():
             log.debug("skipping %s: another scheduler holds the lease", job_name)
             return False
+        started, outcome = time.perf_counter(), "ok"
         try:
             job()
         except Exception:  # noqa: BLE001 - a failed run must not stop the scheduler
+            outcome = "failed"
             log.exception("job %s failed", job_name)
+        finally:
+            metrics.job_duration_seconds.labels(job=job_name).observe(
+                time.perf_counter() - started)
+            metrics.job_runs_total.labels(job=job_name, outcome=outcome).inc()
         return True
 
 
@@ -614,6 +621,10 @@ def run(settings, session_factory: sessionmaker[Session]) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _stop)
+    exporter = None
+    if settings.scheduler_metrics_port:
+        exporter = metrics.serve_exposition(settings.scheduler_metrics_port)
+        log.info("scheduler metrics at :%d/metrics", settings.scheduler_metrics_port)
     # APScheduler logs every run at INFO; our jobs log what they did instead.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     log.info("scheduler %s starting (lease %r, ttl %ds)", lease.holder, lease.name,
@@ -626,4 +637,6 @@ def run(settings, session_factory: sessionmaker[Session]) -> None:
         if scheduler.running:
             scheduler.shutdown(wait=True)
         lease.release()
+        if exporter is not None:
+            exporter.shutdown()
         log.info("scheduler %s stopped", lease.holder)

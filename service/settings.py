@@ -98,6 +98,8 @@ class Settings:
     log_format: str = "json"
     timezone: str = "Asia/Shanghai"
     scheduler_lock_ttl_seconds: int = 60
+    # Where the scheduler process serves its /metrics (0: it does not).
+    scheduler_metrics_port: int = 0
     pending_expiry_interval_seconds: int = 60
     check_interval_seconds: int = 3600
     # A shipped order counts as received this many days after shipment; a
@@ -149,6 +151,10 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         scheduler_lock_ttl_seconds=_int(
             env, "CL_SCHEDULER_LOCK_TTL_SECONDS", defaults.scheduler_lock_ttl_seconds,
             minimum=LOCK_TTL_SECONDS_MIN,
+        ),
+        scheduler_metrics_port=_int(
+            env, "CL_SCHEDULER_METRICS_PORT", defaults.scheduler_metrics_port, minimum=0,
+            maximum=65535,
         ),
         pending_expiry_interval_seconds=_int(
             env, "CL_PENDING_EXPIRY_INTERVAL_SECONDS",

@@ -290,3 +290,51 @@ def test_build_scheduler_registers_the_jobs_at_their_intervals(session_factory):
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def test_job_runs_are_counted_and_served_by_the_scheduler_s_own_metrics(
+        session_factory, lock_name):
+    """The scheduler's /metrics (``CL_SCHEDULER_METRICS_PORT``): the lease
+    holder's runs by outcome and their durations; a run skipped for want of
+    the lease is not counted."""
+    import http.client
+    import socket
+
+    from service import metrics
+
+    def count(job: str, outcome: str) -> float:
+        return metrics.job_runs_total.labels(job=job, outcome=outcome)._value.get()
+
+    clock = Clock(T0)
+    leader = Lease(session_factory, ttl_seconds=TTL, name=lock_name, holder="leader", clock=clock)
+    other = Lease(session_factory, ttl_seconds=TTL, name=lock_name, holder="other", clock=clock)
+    job = f"{lock_name}-job"
+    before = (count(job, "ok"), count(job, "failed"))
+
+    def broken():
+        raise RuntimeError("the bank did not answer")
+
+    assert run_if_leader(leader, job, lambda: None) is True
+    assert run_if_leader(leader, job, broken) is True
+    assert run_if_leader(other, job, lambda: None) is False
+    assert (count(job, "ok") - before[0], count(job, "failed") - before[1]) == (1, 1)
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = metrics.serve_exposition(port, host="127.0.0.1")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+        assert response.status == 200
+        assert f'scheduler_job_runs_total{{job="{job}",outcome="failed"}} 1.0' in text
+        assert f'scheduler_job_duration_seconds_count{{job="{job}"}} 2.0' in text
+        conn.request("GET", "/other")
+        missing = conn.getresponse()
+        missing.read()
+        assert missing.status == 404
+    finally:
+        server.shutdown()
+        server.server_close()
