@@ -39,7 +39,7 @@ from collections import Counter as Tally
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest, values
+from prometheus_client import generate_latest, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
@@ -196,29 +196,15 @@ def init_http_metrics(app: Flask) -> None:
 
 
 def serve_exposition(port: int, host: str = "0.0.0.0"):
-    """Serve ``exposition()`` at ``http://host:port/metrics`` from a thread
-    of this process (the scheduler, which has no web server of its own);
-    returns the server (``shutdown()`` stops it)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    import threading
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
-            if self.path.split("?")[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = exposition()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args) -> None:  # scrapes every few seconds: not logged
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    """Serve this process's metrics (every process's, in multiprocess mode)
+    at ``http://host:port/metrics`` from a thread, with prometheus_client's
+    own server: for the scheduler, which has no web server. Returns the
+    server (``shutdown()`` stops it)."""
+    served = registry
+    if MULTIPROCESS_DIR is not None:  # the files are read again at each scrape
+        served = CollectorRegistry()
+        MultiProcessCollector(served, path=MULTIPROCESS_DIR)
+    server, _thread = start_http_server(port, host, registry=served)
     return server
 
 

@@ -331,10 +331,6 @@ def test_job_runs_are_counted_and_served_by_the_scheduler_s_own_metrics(
         assert response.status == 200
         assert f'scheduler_job_runs_total{{job="{job}",outcome="failed"}} 1.0' in text
         assert f'scheduler_job_duration_seconds_count{{job="{job}"}} 2.0' in text
-        conn.request("GET", "/other")
-        missing = conn.getresponse()
-        missing.read()
-        assert missing.status == 404
     finally:
         server.shutdown()
         server.server_close()
