@@ -81,6 +81,21 @@ def add_tea(s, net: Network, list_price_minor: int = 1000) -> None:
                                 actor="t")
 
 
+def store_buying_from_distributor(s, u: str) -> None:
+    """``{u}S``, a store, buys from ``{u}D``, a distributor (since yesterday)."""
+    from datetime import timedelta
+
+    from channel_api import network
+
+    ca.create_region(s, f"{u}CN", "China")
+    ca.create_customer_type(s, f"{u}t", "T")
+    for code, role in (("D", "distributor"), ("S", "store")):
+        ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
+                        customer_type=f"{u}t")
+    network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
+                                valid_from=utcnow() - timedelta(days=1))
+
+
 def tea_network_with_deposit(session_factory, u: str) -> Network:
     """``build_network`` with the tea SKU, and s1 holding a deposit of 400
     at d1: what the payment tests pay orders and deposits against."""

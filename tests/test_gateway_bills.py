@@ -2,34 +2,22 @@
 applied (issue 5)."""
 from __future__ import annotations
 
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-import channel_api as ca
 import ledger
-from channel_api import funding, gateway_bills, gateway_payments, network
+from channel_api import funding, gateway_bills, gateway_payments
 from ledger import utcnow
 from payments.gateway import BillLine, CallbackRequest, PaymentRequest
 from payments.sandbox import SandboxGateway
 from payments.sandbox_vendor import SandboxVendor
 from service import callbacks
 from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
+from tests.channel_fixtures import store_buying_from_distributor
 
 SH = ZoneInfo("Asia/Shanghai")
 SECRET = b"bill-secret-0123456789"
-
-
-def _store_buying_from_distributor(s, u: str) -> None:
-    """``{u}S``, a store, buys from ``{u}D``, a distributor."""
-    ca.create_region(s, f"{u}CN", "China")
-    ca.create_customer_type(s, f"{u}t", "T")
-    for code, role in (("D", "distributor"), ("S", "store")):
-        ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
-                        customer_type=f"{u}t")
-    network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
-                                valid_from=utcnow() - timedelta(days=1))
 
 
 def provider():
@@ -41,7 +29,7 @@ def test_a_daily_bill_settles_the_receivable_into_custody_and_reports_the_differ
         session_factory, unique):
     u = unique
     with session_factory() as s, s.begin():
-        _store_buying_from_distributor(s, u)
+        store_buying_from_distributor(s, u)
         payments = [gateway_payments.start_deposit_payment(
             s, buyer=f"{u}S", seller=f"{u}D", amount_minor=amount, gateway="sandbox")
             for amount in (10_000, 25_000, 5_000)]
@@ -101,7 +89,7 @@ def test_a_payment_in_the_first_hours_of_the_business_day_is_on_that_day(session
 
     u = unique
     with session_factory() as s, s.begin():
-        _store_buying_from_distributor(s, u)
+        store_buying_from_distributor(s, u)
         early, late = (gateway_payments.start_deposit_payment(
             s, buyer=f"{u}S", seller=f"{u}D", amount_minor=100, gateway="sandbox")
             for _ in range(2))

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-import channel_api as ca
 import ledger
-from channel_api import funding, gateway_payments, network
+from channel_api import funding, gateway_payments
 from ledger import utcnow
 from payments.gateway import CallbackRequest, PaymentRequest
 from payments.models import GatewayCallback, Payment
 from service import callbacks
 from service.gateways import sandbox
 from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
+from tests.channel_fixtures import store_buying_from_distributor
 
 PAYMENTS, COPIES, THREADS = 100, 10, 8
 
@@ -33,13 +32,7 @@ def test_a_thousand_callbacks_for_a_hundred_payments_apply_each_once(session_fac
     u = unique
     adapter, vendor = sandbox("race-secret-0123456789")
     with session_factory() as s, s.begin():
-        ca.create_region(s, f"{u}CN", "China")
-        ca.create_customer_type(s, f"{u}t", "T")
-        for code, role in (("D", "distributor"), ("S", "store")):
-            ca.create_party(s, code=f"{u}{code}", name=code, role=role, region=f"{u}CN",
-                            customer_type=f"{u}t")
-        network.create_relationship(s, seller=f"{u}D", buyer=f"{u}S", actor="t",
-                                    valid_from=utcnow() - timedelta(days=1))
+        store_buying_from_distributor(s, u)
         payments = [gateway_payments.start_deposit_payment(
             s, buyer=f"{u}S", seller=f"{u}D", amount_minor=100 + n, gateway="sandbox")
             for n in range(PAYMENTS)]
