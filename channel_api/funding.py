@@ -278,17 +278,20 @@ def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dic
     computed refuses both). Placing again with the same client reference
     returns the order as it stands; its plan was set the first time."""
     # One announcement for the whole call: the order's state at its end.
+    # Deferred: an order paid in this call is inserted once, already paid.
     placed = orders.place(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
-                          client_reference=client_reference, note=note, announce=False)
+                          client_reference=client_reference, note=note, announce=False,
+                          defer=True)
     if placed.row.state != "placed":
         return placed.view
     return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz,
-                 categories=placed.categories)
+                 placing=placed)
 
 
 def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, actor: str,
-          now: datetime, tz: ZoneInfo, categories: dict[str, int] | None = None
+          now: datetime, tz: ZoneInfo, placing: orders.Placed | None = None
           ) -> orders.OrderView:
+    """``placing``: the order's deferred placing in this call, written here."""
     transition(row.state, "reserve")  # only a placed order takes a plan
     plan = _parts(parts, row.total_minor)
     amounts = dict(plan)
@@ -297,13 +300,17 @@ def _fund(session: Session, row: Order, view: orders.OrderView, parts: Any, *, a
         if amounts["rebate"] > cap:
             raise InvalidInput(f"{view.seller_code} accepts at most {cap} of rebate on this order",
                                field="parts", rebate_cap_minor=cap)
+    if not AWAITED & set(amounts) and "credit" not in amounts:
+        return _capture_at_once(session, row, view, plan, actor=actor, now=now, placing=placing)
+    if placing is not None:
+        orders.write_placed(session, placing)
     if "credit" in amounts:
         decision = credit.check_credit(session, row, amounts["credit"], now, tz)
         if decision.hold_reasons:
             return _hold(session, row, plan, decision, actor=actor, now=now)
     if not AWAITED & set(amounts):
         return _capture_at_once(session, row, view, plan, actor=actor, now=now,
-                                categories=categories)
+                                categories=placing.categories if placing else None)
     _reserve(session, row, view, plan, now)
     orders.advance(session, row, "reserve", actor=actor, details={"plan": dict(plan)})
     session.flush()
@@ -333,9 +340,20 @@ def _open_accounts(session: Session, view: orders.OrderView, methods) -> None:
 
 def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
                      plan: list[tuple[str, int]], *, actor: str, now: datetime,
+                     placing: orders.Placed | None = None,
                      categories: dict[str, int] | None = None) -> orders.OrderView:
     """Every part taken now, in one balanced entry (the sources' bounds
-    checked as they are posted): no hold is needed when nothing is awaited."""
+    checked as they are posted): no hold is needed when nothing is awaited.
+
+    An order placed in this call (a deferred ``placing``) is inserted first,
+    already paid, with all its events in one insert; a shortfall at the
+    entry rolls it back with the rest. An order that existed moves only once
+    its entry stands, so a caller that rolls back just a savepoint after a
+    shortfall keeps it as it was."""
+    steps = [("reserve", {"plan": dict(plan)}), ("fund", {"captured": dict(plan)})]
+    codes = (view.buyer_code, view.seller_code)
+    if placing is not None:
+        orders.advance_through(session, row, steps, actor=actor, codes=codes, placing=placing)
     _open_accounts(session, view, dict(plan))
     routes, ccy = _routes(view), row.currency
     postings = []
@@ -345,18 +363,20 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
                      PostingLine(destination, "credit", amount, ccy)]
     entry = ledger.post_entry(session, EntryRequest(
         code="order.capture", idempotency_key=f"{row.public_id}:capture",
+        new_key=placing is not None,  # the order was placed in this transaction
         metadata={"order": row.public_id, "plan": dict(plan)}, postings=postings))
+    if placing is None:
+        orders.advance_through(session, row, steps, actor=actor, codes=codes)
     for method, amount in plan:
         session.add(PaymentPart(order_id=row.id, method=method, amount_minor=amount,
                                 state="captured", entry_id=entry.id, updated_at=now))
         if method == "credit":
             credit.open_debt(session, row, amount, now)
-    orders.advance_through(session, row, [("reserve", {"plan": dict(plan)}),
-                                          ("fund", {"captured": dict(plan)})],
-                           actor=actor, codes=(view.buyer_code, view.seller_code))
     session.flush()
     paid = orders.refreshed(view, row)
-    _record_habit(session, row, paid, categories)
+    # After the entry, as when reserved parts are captured: the buyer's
+    # habits row and its balances are locked in one order everywhere.
+    _record_habit(session, row, paid, placing.categories if placing else categories)
     _clear(session, row, {m: a for m, a in plan})
     return paid
 

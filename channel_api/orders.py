@@ -151,21 +151,18 @@ def order_row(session: Session, public_id: str, *, lock: bool = False) -> Order:
     return _order(session, public_id, lock=lock)
 
 
-def _event(session: Session, order: Order, action: str, from_state: str | None, *, actor: str,
-           details: dict[str, Any] | None = None) -> None:
-    _events(session, order, [(action, from_state, order.state, details)], actor=actor)
-
-
 def _events(session: Session, order: Order,
-            moves: list[tuple[str, str | None, str, dict[str, Any] | None]], *, actor: str
-            ) -> None:
-    """Record (action, from, to, details) moves of ``order`` in one insert.
+            moves: list[tuple[str, str | None, str, dict[str, Any] | None]], *, actor: str,
+            earlier: list[dict[str, Any]] = ()) -> None:
+    """Record (action, from, to, details) moves of ``order`` in one insert,
+    after ``earlier`` event rows not written yet (a deferred placing's).
     A statement built once, on the session's connection: every order
     records several events, and the unit of work costs more than the SQL."""
-    session.connection().execute(_INSERT_EVENT, [
-        {"order_id": order.id, "action": action, "from_state": before, "to_state": after,
-         "actor": actor, "at": order.updated_at, "details": dict(details or {})}
-        for action, before, after, details in moves])
+    rows = [dict(row, order_id=order.id) for row in earlier]
+    rows += [{"order_id": order.id, "action": action, "from_state": before, "to_state": after,
+              "actor": actor, "at": order.updated_at, "details": dict(details or {})}
+             for action, before, after, details in moves]
+    session.connection().execute(_INSERT_EVENT, rows)
 
 
 _INSERT_EVENT = insert(OrderEvent)
@@ -182,6 +179,42 @@ class Placed:
     # The order's total per product category (its lines' leaf categories),
     # known at placing from the catalog: what purchase habits record.
     categories: dict[str, int] | None = None
+    # A deferred placing (``place(defer=True)``): the order row is added to
+    # the session but not flushed, and its lines and ``place`` event wait
+    # here, so that an order paid in the same call is inserted once, in its
+    # final state, with all its events in one insert (``advance_through``
+    # with ``placing``, or ``write_placed``).
+    unwritten: _Unwritten | None = None
+
+
+@dataclass
+class _Unwritten:
+    lines: list[dict[str, Any]]
+    event: dict[str, Any]
+    written: bool = False
+
+
+def write_placed(session: Session, placed: Placed,
+                 moves: list[tuple[str, str | None, str, dict[str, Any] | None]] = (),
+                 *, actor: str = "") -> None:
+    """Write what a deferred placing left: the order row (in whatever state
+    it is in now), its lines, and its ``place`` event with ``moves`` after
+    it. Does nothing for a placing already written."""
+    _write(session, placed.row, placed.unwritten, moves, actor=actor)
+
+
+def _write(session: Session, row: Order, pending: _Unwritten | None,
+           moves: list[tuple[str, str | None, str, dict[str, Any] | None]] = (),
+           *, actor: str = "") -> None:
+    if pending is None or pending.written:
+        if moves:
+            _events(session, row, moves, actor=actor)
+        return
+    pending.written = True
+    session.flush()  # the order's INSERT, with its id
+    session.connection().execute(_INSERT_LINES, [dict(line, order_id=row.id)
+                                                 for line in pending.lines])
+    _events(session, row, moves, actor=actor, earlier=[pending.event])
 
 
 def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
@@ -194,12 +227,14 @@ def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[s
 
 def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
           client_reference: str | None = None, note: str = "",
-          at: datetime | None = None, actor: str, announce: bool = True) -> Placed:
+          at: datetime | None = None, actor: str, announce: bool = True,
+          defer: bool = False) -> Placed:
     """An order of ``buyer`` from ``seller``: each line priced now by the
     seller's strategies (unit price, strategy code and version frozen), the
     totals computed here. Refused, with nothing written, when the
     relationship, a permission or a party's status does not allow a line.
-    With a ``client_reference``, placing the same order again returns it."""
+    With a ``client_reference``, placing the same order again returns it.
+    ``defer``: leave the writing to the caller (see ``Placed.unwritten``)."""
     parsed = _lines(lines)
     note = _text(note, "note", 500)
     if client_reference is not None:
@@ -231,15 +266,18 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
                   total_minor=subtotal, client_reference=client_reference, note=note,
                   placed_at=at, updated_at=at, version=1)
     session.add(order)
-    session.flush()
-    session.connection().execute(_INSERT_LINES, [dict(
-        order_id=order.id, line_no=line_no, sku_id=facts.sku_id, quantity=r.quantity,
-        unit_price_minor=r.unit_price_minor, list_price_minor=r.list_price_minor,
-        price_source=r.source, strategy_code=r.strategy_code,
-        strategy_version=r.strategy_version, discount_minor=0,
-        line_total_minor=r.line_total_minor) for line_no, (facts, r) in enumerate(quoted, start=1)])
-    _event(session, order, "place", None, actor=actor,
-           details={"lines": len(quoted), "total_minor": subtotal})
+    unwritten = _Unwritten(
+        lines=[dict(line_no=line_no, sku_id=facts.sku_id, quantity=r.quantity,
+                    unit_price_minor=r.unit_price_minor, list_price_minor=r.list_price_minor,
+                    price_source=r.source, strategy_code=r.strategy_code,
+                    strategy_version=r.strategy_version, discount_minor=0,
+                    line_total_minor=r.line_total_minor)
+               for line_no, (facts, r) in enumerate(quoted, start=1)],
+        event={"action": "place", "from_state": None, "to_state": "placed", "actor": actor,
+               "at": at, "details": {"lines": len(quoted), "total_minor": subtotal}})
+    if not defer:
+        _write(session, order, unwritten)
+        unwritten = None
     if announce:
         _announce(session, order, "place", None, (ctx.buyer.code, ctx.seller.code))
     # Built from what is in hand: the order's first answer costs no re-read.
@@ -252,7 +290,7 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
         leaf = facts.category_path[-1]
         categories[leaf] = categories.get(leaf, 0) + r.line_total_minor
     return Placed(order, _view_of(order, ctx.buyer.code, ctx.seller.code,
-                                  ctx.allowed.relationship, line_views), categories)
+                                  ctx.allowed.relationship, line_views), categories, unwritten)
 
 
 def _view_of(row: Order, buyer: str, seller: str, relationship: str,
@@ -284,11 +322,12 @@ def advance(session: Session, row: Order, action: str, *, actor: str,
 
 def advance_through(session: Session, row: Order, steps: list[tuple[str, dict[str, Any] | None]],
                     *, actor: str, announce: bool = True,
-                    codes: tuple[str, str] | None = None) -> None:
+                    codes: tuple[str, str] | None = None, placing: Placed | None = None) -> None:
     """``advance`` by several actions in turn (an order funded as it is
     placed is reserved, then funded): each checked by the state machine
     before anything is written, their events recorded in one insert, the
-    last move announced."""
+    last move announced. ``placing``: the deferred placing of ``row``, now
+    written with the order already in its last state."""
     moves, state = [], row.state
     for action, details in steps:
         after = transition(state, action)
@@ -297,7 +336,10 @@ def advance_through(session: Session, row: Order, steps: list[tuple[str, dict[st
     row.state = state
     row.updated_at = utcnow()
     row.version += len(moves)
-    _events(session, row, moves, actor=actor)
+    if placing is not None:
+        write_placed(session, placing, moves, actor=actor)
+    else:
+        _events(session, row, moves, actor=actor)
     if announce:
         action, before, _, _ = moves[-1]
         _announce(session, row, action, before, codes)

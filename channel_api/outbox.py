@@ -34,7 +34,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, event, insert, or_, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from ledger import as_utc, new_uuid7, utcnow
+from ledger import as_utc, new_uuid7, prepared, utcnow
+from ledger.writer import ints_array, texts_array, times_array
 
 from .catalog import validate_limit
 from .errors import AccessDenied, InvalidInput, NotFound, PartyNotFound
@@ -140,6 +141,22 @@ _ENDPOINTS = select(WebhookEndpoint.party_id, WebhookEndpoint.id, WebhookEndpoin
     WebhookEndpoint.party_id.in_(bindparam("ids", expanding=True)),
     WebhookEndpoint.status == "active")
 _INSERT_DELIVERY = insert(WebhookDelivery)
+# On PostgreSQL the events, their parties and the parties' active endpoints
+# are one round trip: a prepared statement over arrays (one per column),
+# with the endpoints after the events' new ids (kind 1 rows). Fixed text, so
+# it is parsed once per connection whatever the batch's size.
+_PG_RECORD = (
+    "WITH e AS (INSERT INTO channel_event (public_id, type, subject_type, subject, payload, "
+    "created_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::json[], $6::timestamptz[]) RETURNING public_id, id), "
+    "p AS (INSERT INTO channel_event_party (event_id, party_id) SELECT e.id, x.party_id "
+    "FROM unnest($7::text[], $8::bigint[]) AS x(public_id, party_id) "
+    "JOIN e ON e.public_id = x.public_id) "
+    "SELECT 0, e.public_id, e.id, NULL::json FROM e "
+    "UNION ALL SELECT 1, w.party_id::text, w.id, w.types FROM channel_webhook_endpoint w "
+    "WHERE w.party_id = ANY($8) AND w.status = 'active'")
+_PG_RECORD_TYPES = ("text[]", "text[]", "text[]", "text[]", "json[]", "timestamptz[]",
+                    "text[]", "bigint[]")
 
 
 def record(session: Session, *, type: str, subject_type: str, subject: str,
@@ -196,19 +213,12 @@ def record_all(session: Session, events: list[NewEvent]) -> list[EventView]:
     now = utcnow()
     views = [EventView(EVENT_PREFIX + new_uuid7().hex, new.type, new.subject_type, new.subject,
                        data, now, tuple(codes)) for new, codes, data in checked]
-    inserted = dict(connection.execute(_INSERT_EVENT, [
-        {"public_id": view.id, "type": view.type, "subject_type": view.subject_type,
-         "subject": view.subject, "payload": view.data, "created_at": now}
-        for view in views]).all())
-    event_ids = [inserted[view.id] for view in views]
-    event_parties = [{"event_id": event_id, "party_id": ids[c]}
-                     for event_id, view in zip(event_ids, views) for c in view.parties]
-    if event_parties:
-        connection.execute(_INSERT_EVENT_PARTY, event_parties)
-        party_ids = sorted({ids[c] for view in views for c in view.parties})
-        endpoints: dict[int, dict[int, Any]] = {}  # party id: {endpoint id: its types}
-        for party_id, endpoint_id, types in connection.execute(_ENDPOINTS, {"ids": party_ids}):
-            endpoints.setdefault(party_id, {})[endpoint_id] = types
+    endpoints: dict[int, dict[int, Any]] = {}  # party id: {endpoint id: its types}
+    if connection.dialect.name == "postgresql":
+        event_ids = _insert_pg(connection, views, ids, endpoints)
+    else:
+        event_ids = _insert(connection, views, ids, endpoints)
+    if any(view.parties for view in views):
         deliveries = []
         for event_id, view in zip(event_ids, views):
             mine = {endpoint_id: types for c in view.parties
@@ -223,6 +233,45 @@ def record_all(session: Session, events: list[NewEvent]) -> list[EventView]:
     for view in views:
         _remember(session, view)
     return views
+
+
+def _insert(connection, views: list[EventView], ids: dict[str, int],
+            endpoints: dict[int, dict[int, Any]]) -> list[int]:
+    """The events and their parties inserted, the parties' active endpoints
+    read into ``endpoints``; the events' row ids."""
+    inserted = dict(connection.execute(_INSERT_EVENT, [
+        {"public_id": view.id, "type": view.type, "subject_type": view.subject_type,
+         "subject": view.subject, "payload": view.data, "created_at": view.created_at}
+        for view in views]).all())
+    event_ids = [inserted[view.id] for view in views]
+    event_parties = [{"event_id": event_id, "party_id": ids[c]}
+                     for event_id, view in zip(event_ids, views) for c in view.parties]
+    if event_parties:
+        connection.execute(_INSERT_EVENT_PARTY, event_parties)
+        party_ids = sorted({ids[c] for view in views for c in view.parties})
+        for party_id, endpoint_id, types in connection.execute(_ENDPOINTS, {"ids": party_ids}):
+            endpoints.setdefault(party_id, {})[endpoint_id] = types
+    return event_ids
+
+
+def _insert_pg(connection, views: list[EventView], ids: dict[str, int],
+               endpoints: dict[int, dict[int, Any]]) -> list[int]:
+    """``_insert`` in one prepared statement (``_PG_RECORD``)."""
+    pairs = [(view.id, ids[c]) for view in views for c in view.parties]
+    rows = prepared.execute(connection, "cl_outbox_record", _PG_RECORD_TYPES, _PG_RECORD, (
+        texts_array([v.id for v in views]), texts_array([v.type for v in views]),
+        texts_array([v.subject_type for v in views]), texts_array([v.subject for v in views]),
+        texts_array([json.dumps(v.data, separators=(",", ":")) for v in views]),
+        times_array([v.created_at for v in views]),
+        texts_array([public_id for public_id, _ in pairs]),
+        ints_array([party_id for _, party_id in pairs])))
+    inserted = {}
+    for kind, key, row_id, types in rows:
+        if kind == 0:
+            inserted[key] = row_id
+        else:
+            endpoints.setdefault(int(key), {})[row_id] = types
+    return [inserted[view.id] for view in views]
 
 
 # -- reading ---------------------------------------------------------------------

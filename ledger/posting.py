@@ -427,7 +427,8 @@ def _lock_links(session: Session, plans: list[_Plan]) -> None:
     writer at a time already.
     """
     names = sorted(
-        {f"idem:{p.request.idempotency_key}" for p in plans if p.request.idempotency_key}
+        {f"idem:{p.request.idempotency_key}" for p in plans
+         if p.request.idempotency_key and not p.request.new_key}
         | {f"rev:{p.reverses_id}" for p in plans if p.reverses_id is not None}
     )
     if not names or session.connection().dialect.name != "postgresql":
@@ -442,7 +443,8 @@ def _lock_links(session: Session, plans: list[_Plan]) -> None:
 
 def _find_idempotent(session: Session, plans: list[_Plan]) -> dict[str, tuple[uuid.UUID, str | None]]:
     """Entries already written under the plans' keys: key -> (entry id, request hash)."""
-    keys = [p.request.idempotency_key for p in plans if p.request.idempotency_key]
+    keys = [p.request.idempotency_key for p in plans
+            if p.request.idempotency_key and not p.request.new_key]
     if not keys:
         return {}
     among = keys

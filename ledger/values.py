@@ -73,6 +73,11 @@ class EntryRequest:
     metadata: dict[str, Any] | None = None
     pending: bool = False
     expires_at: datetime | None = None
+    # The key names something created in the caller's transaction (say, an
+    # order placed in it), so no committed entry can hold it: the ledger
+    # skips the replay lookup and its lock, two round trips (the journal's
+    # unique index still refuses a duplicate).
+    new_key: bool = False
 
 
 @dataclass(frozen=True)
