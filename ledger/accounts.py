@@ -8,16 +8,17 @@ from typing import Any
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, event, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from . import rules
+from . import prepared, rules
 from .errors import AccountExists, AccountNotFound, InvalidAccount
 from .ids import ACCOUNT_PREFIX, new_account_public_id
 from .locking import AccountShape, per_engine, remember_shapes
 from .models import Account, Balance
 from .timeutil import as_utc, utcnow
 from .values import DEFAULT_NORMAL_SIDE, AccountStatus, AccountType, AccountView, Side
+from .writer import ints_array, texts_array, times_array
 
 CODE_RE = re.compile(r"^[A-Za-z0-9_.:@/\-]{1,200}$")
 MAX_SHARDS = 64
@@ -133,26 +134,70 @@ def ensure_accounts(session: Session, specs: list[AccountSpec]) -> list[str]:
     if not rows:
         return []
     rows.sort(key=lambda row: row["code"])  # one order for every caller: no deadlock
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    # Core, not ORM, statements: one multi-row insert for all the rows (the
-    # ORM's bulk insert splits rows by which values are None).
-    table = Account.__table__
-    statement = dialect.insert(table).on_conflict_do_nothing(index_elements=[table.c.code])
-    opened = session.execute(statement.returning(table.c.id, table.c.code), rows).all()
+    if session.get_bind().dialect.name == "postgresql":
+        opened = _open_pg(session, rows)
+    else:
+        opened = _open(session, rows)
     if not opened:
         return []
     by_code = {row["code"]: row for row in rows}
-    session.execute(insert(Balance.__table__), [
-        {"account_id": account_id, "shard": n, "posted_debits_minor": 0,
-         "posted_credits_minor": 0, "pending_debits_minor": 0, "pending_credits_minor": 0,
-         "version": 0}
-        for account_id, code in opened for n in range(by_code[code]["balance_shards"])])
     remember_shapes(session, [AccountShape(
         account_id, code, by_code[code]["normal_side"], by_code[code]["currency"],
         by_code[code]["balance_shards"], by_code[code]["min_balance_minor"] is not None,
         by_code[code]["max_balance_minor"] is not None) for account_id, code in opened])
     return sorted(code for _, code in opened)
 
+
+def _open(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Insert the accounts not there yet, then their balance rows: (id, code)
+    of those opened."""
+    # Core, not ORM, statements: one multi-row insert for all the rows (the
+    # ORM's bulk insert splits rows by which values are None).
+    table = Account.__table__
+    statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=[table.c.code])
+    opened = session.execute(statement.returning(table.c.id, table.c.code), rows).all()
+    if opened:
+        shards = {row["code"]: row["balance_shards"] for row in rows}
+        session.execute(insert(Balance.__table__), [
+            {"account_id": account_id, "shard": n, "posted_debits_minor": 0,
+             "posted_credits_minor": 0, "pending_debits_minor": 0, "pending_credits_minor": 0,
+             "version": 0}
+            for account_id, code in opened for n in range(shards[code])])
+    return [tuple(row) for row in opened]
+
+
+# ``_open`` in one round trip on PostgreSQL: the accounts from arrays (in
+# the rows' order, sorted by code), their balance rows, one per shard, by a
+# second insert in the same statement. Fixed text, prepared once per
+# connection: every order opens its escrow here.
+_PG_OPEN = (
+    "WITH a AS (INSERT INTO ledger_account (public_id, code, name, type, normal_side, currency, "
+    "owner_party_id, status, min_balance_minor, max_balance_minor, balance_shards, metadata, "
+    "created_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], "
+    "$11::smallint[], $12::json[], $13::timestamptz[]) "
+    "ON CONFLICT (code) DO NOTHING RETURNING id, code, balance_shards), "
+    "b AS (INSERT INTO ledger_balance (account_id, shard, posted_debits_minor, "
+    "posted_credits_minor, pending_debits_minor, pending_credits_minor, version) "
+    "SELECT a.id, n, 0, 0, 0, 0, 0 FROM a, generate_series(0, a.balance_shards - 1) AS n) "
+    "SELECT id, code FROM a")
+_PG_OPEN_TYPES = ("text[]",) * 8 + ("bigint[]", "bigint[]", "smallint[]", "json[]",
+                                     "timestamptz[]")
+
+
+def _open_pg(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    def texts(key):
+        return texts_array([row[key] for row in rows])
+
+    def ints(key):
+        return ints_array([row[key] for row in rows])
+
+    return [tuple(row) for row in prepared.execute(
+        session.connection(), "cl_open_accounts", _PG_OPEN_TYPES, _PG_OPEN, (
+            texts("public_id"), texts("code"), texts("name"), texts("type"),
+            texts("normal_side"), texts("currency"), texts("owner_party_id"), texts("status"),
+            ints("min_balance_minor"), ints("max_balance_minor"), ints("balance_shards"),
+            texts_array(["{}" for _ in rows]), times_array([row["created_at"] for row in rows])))]
 
 
 # Account codes known to exist in each database (by engine), learned when a

@@ -29,6 +29,10 @@ def execute(
     propagates as the driver's exception and aborts the transaction as usual.
     """
     cursor = connection.connection.cursor()
+    if connection.dispatch.before_cursor_execute:
+        # Listeners (statement counters in tests, tracing) see these round
+        # trips like any other: the statement's text and its arguments.
+        connection.dispatch.before_cursor_execute(connection, cursor, sql, args, None, False)
     try:
         if not ENABLED:
             plain = sql

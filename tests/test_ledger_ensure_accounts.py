@@ -169,9 +169,11 @@ def test_a_session_inside_an_outer_transaction_learns_nothing(session, session_f
     assert _ensure_in_own_transaction(session_factory, code) == [code]
 
 
-def test_opening_accounts_is_two_statements_however_many(session, unique):
+def test_opening_accounts_is_one_or_two_statements_however_many(session, unique):
     """Every order opens its escrow on its hot path: the accounts go in one
-    insert, their balance rows (one per shard) in another."""
+    insert, their balance rows (one per shard) in another; on PostgreSQL
+    both in one prepared statement (counted too: ``ledger.prepared``
+    reports its round trips to the engine's listeners)."""
     from sqlalchemy import event
 
     statements = []
@@ -190,7 +192,8 @@ def test_opening_accounts_is_two_statements_however_many(session, unique):
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert opened == [f"{unique}:one", f"{unique}:three"]
-    assert len(statements) == 2, statements
+    assert len(statements) == (1 if session.get_bind().dialect.name == "postgresql" else 2), \
+        statements
     assert (_balance_rows(session, f"{unique}:one"), _balance_rows(session, f"{unique}:three")) \
         == (1, 3)
     entry = ledger.post_entry(session, EntryRequest(code="t", postings=[
