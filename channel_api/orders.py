@@ -10,14 +10,16 @@ the money back.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
-from ledger import as_utc, new_uuid7, utcnow
+from ledger import as_utc, new_uuid7, prepared, utcnow
+from ledger.writer import ints_array, texts_array, times_array
 
 from . import outbox, prices
 from .catalog import validate_limit
@@ -151,18 +153,21 @@ def order_row(session: Session, public_id: str, *, lock: bool = False) -> Order:
     return _order(session, public_id, lock=lock)
 
 
+def _event_rows(order: Order, moves: list[tuple[str, str | None, str, dict[str, Any] | None]],
+                actor: str) -> list[dict[str, Any]]:
+    return [{"action": action, "from_state": before, "to_state": after, "actor": actor,
+             "at": order.updated_at, "details": dict(details or {})}
+            for action, before, after, details in moves]
+
+
 def _events(session: Session, order: Order,
-            moves: list[tuple[str, str | None, str, dict[str, Any] | None]], *, actor: str,
-            earlier: list[dict[str, Any]] = ()) -> None:
-    """Record (action, from, to, details) moves of ``order`` in one insert,
-    after ``earlier`` event rows not written yet (a deferred placing's).
+            moves: list[tuple[str, str | None, str, dict[str, Any] | None]], *, actor: str
+            ) -> None:
+    """Record (action, from, to, details) moves of ``order`` in one insert.
     A statement built once, on the session's connection: every order
     records several events, and the unit of work costs more than the SQL."""
-    rows = [dict(row, order_id=order.id) for row in earlier]
-    rows += [{"order_id": order.id, "action": action, "from_state": before, "to_state": after,
-              "actor": actor, "at": order.updated_at, "details": dict(details or {})}
-             for action, before, after, details in moves]
-    session.connection().execute(_INSERT_EVENT, rows)
+    session.connection().execute(_INSERT_EVENT, [
+        dict(row, order_id=order.id) for row in _event_rows(order, moves, actor)])
 
 
 _INSERT_EVENT = insert(OrderEvent)
@@ -179,11 +184,11 @@ class Placed:
     # The order's total per product category (its lines' leaf categories),
     # known at placing from the catalog: what purchase habits record.
     categories: dict[str, int] | None = None
-    # A deferred placing (``place(defer=True)``): the order row is added to
-    # the session but not flushed, and its lines and ``place`` event wait
-    # here, so that an order paid in the same call is inserted once, in its
-    # final state, with all its events in one insert (``advance_through``
-    # with ``placing``, or ``write_placed``).
+    # A deferred placing (``place(defer=True)``): the order row is not
+    # written yet, and its lines and ``place`` event wait here, so that an
+    # order paid in the same call is inserted once, in its final state, with
+    # all its events (``advance_through`` with ``placing``, or
+    # ``write_placed``).
     unwritten: _Unwritten | None = None
 
 
@@ -194,27 +199,101 @@ class _Unwritten:
     written: bool = False
 
 
+class PlacedBefore(Exception):
+    """A deferred placing met an order of the same buyer and client
+    reference, committed by a concurrent call after this one looked
+    (PostgreSQL, where the insert is what looks): nothing was written;
+    place again to get that order."""
+
+
 def write_placed(session: Session, placed: Placed,
                  moves: list[tuple[str, str | None, str, dict[str, Any] | None]] = (),
                  *, actor: str = "") -> None:
     """Write what a deferred placing left: the order row (in whatever state
     it is in now), its lines, and its ``place`` event with ``moves`` after
-    it. Does nothing for a placing already written."""
-    _write(session, placed.row, placed.unwritten, moves, actor=actor)
+    it (``PlacedBefore`` if its client reference was taken meanwhile). Only
+    ``moves`` for a placing already written."""
+    if not _write(session, placed.row, placed.unwritten, moves, actor=actor):
+        raise PlacedBefore(placed.row.client_reference)
 
 
 def _write(session: Session, row: Order, pending: _Unwritten | None,
            moves: list[tuple[str, str | None, str, dict[str, Any] | None]] = (),
-           *, actor: str = "") -> None:
+           *, actor: str = "") -> bool:
+    """False when (PostgreSQL) the buyer's client reference is taken."""
     if pending is None or pending.written:
         if moves:
             _events(session, row, moves, actor=actor)
-        return
+        return True
+    events = [pending.event] + _event_rows(row, moves, actor)
+    if _postgresql(session):
+        order_id = _insert_pg(session, row, pending.lines, events)
+        if order_id is None:
+            return False
+        # The row is in the database now, as it stands: the session takes
+        # it as loaded (later changes are UPDATEs), without reading it.
+        row.id = order_id
+        make_transient_to_detached(row)
+        session.add(row)
+    else:
+        session.flush()  # the order's INSERT, with its id
+        session.connection().execute(_INSERT_LINES, [dict(line, order_id=row.id)
+                                                     for line in pending.lines])
+        session.connection().execute(_INSERT_EVENT, [dict(event, order_id=row.id)
+                                                     for event in events])
     pending.written = True
-    session.flush()  # the order's INSERT, with its id
-    session.connection().execute(_INSERT_LINES, [dict(line, order_id=row.id)
-                                                 for line in pending.lines])
-    _events(session, row, moves, actor=actor, earlier=[pending.event])
+    return True
+
+
+def _postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# On PostgreSQL an order, its lines and its events are one round trip: a
+# prepared statement with the lines and events as arrays (one per column).
+# A client reference the buyer used before makes it write nothing
+# (``ON CONFLICT``, waiting for a concurrent placing to commit), which is
+# how a repeat is found without a read first.
+_PG_PLACE = (
+    "WITH o AS (INSERT INTO channel_order (public_id, buyer_id, seller_id, relationship_id, "
+    "state, currency, subtotal_minor, discount_minor, total_minor, client_reference, note, "
+    "placed_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+    "$12, $13, $14) ON CONFLICT (buyer_id, client_reference) DO NOTHING RETURNING id), "
+    "l AS (INSERT INTO channel_order_line (order_id, line_no, sku_id, quantity, "
+    "unit_price_minor, list_price_minor, price_source, strategy_code, strategy_version, "
+    "discount_minor, line_total_minor) SELECT o.id, x.* FROM o, unnest($15::int[], "
+    "$16::bigint[], $17::int[], $18::bigint[], $19::bigint[], $20::text[], $21::text[], "
+    "$22::int[], $23::bigint[], $24::bigint[]) AS x), "
+    "e AS (INSERT INTO channel_order_event (order_id, action, from_state, to_state, actor, at, "
+    "details) SELECT o.id, x.action, x.from_state, x.to_state, x.actor, x.at, x.details "
+    "FROM o, unnest($25::text[], $26::text[], $27::text[], $28::text[], $29::timestamptz[], "
+    "$30::json[]) WITH ORDINALITY AS x(action, from_state, to_state, actor, at, details, n) "
+    "ORDER BY x.n) "
+    "SELECT id FROM o")
+_PG_PLACE_TYPES = ("text", "bigint", "bigint", "bigint", "text", "text", "bigint", "bigint",
+                   "bigint", "text", "text", "timestamptz", "timestamptz", "int") + (
+    "int[]", "bigint[]", "int[]", "bigint[]", "bigint[]", "text[]", "text[]", "int[]",
+    "bigint[]", "bigint[]", "text[]", "text[]", "text[]", "text[]", "timestamptz[]", "json[]")
+_LINE_COLUMNS = (("line_no", ints_array), ("sku_id", ints_array), ("quantity", ints_array),
+                 ("unit_price_minor", ints_array), ("list_price_minor", ints_array),
+                 ("price_source", texts_array), ("strategy_code", texts_array),
+                 ("strategy_version", ints_array), ("discount_minor", ints_array),
+                 ("line_total_minor", ints_array))
+
+
+def _insert_pg(session: Session, row: Order, lines: list[dict[str, Any]],
+               events: list[dict[str, Any]]) -> int | None:
+    """The order's id, or None when its client reference is taken."""
+    found = prepared.execute(session.connection(), "cl_place_order", _PG_PLACE_TYPES, _PG_PLACE, (
+        row.public_id, row.buyer_id, row.seller_id, row.relationship_id, row.state,
+        row.currency, row.subtotal_minor, row.discount_minor, row.total_minor,
+        row.client_reference, row.note, row.placed_at, row.updated_at, row.version,
+        *[encode([line[name] for line in lines]) for name, encode in _LINE_COLUMNS],
+        texts_array([e["action"] for e in events]), texts_array([e["from_state"] for e in events]),
+        texts_array([e["to_state"] for e in events]), texts_array([e["actor"] for e in events]),
+        times_array([e["at"] for e in events]),
+        texts_array([json.dumps(e["details"], separators=(",", ":")) for e in events])))
+    return found[0][0] if found else None
 
 
 def place_order(session: Session, *, buyer: str, seller: str, lines: list[dict[str, Any]],
@@ -247,17 +326,11 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
     if len(currencies) > 1:
         raise InvalidInput("all lines of an order are in one currency", field="lines",
                            currencies=sorted(currencies))
-    if client_reference is not None:
-        existing = session.scalars(select(Order).where(
-            Order.buyer_id == ctx.buyer.id, Order.client_reference == client_reference)
-        ).one_or_none()
-        if existing is not None:
-            view = _views(session, [existing])[0]
-            if (view.seller_code, [(l.sku, l.quantity) for l in view.lines]) != (
-                    ctx.seller.code, [(facts.code, r.quantity) for facts, r in quoted]):
-                raise OrderExists(f"client_reference {client_reference!r} names another order",
-                                  field="client_reference", order=view.public_id)
-            return Placed(existing, view)
+    # A repeat: on PostgreSQL the insert finds it (``_PG_PLACE``), elsewhere a read.
+    if client_reference is not None and not _postgresql(session):
+        repeated = _repeat(session, ctx, quoted, client_reference)
+        if repeated is not None:
+            return repeated
     subtotal = sum(r.line_total_minor for _, r in quoted)
     rel_id = ctx.allowed.relationship_id
     order = Order(public_id=ORDER_PREFIX + new_uuid7().hex, buyer_id=ctx.buyer.id,
@@ -265,7 +338,8 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
                   currency=currencies.pop(), subtotal_minor=subtotal, discount_minor=0,
                   total_minor=subtotal, client_reference=client_reference, note=note,
                   placed_at=at, updated_at=at, version=1)
-    session.add(order)
+    if not _postgresql(session):
+        session.add(order)  # on PostgreSQL ``_write`` adds it, written
     unwritten = _Unwritten(
         lines=[dict(line_no=line_no, sku_id=facts.sku_id, quantity=r.quantity,
                     unit_price_minor=r.unit_price_minor, list_price_minor=r.list_price_minor,
@@ -276,7 +350,10 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
         event={"action": "place", "from_state": None, "to_state": "placed", "actor": actor,
                "at": at, "details": {"lines": len(quoted), "total_minor": subtotal}})
     if not defer:
-        _write(session, order, unwritten)
+        if not _write(session, order, unwritten):
+            repeated = _repeat(session, ctx, quoted, client_reference)
+            assert repeated is not None, "the insert met this client reference"
+            return repeated
         unwritten = None
     if announce:
         _announce(session, order, "place", None, (ctx.buyer.code, ctx.seller.code))
@@ -291,6 +368,22 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
         categories[leaf] = categories.get(leaf, 0) + r.line_total_minor
     return Placed(order, _view_of(order, ctx.buyer.code, ctx.seller.code,
                                   ctx.allowed.relationship, line_views), categories, unwritten)
+
+
+def _repeat(session: Session, ctx, quoted, client_reference: str) -> Placed | None:
+    """The buyer's order with this client reference, if there is one; it must
+    be the same order (seller, SKUs and quantities), or ``OrderExists``."""
+    existing = session.scalars(select(Order).where(
+        Order.buyer_id == ctx.buyer.id, Order.client_reference == client_reference)
+    ).one_or_none()
+    if existing is None:
+        return None
+    view = _views(session, [existing])[0]
+    if (view.seller_code, [(l.sku, l.quantity) for l in view.lines]) != (
+            ctx.seller.code, [(facts.code, r.quantity) for facts, r in quoted]):
+        raise OrderExists(f"client_reference {client_reference!r} names another order",
+                          field="client_reference", order=view.public_id)
+    return Placed(existing, view)
 
 
 def _view_of(row: Order, buyer: str, seller: str, relationship: str,

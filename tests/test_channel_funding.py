@@ -11,7 +11,7 @@ import pytest
 import channel_api as ca
 import ledger
 from channel_api import catalog, credit, funding, network, orders
-from channel_api.errors import InvalidInput
+from channel_api.errors import InvalidInput, OrderExists
 from channel_api.order_states import IllegalTransition
 from ledger import utcnow
 from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
@@ -445,3 +445,143 @@ def test_an_overdue_debt_blocks_new_credit_when_the_line_says_so(shop):
     paid = funding.set_payment_plan(shop, second, [{"method": "credit", "amount_minor": 1_000}],
                                     actor="store", at=tomorrow)
     assert paid.state == "paid"
+
+
+# --- placing and paying in one call (the storefront's POST /v1/orders with a plan) ------------
+
+def _statements(session):
+    """Collects the statements the session's engine runs while the block runs
+    (``ledger.prepared``'s round trips included)."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import event
+
+    @contextmanager
+    def watching():
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, *args):
+            seen.append(" ".join(statement.split()))
+
+        engine_ = session.get_bind().engine
+        event.listen(engine_, "before_cursor_execute", count)
+        try:
+            yield seen
+        finally:
+            event.remove(engine_, "before_cursor_execute", count)
+    return watching()
+
+
+def _place_and_pay(s, u="", reference=None, quantity=3):
+    total = 1_000 * quantity  # g1's list price
+    return funding.place_and_fund(s, buyer=f"{u}S", seller=f"{u}D", actor="store",
+                                  lines=[{"sku": f"{u}g1", "quantity": quantity}],
+                                  parts=[{"method": "prepaid", "amount_minor": total}],
+                                  client_reference=reference)
+
+
+def test_an_order_paid_as_placed_is_written_once_in_its_final_state(shop):
+    from channel_api.models import Order, OutboxEvent, PaymentPart, PurchaseHabit
+    from sqlalchemy import func, select
+
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
+                            bank_reference="B-once", actor="finance")
+    first = _place_and_pay(shop, reference="PO-once-0")  # warm: statements compiled, accounts open
+    with _statements(shop) as seen:
+        paid = _place_and_pay(shop, reference="PO-once")
+    assert (paid.state, paid.version, paid.total_minor) == ("paid", 3, 3 * 1_000)
+    row = shop.scalars(select(Order).where(Order.public_id == paid.public_id)).one()
+    assert (row.state, row.version) == ("paid", 3)
+    events = orders.order_events(shop, paid.public_id)
+    assert [(e.action, e.from_state, e.to_state, e.actor) for e in events] == [
+        ("place", None, "placed", "store"), ("reserve", "placed", "awaiting_payment", "store"),
+        ("fund", "awaiting_payment", "paid", "store")]
+    assert events[0].details == {"lines": 1, "total_minor": 3_000}
+    assert events[1].details == {"plan": {"prepaid": 3_000}}
+    assert events[2].details == {"captured": {"prepaid": 3_000}}
+    assert [(l.sku, l.quantity, l.unit_price_minor, l.line_total_minor)
+            for l in orders.get_order(shop, paid.public_id).lines] == [("g1", 3, 1_000, 3_000)]
+    parts = shop.scalars(select(PaymentPart).where(PaymentPart.order_id == row.id)).all()
+    assert [(p.method, p.amount_minor, p.state) for p in parts] == [("prepaid", 3_000, "captured")]
+    assert shop.scalar(select(func.count()).select_from(OutboxEvent).where(
+        OutboxEvent.subject == paid.public_id, OutboxEvent.type == "order.paid")) == 1
+    habit = shop.get(PurchaseHabit, row.buyer_id)
+    assert (habit.order_count, habit.total_minor) == (2, 2 * 3_000)
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.posted_minor == 10_000 - 2 * 3_000
+    assert ledger.get_account(shop, funding.escrow_account(paid.public_id)).posted_minor == 3_000
+    assert ledger.check_ledger(shop) == []
+    # Inserted once, already paid: never updated; on PostgreSQL with its
+    # lines and events in the same statement.
+    orders_written = [q for q in seen if "channel_order" in q and q.startswith(("INSERT", "WITH", "UPDATE"))]
+    assert not any(q.startswith("UPDATE channel_order ") for q in orders_written), orders_written
+    expected = 1 if shop.get_bind().dialect.name == "postgresql" else 3
+    assert len(orders_written) == expected, orders_written
+    assert first.public_id != paid.public_id
+
+
+def test_placing_and_paying_again_with_the_reference_returns_the_order_and_takes_nothing(shop):
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
+                            bank_reference="B-again", actor="finance")
+    first = _place_and_pay(shop, reference="PO-again")
+    again = _place_and_pay(shop, reference="PO-again")
+    assert (again.public_id, again.state, again.version) == (first.public_id, "paid", 3)
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.posted_minor == 10_000 - 3_000
+    with pytest.raises(OrderExists):
+        _place_and_pay(shop, reference="PO-again", quantity=4)
+    assert ledger.check_ledger(shop) == []
+
+
+def test_a_shortfall_when_placing_and_paying_writes_nothing(shop):
+    from channel_api.models import Order, OrderEvent, OutboxEvent, PurchaseHabit
+    from sqlalchemy import func, select
+
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=1_000,
+                            bank_reference="B-short", actor="finance")
+
+    def counts():
+        return [shop.scalar(select(func.count()).select_from(model))
+                for model in (Order, OrderEvent, OutboxEvent, PurchaseHabit)]
+
+    before = counts()
+    # The order goes in before the entry finds the shortfall: the error
+    # rolls back the caller's transaction (here a savepoint), as a request's.
+    with pytest.raises(ledger.InsufficientFunds):
+        with shop.begin_nested():
+            _place_and_pay(shop, reference="PO-short")
+    assert counts() == before
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.available_minor == 1_000
+
+
+@pytest.mark.postgres_only
+def test_concurrent_repeats_of_one_client_reference_make_one_paid_order(session_factory, unique):
+    """Six storefront retries of one order at once: the first insert wins,
+    the others wait for its commit, find the order and take nothing more."""
+    from channel_api.models import Order
+    from sqlalchemy import func, select
+
+    u = unique + "-"
+    with session_factory() as s, s.begin():
+        build(s, u)
+        funding.confirm_deposit(s, buyer=f"{u}S", seller=f"{u}D", amount_minor=10_000,
+                                bank_reference=f"{u}B", actor="finance")
+    answers: list[tuple[str, str]] = []
+    barrier = threading.Barrier(6)
+
+    def one():
+        barrier.wait()
+        with session_factory() as s, s.begin():
+            order = _place_and_pay(s, u, reference=f"{u}PO")
+        answers.append((order.public_id, order.state))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 6 and len(set(answers)) == 1 and answers[0][1] == "paid", answers
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Order).where(
+            Order.client_reference == f"{u}PO")) == 1
+        prepaid = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid
+        assert prepaid.posted_minor == 10_000 - 3_000
+        assert ledger.check_ledger(s) == []
