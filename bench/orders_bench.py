@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -131,9 +132,15 @@ class Server:
 
 # -- load --------------------------------------------------------------------------------------
 
+_RUNS = itertools.count(1)
+
+
 def run_clients(port: int, clients: list[str], tokens: dict, seconds: float, request) -> dict:
-    """Each client sends ``request(conn, token, n)`` in a loop for
-    ``seconds``; latencies of the successful ones and the failures."""
+    """Each client sends ``request(conn, token, reference)`` in a loop for
+    ``seconds``; latencies of the successful ones and the failures. Every
+    reference is new (the run's number is in it): a reference seen before
+    would make the order a repeat, answered without placing anything."""
+    run = next(_RUNS)
     latencies: list[list[float]] = [[] for _ in clients]
     failures = [0] * len(clients)
     start = threading.Barrier(len(clients) + 1)
@@ -146,7 +153,7 @@ def run_clients(port: int, clients: list[str], tokens: dict, seconds: float, req
         while time.perf_counter() < stop_at[0]:
             t0 = time.perf_counter()
             try:
-                ok = request(conn, tokens[code], f"{code}-{i}-{n}")
+                ok = request(conn, tokens[code], f"r{run}-{code}-{i}-{n}")
             except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ledger import as_utc, utcnow
+from ledger import as_utc, prepared, utcnow
 
 from .errors import NotPurchasable
 from .models import Party, Region, SalePermission, SupplyRelationship
@@ -96,8 +96,10 @@ def assortment_of(session: Session, seller_row, buyer_row, at: datetime, *,
     with their columns; the price use cases load them once and use them for
     the buyer's facts too). The relationship and the seller's sale
     permission come in one statement."""
-    found = session.execute(_RELATIONSHIP_AND_PERMISSION,
-                            {"seller_id": seller_row.id, "buyer_id": buyer_row.id}).one_or_none()
+    session.flush()  # what the caller added is visible, as autoflush would make it
+    found = next(iter(prepared.rows(
+        session.connection(), "cl_supply_pair", _RELATIONSHIP_AND_PERMISSION,
+        {"seller_id": seller_row.id, "buyer_id": buyer_row.id})), None)
     rel = _check_relationship(found, seller_row, buyer_row, at)
     sale = _sale_scope(session, seller_row, buyer_row, rel, region_path)
     return Assortment(relationship=rel.public_id, seller_code=seller_row.code,

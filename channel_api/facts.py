@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
+from ledger import prepared
+
 from .models import (
     CacheVersion,
     CustomerType,
@@ -44,8 +46,8 @@ def labels_and_tokens(session: Session, party, token_names: Sequence[str] = ()
     is a ``Party`` or a row with its columns."""
     found: dict[str, set[str]] = {"grade": set(), "group": set(), "tag": set()}
     tokens: dict[str, str | None] = {name: None for name in token_names}
-    rows = session.execute(_LABELS, {"grade_id": party.grade_id, "party_id": party.id,
-                                     "names": list(token_names) or [""]})
+    rows = prepared.rows(session.connection(), "cl_labels", _LABELS, {
+        "grade_id": party.grade_id, "party_id": party.id, "names": list(token_names) or [""]})
     for kind, key, value in rows:
         if kind == "token":
             if key in tokens:

@@ -278,22 +278,20 @@ def place_and_fund(session: Session, *, buyer: str, seller: str, lines: list[dic
     computed refuses both). Placing again with the same client reference
     returns the order as it stands; its plan was set the first time."""
     # One announcement for the whole call: the order's state at its end.
-    def place(defer: bool) -> orders.Placed:
-        return orders.place(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
-                            client_reference=client_reference, note=note, announce=False,
-                            defer=defer)
-
     # Deferred: an order paid in this call is inserted once, already paid.
-    placed = place(defer=True)
+    placed = orders.place(session, buyer=buyer, seller=seller, lines=lines, actor=actor,
+                          client_reference=client_reference, note=note, announce=False,
+                          defer=True)
     if placed.row.state != "placed":
         return placed.view
     try:
         return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz,
                      placing=placed)
     except orders.PlacedBefore:
-        # A concurrent call with this client reference committed first;
-        # nothing was written here. Answer as its repeat.
-        placed = place(defer=False)
+        # The client reference was used before (a retry), or by a concurrent
+        # call that has committed since: nothing was written here. Answer
+        # as a repeat does.
+        placed = orders.placed_before(session, placed)
         if placed.row.state != "placed":
             return placed.view
         return _fund(session, placed.row, placed.view, parts, actor=actor, now=utcnow(), tz=tz)

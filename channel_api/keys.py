@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ledger import as_utc, new_uuid7, utcnow
+from ledger import as_utc, new_uuid7, prepared, utcnow
 
 from . import audit
 from .access import SCOPES, Caller
@@ -136,7 +136,8 @@ def authenticate(session: Session, token: str | None) -> Caller:
     if not token or "." not in token:
         raise failure
     key_id, secret = token.split(".", 1)
-    found = session.connection().execute(_AUTHENTICATE, {"key_id": key_id}).one_or_none()
+    found = next(iter(prepared.rows(session.connection(), "cl_authenticate", _AUTHENTICATE,
+                                    {"key_id": key_id})), None)
     if found is None:
         _digest(secret)  # same work either way
         raise failure

@@ -373,14 +373,28 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
 def _repeat(session: Session, ctx, quoted, client_reference: str) -> Placed | None:
     """The buyer's order with this client reference, if there is one; it must
     be the same order (seller, SKUs and quantities), or ``OrderExists``."""
+    return _same_order(session, ctx.buyer.id, client_reference, ctx.seller.code,
+                       [(facts.code, r.quantity) for facts, r in quoted])
+
+
+def placed_before(session: Session, placed: Placed) -> Placed:
+    """For a deferred placing that met ``PlacedBefore``: the order that took
+    its client reference (the same order, or ``OrderExists``)."""
+    found = _same_order(session, placed.row.buyer_id, placed.row.client_reference,
+                        placed.view.seller_code, [(l.sku, l.quantity) for l in placed.view.lines])
+    assert found is not None, "PlacedBefore: an order holds this client reference"
+    return found
+
+
+def _same_order(session: Session, buyer_id: int, client_reference: str, seller_code: str,
+                lines: list[tuple[str, int]]) -> Placed | None:
     existing = session.scalars(select(Order).where(
-        Order.buyer_id == ctx.buyer.id, Order.client_reference == client_reference)
+        Order.buyer_id == buyer_id, Order.client_reference == client_reference)
     ).one_or_none()
     if existing is None:
         return None
     view = _views(session, [existing])[0]
-    if (view.seller_code, [(l.sku, l.quantity) for l in view.lines]) != (
-            ctx.seller.code, [(facts.code, r.quantity) for facts, r in quoted]):
+    if (view.seller_code, [(l.sku, l.quantity) for l in view.lines]) != (seller_code, lines):
         raise OrderExists(f"client_reference {client_reference!r} names another order",
                           field="client_reference", order=view.public_id)
     return Placed(existing, view)

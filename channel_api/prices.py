@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, delete, insert, or_, select
 from sqlalchemy.orm import Session
 
-from ledger import as_utc, new_uuid7, utcnow
+from ledger import as_utc, new_uuid7, prepared, utcnow
 
 from . import audit, pricing
 from . import snapshots
@@ -451,7 +451,9 @@ _PAIR = select(_PARTIES).where(or_(
 def _pair(session: Session, seller: str, buyer: str):
     """Both parties in one prebuilt query, by code or public id, as rows with
     the party columns (lighter than ORM objects; only read here)."""
-    rows = session.execute(_PAIR, {"seller": seller, "buyer": buyer}).all()
+    session.flush()  # what the caller added is visible, as autoflush would make it
+    rows = prepared.rows(session.connection(), "cl_party_pair", _PAIR,
+                         {"seller": seller, "buyer": buyer})
     found = {}
     for field, key in (("seller", seller), ("buyer", buyer)):
         match = next((r for r in rows if r.public_id == key), None) or next(

@@ -12,6 +12,8 @@ are shared and this must be turned off: ``ledger.prepared.ENABLED = False``.)
 """
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 ENABLED = True
@@ -48,3 +50,68 @@ def execute(
         return cursor.fetchall() if cursor.description else []
     finally:
         cursor.close()
+
+
+# -- Core selects, prepared -------------------------------------------------------
+
+# name -> (prepared name, SQL with $n, argument types, where each argument
+# comes from, the row class), per count of each list parameter.
+_COMPILED: dict[tuple, tuple] = {}
+
+
+def rows(connection: Connection, name: str, statement, params: dict[str, Any]) -> list:
+    """A Core select built once at import, run on PostgreSQL as prepared
+    statement ``name`` (parsed once per connection, planned once: with
+    ``plan_cache_mode=force_generic_plan`` a prepared statement is never
+    re-planned); elsewhere run as usual. Rows have the select's column names
+    as attributes either way. For the reads every request makes, where
+    planning cost the server more than running them (docs/performance.md).
+
+    A list parameter (``bindparam(..., expanding=True)``) is prepared once
+    per length. The columns' values come as the driver gives them (JSON
+    parsed, times aware), which is what these selects' types would give:
+    no column here may need a SQLAlchemy result processor."""
+    if connection.dialect.name != "postgresql" or not ENABLED:
+        return connection.execute(statement, params).all()
+    lengths = tuple(sorted((key, len(value)) for key, value in params.items()
+                           if isinstance(value, (list, tuple))))
+    compiled = _COMPILED.get((name, lengths))
+    if compiled is None:
+        compiled = _COMPILED[(name, lengths)] = _compile(connection, name, statement, params,
+                                                         lengths)
+    full_name, sql, types, sources, row = compiled
+    args = tuple(default if key not in params else params[key] if index is None
+                 else params[key][index] for key, index, default in sources)
+    return [row(*values) for values in execute(connection, full_name, types, sql, args)]
+
+
+def _compile(connection: Connection, name: str, statement, params: dict[str, Any],
+             lengths: tuple) -> tuple:
+    from collections import namedtuple
+
+    from sqlalchemy.sql.sqltypes import NullType
+
+    dialect = type(connection.dialect)(paramstyle="numeric_dollar")
+    lists = {key for key, _ in lengths}
+    # List parameters rendered one placeholder per element (names key_1,
+    # key_2, …) by SQLAlchemy's "expanded state" for this call's values.
+    compiled = statement.compile(dialect=dialect)
+    state = compiled.construct_expanded_state(params)
+    types, sources = [], []
+    for position_name in state.positiontup:
+        base, _, number = position_name.rpartition("_")
+        if base in lists and number.isdigit():
+            key, index = base, int(number) - 1
+        else:
+            key, index = position_name, None
+        bind = compiled.binds[key]
+        if not bind.unique and key not in params:
+            raise KeyError(f"{name}: no value for parameter {key!r}")
+        # An anonymous one (a literal, a LIMIT) keeps the value it was built with.
+        sources.append((key, index, state.parameters.get(position_name)))
+        types.append("text" if isinstance(bind.type, NullType)
+                     else bind.type.compile(dialect=dialect))
+    columns = [column.key for column in statement.selected_columns]
+    suffix = "_".join(str(length) for _, length in lengths)
+    return (f"{name}_{suffix}" if suffix else name, state.statement, tuple(types), tuple(sources),
+            namedtuple("Row", columns, rename=True))
