@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 import ledger
@@ -347,6 +347,9 @@ def _open_accounts(session: Session, view: orders.OrderView, methods) -> None:
     ensure_all(session, specs)
 
 
+_INSERT_PARTS = insert(PaymentPart.__table__)
+
+
 def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
                      plan: list[tuple[str, int]], *, actor: str, now: datetime,
                      placing: orders.Placed | None = None,
@@ -376,11 +379,13 @@ def _capture_at_once(session: Session, row: Order, view: orders.OrderView,
         metadata={"order": row.public_id, "plan": dict(plan)}, postings=postings))
     if placing is None:
         orders.advance_through(session, row, steps, actor=actor, codes=codes)
-    for method, amount in plan:
-        session.add(PaymentPart(order_id=row.id, method=method, amount_minor=amount,
-                                state="captured", entry_id=entry.id, updated_at=now))
-        if method == "credit":
-            credit.open_debt(session, row, amount, now)
+    # Core, not the unit of work: it cost a tenth of an order's CPU.
+    session.connection().execute(_INSERT_PARTS, [
+        {"order_id": row.id, "method": method, "amount_minor": amount, "state": "captured",
+         "pending_entry_id": None, "entry_id": entry.id, "refund_entry_id": None,
+         "refunded_minor": 0, "updated_at": now} for method, amount in plan])
+    if "credit" in dict(plan):
+        credit.open_debt(session, row, dict(plan)["credit"], now)
     session.flush()
     paid = orders.refreshed(view, row)
     # After the entry, as when reserved parts are captured: the buyer's
