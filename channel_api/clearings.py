@@ -72,12 +72,16 @@ _ANY_RULE = select(ClearingRule.id).limit(1)  # built once: every paid order ask
 
 
 def clear_cash(session: Session, order: Order, *, amount_minor: int, method: str,
-               cause: str, now: datetime | None = None, tz: ZoneInfo = BUSINESS_TZ) -> int:
+               cause: str, now: datetime | None = None, tz: ZoneInfo = BUSINESS_TZ,
+               any_rule: bool | None = None) -> int:
     """Clear ``amount_minor`` of cash that arrived for ``order`` by
     ``method``; once per ``cause``. Returns how much was cleared (0: no rule,
-    or a recipient that cannot be named: the cash stays in the escrow)."""
-    session.flush()
-    if amount_minor <= 0 or not prepared.rows(session.connection(), "cl_any_clearing_rule",
+    or a recipient that cannot be named: the cash stays in the escrow).
+    ``any_rule``: whether any clearing rule exists, when the caller has
+    asked already (None: asked here)."""
+    if amount_minor <= 0 or any_rule is False:
+        return 0
+    if any_rule is None and not prepared.rows(session.connection(), "cl_any_clearing_rule",
                                               _ANY_RULE, {}):
         return 0  # no rules at all: the common case of a network not clearing yet
     if session.scalar(select(JournalEntry.id).where(
