@@ -10,6 +10,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from service.fast_dump import FastDumpSchema
 from service.schemas_ledger import LIMIT_DEFAULT, LIMIT_MAX, UtcDateTime
 
 CODE = {"validate": validate.Length(min=1, max=64)}
@@ -677,7 +678,7 @@ class OrderIn(StrictSchema):
                                           "up to the total the server computes."})
 
 
-class OrderLineOut(ma.Schema):
+class OrderLineOut(FastDumpSchema):
     line_no = fields.Integer()
     sku = fields.String()
     quantity = fields.Integer()
@@ -690,7 +691,7 @@ class OrderLineOut(ma.Schema):
     line_total_minor = fields.Integer()
 
 
-class OrderOut(ma.Schema):
+class OrderOut(FastDumpSchema):
     public_id = fields.String()
     buyer_code = fields.String()
     seller_code = fields.String()
@@ -716,7 +717,7 @@ class OrderListArgs(PageArgs):
     party = fields.String(**CODE, metadata={"description": "Brand managers: whose orders."})
 
 
-class OrderPage(ma.Schema):
+class OrderPage(FastDumpSchema):
     items = fields.List(fields.Nested(OrderOut))
     next_cursor = fields.String(allow_none=True)
 
