@@ -37,10 +37,11 @@ def execute(
         connection.dispatch.before_cursor_execute(connection, cursor, sql, args, None, False)
     try:
         if not ENABLED:
-            plain = sql
+            # Named, because a statement may use a placeholder twice.
+            plain = sql.replace("%", "%%")
             for index in range(len(args), 0, -1):
-                plain = plain.replace(f"${index}", f"%s::{arg_types[index - 1]}")
-            cursor.execute(plain, args)
+                plain = plain.replace(f"${index}", f"%(p{index})s::{arg_types[index - 1]}")
+            cursor.execute(plain, {f"p{index}": arg for index, arg in enumerate(args, start=1)})
         else:
             prepared = connection.info.setdefault(_INFO_KEY, set())
             if name not in prepared:

@@ -591,3 +591,27 @@ def test_concurrent_repeats_of_one_client_reference_make_one_paid_order(session_
         prepaid = funding.balances(s, buyer=f"{u}S", seller=f"{u}D").prepaid
         assert prepaid.posted_minor == 10_000 - 3_000
         assert ledger.check_ledger(s) == []
+
+
+@pytest.mark.postgres_only
+def test_orders_are_placed_and_paid_the_same_without_prepared_statements(shop, monkeypatch):
+    """Behind a transaction-mode pooler ``ledger.prepared.ENABLED`` is off:
+    every statement the order's path prepares runs as plain SQL instead."""
+    from ledger import prepared
+
+    from sqlalchemy import text
+
+    connection = shop.connection()
+    connection.exec_driver_sql("DEALLOCATE ALL")
+    connection.info.pop(prepared._INFO_KEY, None)
+    monkeypatch.setattr(prepared, "ENABLED", False)
+    funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
+                            bank_reference="B-plain", actor="finance")
+    paid = _place_and_pay(shop, reference="PO-plain")
+    assert shop.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
+    assert (paid.state, paid.version) == ("paid", 3)
+    assert [e.action for e in orders.order_events(shop, paid.public_id)] == [
+        "place", "reserve", "fund"]
+    assert _place_and_pay(shop, reference="PO-plain").public_id == paid.public_id
+    assert funding.balances(shop, buyer="S", seller="D").prepaid.posted_minor == 7_000
+    assert ledger.check_ledger(shop) == []
