@@ -100,6 +100,14 @@ def assortment_of(session: Session, seller_row, buyer_row, at: datetime, *,
     found = next(iter(prepared.rows(
         session.connection(), "cl_supply_pair", _RELATIONSHIP_AND_PERMISSION,
         {"seller_id": seller_row.id, "buyer_id": buyer_row.id})), None)
+    return assortment_from(session, found, seller_row, buyer_row, at, region_path=region_path)
+
+
+def assortment_from(session: Session, found, seller_row, buyer_row, at: datetime, *,
+                    region_path: tuple[str, ...] | None = None) -> Assortment:
+    """``assortment_of`` with the relationship and the sale permission read
+    already: ``found`` has the columns of ``_RELATIONSHIP_AND_PERMISSION``
+    (None: no relationship)."""
     rel = _check_relationship(found, seller_row, buyer_row, at)
     sale = _sale_scope(session, seller_row, buyer_row, rel, region_path)
     return Assortment(relationship=rel.public_id, seller_code=seller_row.code,

@@ -10,6 +10,7 @@ issue) freeze the unit price, strategy code and version onto their lines.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,7 +23,7 @@ from ledger import as_utc, new_uuid7, prepared, utcnow
 
 from . import audit, pricing
 from . import snapshots
-from .assortment import assortment_of
+from .assortment import assortment_from, assortment_of
 from .catalog import load_catalog, validate_code, validate_currency, validate_limit, validate_name
 from .errors import (
     CustomerTypeNotFound,
@@ -464,6 +465,61 @@ def _pair(session: Session, seller: str, buyer: str):
     return found["seller"], found["buyer"]
 
 
+def _postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# On PostgreSQL what ``_pair``, ``labels_and_tokens`` and ``assortment_of``
+# read, in one prepared statement: both parties, the relationship and the
+# seller's sale permission, the buyer's grade, groups and tags, and the
+# cache tokens (the seller's strategies' named from its id, as
+# ``snapshots.strategies_key`` names them). Every order and price request
+# starts here; three round trips were a sixth of an order's cost.
+_PARTY_COLUMNS = tuple(column.key for column in _PARTIES.columns)
+_PartyRow = namedtuple("_PartyRow", _PARTY_COLUMNS)
+_REL_COLUMNS = ("id", "public_id", "status", "valid_from", "valid_to", "product_scope",
+                "sale_party_id", "sale_regions", "sale_product_scope")
+_RelationshipRow = namedtuple("_RelationshipRow", _REL_COLUMNS)
+_PG_CONTEXT = (
+    "SELECT " + ", ".join(f"s.{c}" for c in _PARTY_COLUMNS) + ", "
+    + ", ".join(f"b.{c}" for c in _PARTY_COLUMNS) + ", "
+    "rel.id, rel.public_id, rel.status, rel.valid_from, rel.valid_to, rel.product_scope, "
+    "perm.party_id, perm.regions, perm.product_scope, "
+    "(SELECT g.code FROM channel_grade g WHERE g.id = b.grade_id), "
+    "ARRAY(SELECT pg.code FROM channel_party_group pg JOIN channel_party_group_member m "
+    "ON m.group_id = pg.id WHERE m.party_id = b.id), "
+    "ARRAY(SELECT t.tag FROM channel_party_tag t WHERE t.party_id = b.id), "
+    "ARRAY(SELECT ARRAY[v.name, v.token] FROM channel_cache_version v "
+    "WHERE v.name = ANY($3) OR v.name = $4 || s.id::text) "
+    "FROM channel_party s JOIN channel_party b ON b.code = $2 OR b.public_id = $2 "
+    "LEFT JOIN channel_supply rel ON rel.seller_id = s.id AND rel.buyer_id = b.id "
+    "LEFT JOIN channel_sale_permission perm ON perm.party_id = rel.seller_id "
+    "WHERE s.code = $1 OR s.public_id = $1")
+
+
+def _read_context_pg(session: Session, seller: str, buyer: str):
+    """(seller row, buyer row, relationship row or None, (grade, groups,
+    tags, tokens)), or None when the parties are not exactly one pair (an
+    unknown party, or a code that is another's public id): then the
+    portable reads run, and raise what they raise."""
+    session.flush()  # what the caller added is visible, as autoflush would make it
+    rows = prepared.execute(session.connection(), "cl_price_context",
+                            ("text", "text", "text[]", "text"), _PG_CONTEXT,
+                            (seller, buyer, [snapshots.TREES, snapshots.CATALOG],
+                             snapshots.strategies_key("")))
+    if len(rows) != 1:
+        return None
+    row, width = rows[0], len(_PARTY_COLUMNS)
+    seller_row, buyer_row = _PartyRow(*row[:width]), _PartyRow(*row[width:2 * width])
+    rel = _RelationshipRow(*row[2 * width:2 * width + len(_REL_COLUMNS)])
+    grade, groups, tags, token_pairs = row[2 * width + len(_REL_COLUMNS):]
+    names = (snapshots.TREES, snapshots.CATALOG, snapshots.strategies_key(seller_row.id))
+    found = dict(token_pairs or [])
+    tokens = {name: found.get(name) for name in names}
+    return (seller_row, buyer_row, rel if rel.id is not None else None,
+            (grade, frozenset(groups or ()), frozenset(tags or ()), tokens))
+
+
 @dataclass(frozen=True)
 class _Context:
     """What one price request works from: the assortment, the buyer's facts,
@@ -479,18 +535,29 @@ class _Context:
 
 def _context(session: Session, seller: str, buyer: str, at: datetime) -> _Context:
     """Three statements: the parties; the relationship with the seller's sale
-    permission; the buyer's labels with the cache tokens. The trees, the
-    catalog and the strategies come from ``snapshots`` unless their token moved."""
-    seller_row, buyer_row = _pair(session, seller, buyer)
-    strategies_name = snapshots.strategies_key(seller_row.id)
-    grade, groups, tags, tokens = labels_and_tokens(
-        session, buyer_row, (snapshots.TREES, snapshots.CATALOG, strategies_name))
+    permission; the buyer's labels with the cache tokens (on PostgreSQL one:
+    ``_read_context_pg``). The trees, the catalog and the strategies come
+    from ``snapshots`` unless their token moved."""
+    read = _read_context_pg(session, seller, buyer) if _postgresql(session) else None
+    if read is None:
+        seller_row, buyer_row = _pair(session, seller, buyer)
+        strategies_name = snapshots.strategies_key(seller_row.id)
+        grade, groups, tags, tokens = labels_and_tokens(
+            session, buyer_row, (snapshots.TREES, snapshots.CATALOG, strategies_name))
+    else:
+        seller_row, buyer_row, found, (grade, groups, tags, tokens) = read
+        strategies_name = snapshots.strategies_key(seller_row.id)
     tree = snapshots.cached(session, snapshots.TREES, tokens[snapshots.TREES],
                             lambda: _load_trees(session))
     facts = buyer_facts(session, buyer_row, region_paths=tree.region_paths,
                         customer_type_paths=tree.customer_type_paths,
                         labels=(grade, groups, tags))
-    allowed = assortment_of(session, seller_row, buyer_row, at, region_path=facts.region_path)
+    if read is None:
+        allowed = assortment_of(session, seller_row, buyer_row, at,
+                                region_path=facts.region_path)
+    else:
+        allowed = assortment_from(session, found, seller_row, buyer_row, at,
+                                  region_path=facts.region_path)
     catalog = snapshots.cached(session, snapshots.CATALOG, tokens[snapshots.CATALOG],
                                lambda: load_catalog(session))
     strategies = snapshots.cached(session, strategies_name, tokens[strategies_name],

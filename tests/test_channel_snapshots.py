@@ -125,7 +125,13 @@ def test_a_rolled_back_change_never_reaches_the_cache(session_factory, shop):
     assert listed(session_factory, u) == {"a": (1000, None)}
 
 
-def test_a_warm_price_request_costs_three_statements(session_factory, shop, engine):
+def _reads(engine) -> int:
+    """A warm price request's reads: the parties, the buyer's labels with
+    the cache tokens, the relationship; on PostgreSQL one statement."""
+    return 1 if engine.dialect.name == "postgresql" else 3
+
+
+def test_a_warm_price_request_costs_three_statements_or_one(session_factory, shop, engine):
     u = shop
     listed(session_factory, u)  # warm the caches
     statements = []
@@ -141,10 +147,10 @@ def test_a_warm_price_request_costs_three_statements(session_factory, shop, engi
     finally:
         event.remove(engine, "before_cursor_execute", count)
     selects = [st for st in statements if st.lstrip().upper().startswith(("SELECT", "WITH"))]
-    assert len(selects) == 6, statements
+    assert len(selects) == 2 * _reads(engine), statements
 
 
-def test_warming_loads_every_seller_so_the_first_price_is_three_statements(session_factory, shop, engine):
+def test_warming_loads_every_seller_so_the_first_price_costs_no_load(session_factory, shop, engine):
     u = shop
     change(session_factory, lambda s: prices.create_strategy(
         s, code=f"{u}-w", owner=f"{u}-D", name="W", rule="percent", product_scope={"all": True},
@@ -164,4 +170,5 @@ def test_warming_loads_every_seller_so_the_first_price_is_three_statements(sessi
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert quote.resolution.unit_price_minor == 900
-    assert len([st for st in statements if st.lstrip().upper().startswith(("SELECT", "WITH"))]) == 3
+    assert len([st for st in statements
+                if st.lstrip().upper().startswith(("SELECT", "WITH"))]) == _reads(engine)
