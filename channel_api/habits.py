@@ -36,6 +36,7 @@ from ledger import as_utc, prepared, utcnow
 from .errors import InvalidInput
 from .models import PurchaseHabit
 from .parties import party_row
+from .pg_bulk import postgresql
 from .values import HabitView
 
 CURRENCY = re.compile(r"[A-Z]{3}")
@@ -174,7 +175,7 @@ def record_purchase(
     categories = _categories(category_totals)
     party = party_row(session, buyer) if party_id is None else _Known(party_id, buyer)
     now = utcnow()
-    if session.get_bind().dialect.name == "postgresql":
+    if postgresql(session):
         return _record_pg(session, party, currency, total_minor, placed_at, categories, now)
 
     row = _locked(session, party.id)

@@ -27,6 +27,7 @@ from .errors import InvalidInput, OrderExists, OrderNotFound
 from .models import Order, OrderEvent, OrderLine, OrderLink, Party, Sku, SupplyRelationship
 from .order_states import STATES, allowed_actions, transition
 from .parties import party_row
+from .pg_bulk import postgresql
 
 ORDER_PREFIX = "ord_"
 MAX_LINES = 500
@@ -201,9 +202,9 @@ class _Unwritten:
 
 class PlacedBefore(Exception):
     """A deferred placing met an order of the same buyer and client
-    reference, committed by a concurrent call after this one looked
-    (PostgreSQL, where the insert is what looks): nothing was written;
-    place again to get that order."""
+    reference (on PostgreSQL the insert is what looks for one: a retry, or
+    a concurrent call that committed first): nothing was written;
+    ``placed_before`` gives that order."""
 
 
 def write_placed(session: Session, placed: Placed,
@@ -226,7 +227,7 @@ def _write(session: Session, row: Order, pending: _Unwritten | None,
             _events(session, row, moves, actor=actor)
         return True
     events = [pending.event] + _event_rows(row, moves, actor)
-    if _postgresql(session):
+    if postgresql(session):
         order_id = _insert_pg(session, row, pending.lines, events)
         if order_id is None:
             return False
@@ -243,10 +244,6 @@ def _write(session: Session, row: Order, pending: _Unwritten | None,
                                                      for event in events])
     pending.written = True
     return True
-
-
-def _postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 # On PostgreSQL an order, its lines and its events are one round trip: a
@@ -327,7 +324,7 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
         raise InvalidInput("all lines of an order are in one currency", field="lines",
                            currencies=sorted(currencies))
     # A repeat: on PostgreSQL the insert finds it (``_PG_PLACE``), elsewhere a read.
-    if client_reference is not None and not _postgresql(session):
+    if client_reference is not None and not postgresql(session):
         repeated = _repeat(session, ctx, quoted, client_reference)
         if repeated is not None:
             return repeated
@@ -338,7 +335,7 @@ def place(session: Session, *, buyer: str, seller: str, lines: list[dict[str, An
                   currency=currencies.pop(), subtotal_minor=subtotal, discount_minor=0,
                   total_minor=subtotal, client_reference=client_reference, note=note,
                   placed_at=at, updated_at=at, version=1)
-    if not _postgresql(session):
+    if not postgresql(session):
         session.add(order)  # on PostgreSQL ``_write`` adds it, written
     unwritten = _Unwritten(
         lines=[dict(line_no=line_no, sku_id=facts.sku_id, quantity=r.quantity,

@@ -52,6 +52,7 @@ from .models import (
 )
 from .network import product_scope_from
 from .parties import party_row
+from .pg_bulk import postgresql
 from .scopes import CustomerScope, ProductScope, ScopeError
 from .trees import path_of, paths
 
@@ -465,10 +466,6 @@ def _pair(session: Session, seller: str, buyer: str):
     return found["seller"], found["buyer"]
 
 
-def _postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 # On PostgreSQL what ``_pair``, ``labels_and_tokens`` and ``assortment_of``
 # read, in one prepared statement: both parties, the relationship and the
 # seller's sale permission, the buyer's grade, groups and tags, and the
@@ -538,7 +535,7 @@ def _context(session: Session, seller: str, buyer: str, at: datetime) -> _Contex
     permission; the buyer's labels with the cache tokens (on PostgreSQL one:
     ``_read_context_pg``). The trees, the catalog and the strategies come
     from ``snapshots`` unless their token moved."""
-    read = _read_context_pg(session, seller, buyer) if _postgresql(session) else None
+    read = _read_context_pg(session, seller, buyer) if postgresql(session) else None
     if read is None:
         seller_row, buyer_row = _pair(session, seller, buyer)
         strategies_name = snapshots.strategies_key(seller_row.id)
