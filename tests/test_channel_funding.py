@@ -4,16 +4,19 @@ nothing; on PostgreSQL, orders racing for one deposit never overspend it."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event, func, select, text
 
 import channel_api as ca
 import ledger
 from channel_api import catalog, credit, funding, network, orders
 from channel_api.errors import InvalidInput, OrderExists
+from channel_api.models import Order, OrderEvent, OutboxEvent, PaymentPart, PurchaseHabit
 from channel_api.order_states import IllegalTransition
-from ledger import utcnow
+from ledger import prepared, utcnow
 from tests.channel_fixtures import engine  # noqa: F401  (this module commits: a database of its own)
 
 
@@ -449,27 +452,21 @@ def test_an_overdue_debt_blocks_new_credit_when_the_line_says_so(shop):
 
 # --- placing and paying in one call (the storefront's POST /v1/orders with a plan) ------------
 
+@contextmanager
 def _statements(session):
     """Collects the statements the session's engine runs while the block runs
     (``ledger.prepared``'s round trips included)."""
-    from contextlib import contextmanager
+    seen: list[str] = []
 
-    from sqlalchemy import event
+    def count(conn, cursor, statement, *args):
+        seen.append(" ".join(statement.split()))
 
-    @contextmanager
-    def watching():
-        seen: list[str] = []
-
-        def count(conn, cursor, statement, *args):
-            seen.append(" ".join(statement.split()))
-
-        engine_ = session.get_bind().engine
-        event.listen(engine_, "before_cursor_execute", count)
-        try:
-            yield seen
-        finally:
-            event.remove(engine_, "before_cursor_execute", count)
-    return watching()
+    engine_ = session.get_bind().engine
+    event.listen(engine_, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine_, "before_cursor_execute", count)
 
 
 def _place_and_pay(s, u="", reference=None, quantity=3):
@@ -481,9 +478,6 @@ def _place_and_pay(s, u="", reference=None, quantity=3):
 
 
 def test_an_order_paid_as_placed_is_written_once_in_its_final_state(shop):
-    from channel_api.models import Order, OutboxEvent, PaymentPart, PurchaseHabit
-    from sqlalchemy import func, select
-
     funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=10_000,
                             bank_reference="B-once", actor="finance")
     first = _place_and_pay(shop, reference="PO-once-0")  # warm: statements compiled, accounts open
@@ -539,9 +533,6 @@ def test_placing_and_paying_again_with_the_reference_returns_the_order_and_takes
 
 
 def test_a_shortfall_when_placing_and_paying_writes_nothing(shop):
-    from channel_api.models import Order, OrderEvent, OutboxEvent, PurchaseHabit
-    from sqlalchemy import func, select
-
     funding.confirm_deposit(shop, buyer="S", seller="D", amount_minor=1_000,
                             bank_reference="B-short", actor="finance")
 
@@ -563,9 +554,6 @@ def test_a_shortfall_when_placing_and_paying_writes_nothing(shop):
 def test_concurrent_repeats_of_one_client_reference_make_one_paid_order(session_factory, unique):
     """Six storefront retries of one order at once: the first insert wins,
     the others wait for its commit, find the order and take nothing more."""
-    from channel_api.models import Order
-    from sqlalchemy import func, select
-
     u = unique + "-"
     with session_factory() as s, s.begin():
         build(s, u)
@@ -598,9 +586,6 @@ def test_concurrent_repeats_of_one_client_reference_make_one_paid_order(session_
 def test_orders_are_placed_and_paid_the_same_without_prepared_statements(shop, monkeypatch):
     """Behind a transaction-mode pooler ``ledger.prepared.ENABLED`` is off:
     every statement the order's path prepares runs as plain SQL instead."""
-    from ledger import prepared
-
-    from sqlalchemy import text
 
     connection = shop.connection()
     connection.exec_driver_sql("DEALLOCATE ALL")

@@ -11,7 +11,7 @@ import pytest
 import channel_api as ca
 from channel_api import network, prices, snapshots
 from channel_api.errors import NotPurchasable, PartyNotFound
-from channel_api.assortment import assortment_of
+from channel_api.assortment import assortment_from, assortment_of
 from channel_api.facts import labels_and_tokens
 from ledger import utcnow
 from tests.channel_fixtures import store_buying_from_distributor
@@ -58,7 +58,6 @@ def test_one_statement_reads_what_the_three_reads_read(pair):
     assert tokens[snapshots.CATALOG] is not None
     # The relationship row gives the same assortment as the portable read.
     now = utcnow()
-    from channel_api.assortment import assortment_from
     assert assortment_from(s, found, seller_row, buyer_row, now) == \
         assortment_of(s, seller_row, buyer_row, now)
     # and by public ids, as the API also accepts
