@@ -12,9 +12,11 @@ are shared and this must be turned off: ``ledger.prepared.ENABLED = False``.)
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.sql.sqltypes import NullType
 
 ENABLED = True
 _INFO_KEY = "channel_ledger.prepared"
@@ -98,10 +100,6 @@ def rows(connection: Connection, name: str, statement, params: dict[str, Any]) -
 
 def _compile(connection: Connection, name: str, statement, params: dict[str, Any],
              lengths: tuple) -> tuple:
-    from collections import namedtuple
-
-    from sqlalchemy.sql.sqltypes import NullType
-
     dialect = type(connection.dialect)(paramstyle="numeric_dollar")
     lists = {key for key, _ in lengths}
     # List parameters rendered one placeholder per element (names key_1,
